@@ -1,0 +1,286 @@
+package lab_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/kindlab/kindlab"
+	"github.com/kindlab/kindlab/provision/lab"
+)
+
+const pinned = "kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b"
+
+func builtin(t *testing.T) *lab.Catalog {
+	t.Helper()
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestBuiltinLabsResolve(t *testing.T) {
+	c := builtin(t)
+	features := []string{"apparmor", "kube-proxy-health", "pv-last-transition-time", "nftables", "pv-reclaim-policy",
+		"node-bound-token", "multi-service-cidr", "traffic-distribution", "image-volume", "allocated-resources-status", "anonymous-auth"}
+	for _, name := range append(features, "base", "all-features") {
+		r, err := c.Resolve(name, lab.ResolveOptions{})
+		if err != nil {
+			t.Fatalf("resolve %s: %v", name, err)
+		}
+		if got := len(r.Nodes); got != 3 {
+			t.Errorf("%s: %d nodes, want 1 control plane and 2 workers", name, got)
+		}
+		if err := lab.ValidateNodeImage(r.NodeImage); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	all, err := c.Resolve("all-features", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// all-features is the union of the feature labs, not a copy of them.
+	for _, f := range features {
+		r, _ := c.Resolve(f, lab.ResolveOptions{})
+		for g, v := range r.FeatureGates {
+			if all.FeatureGates[g] != v {
+				t.Errorf("all-features lacks %s's gate %s=%t", f, g, v)
+			}
+		}
+		for _, ch := range r.Checks {
+			if !contains(all.Checks, ch) {
+				t.Errorf("all-features lacks %s's check %s", f, ch)
+			}
+		}
+		for _, w := range r.Workloads {
+			found := false
+			for _, aw := range all.Workloads {
+				found = found || aw.Name == w.Name
+			}
+			if !found {
+				t.Errorf("all-features lacks %s's workload %s", f, w.Name)
+			}
+		}
+	}
+	for _, g := range []string{"ImageVolume", "AnonymousAuthConfigurableEndpoints", "MultiCIDRServiceAllocator"} {
+		if !all.FeatureGates[g] {
+			t.Errorf("all-features: gate %s not on", g)
+		}
+	}
+	if all.RuntimeConfig["networking.k8s.io/v1beta1"] != "true" {
+		t.Errorf("all-features: runtime config %v lacks networking.k8s.io/v1beta1", all.RuntimeConfig)
+	}
+	if all.Networking.KubeProxyMode != "nftables" {
+		t.Errorf("all-features: kube-proxy mode %q", all.Networking.KubeProxyMode)
+	}
+	if all.AuthenticationConfig == nil || !all.Registry || len(all.Artifacts) != 1 {
+		t.Errorf("all-features: auth config %v, registry %t, artifacts %d", all.AuthenticationConfig, all.Registry, len(all.Artifacts))
+	}
+	data, err := all.AuthenticationConfig.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/livez", "/readyz", "/healthz", "/api/v1/namespaces/kube-public/configmaps/cluster-info", "v1alpha1"} {
+		if !strings.Contains(string(data), p) {
+			t.Errorf("authentication config lacks %s", p)
+		}
+	}
+}
+
+// lab writes a lab file with the given spec body (indented under spec:).
+func labFile(name, spec string) string {
+	return "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: " + name + "\nspec:\n" + spec
+}
+
+const goodNodes = "  nodeImage: " + pinned + "\n  nodes:\n  - role: control-plane\n  - role: worker\n"
+
+func TestBadInput(t *testing.T) {
+	cases := []struct {
+		name  string
+		files map[string]string // path -> content; the lab under test is labs/x.yaml
+		lab   string            // lab to resolve (default x)
+		want  []string          // substrings of the one-line error
+	}{
+		{"unknown field", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  nodez: 3\n")},
+			"", []string{"builtin:labs/x.yaml:10:", "spec.nodez: unknown field", "valid here:", "nodes"}},
+		{"unknown nested field", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    rol: worker\n")},
+			"", []string{":10:", "spec.nodes[1].rol: unknown field", "role"}},
+		{"unknown top-level field", map[string]string{"labs/x.yaml": labFile("x", goodNodes) + "status: {}\n"},
+			"", []string{"status: unknown field", "apiVersion, kind, metadata, spec"}},
+		{"unknown feature gate", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    ImageVolumes: true\n")},
+			"", []string{":11:", "spec.featureGates.ImageVolumes", `Kubernetes 1.31 has no feature gate "ImageVolumes"`, `did you mean "ImageVolume"`}},
+		{"gate 1.31 does not have (added in 1.32)", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    DRAResourceClaimDeviceStatus: true\n")},
+			"", []string{"spec.featureGates.DRAResourceClaimDeviceStatus", "Kubernetes 1.31 has no feature gate"}},
+		{"GA gate locked", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    AppArmor: false\n")},
+			"", []string{"spec.featureGates.AppArmor", "GA in 1.31 and locked to true"}},
+		{"bad node role", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: control-plane\n  - role: master\n")},
+			"", []string{":9:", "spec.nodes[1].role", `"master" is not a node role (valid: control-plane, worker)`}},
+		{"zero control planes", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: worker\n")},
+			"", []string{"spec.nodes", "no node has role control-plane"}},
+		{"no nodes at all", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n")},
+			"", []string{"spec.nodes", "missing", "control-plane"}},
+		{"missing referenced file", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  apiServer:\n    authenticationConfig: ../fixtures/nope.yaml\n")},
+			"", []string{":11:", "spec.apiServer.authenticationConfig", `"../fixtures/nope.yaml" does not exist`}},
+		{"missing workload directory", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: w\n    path: ../fixtures/none\n")},
+			"", []string{"spec.workloads[0].path", "does not exist"}},
+		{"name not a DNS label", map[string]string{"labs/x.yaml": labFile("My_Lab", goodNodes)},
+			"", []string{":4:", "metadata.name", `"My_Lab" is not valid`, "DNS label"}},
+		{"two labs with the same name", map[string]string{"labs/x.yaml": labFile("x", goodNodes), "labs/y.yaml": labFile("x", goodNodes)},
+			"", []string{"builtin:labs/y.yaml:4:", "metadata.name", `lab "x" is also defined in builtin:labs/x.yaml`}},
+		{"unpinned node image", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: kindest/node:v1.31.14\n  nodes:\n  - role: control-plane\n")},
+			"", []string{":6:", "spec.nodeImage", "is not pinned", "sha256"}},
+		{"no node image after includes", map[string]string{"labs/x.yaml": labFile("x", "  nodes:\n  - role: control-plane\n")},
+			"", []string{"spec.nodeImage", "missing"}},
+		{"wrong apiVersion", map[string]string{"labs/x.yaml": strings.Replace(labFile("x", goodNodes), "kindlab.dev/v1alpha1", "kindlab.dev/v2", 1)},
+			"", []string{":1:", "apiVersion", `"kindlab.dev/v2" is not supported (valid: kindlab.dev/v1alpha1)`}},
+		{"unknown include", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  include: [nope]\n")},
+			"", []string{"spec.include[0]", `unknown lab "nope"`}},
+		{"include cycle", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  include: [y]\n"), "labs/y.yaml": labFile("y", "  include: [x]\n")},
+			"", []string{"include cycle: x -> y -> x"}},
+		{"conflicting gates between included labs", map[string]string{
+			"labs/x.yaml": labFile("x", goodNodes+"  include: [a, b]\n"),
+			"labs/a.yaml": labFile("a", "  featureGates:\n    ImageVolume: true\n"),
+			"labs/b.yaml": labFile("b", "  featureGates:\n    ImageVolume: false\n")},
+			"", []string{"builtin:labs/b.yaml", "spec.featureGates.ImageVolume", `conflicts with true from lab "a"`}},
+		{"bad kube-proxy mode", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  networking:\n    kubeProxyMode: ebpf\n")},
+			"", []string{"spec.networking.kubeProxyMode", "valid: iptables, nftables, ipvs, none"}},
+		{"bad runtime config value", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    networking.k8s.io/v1beta1: yes\n")},
+			"", []string{`spec.runtimeConfig["networking.k8s.io/v1beta1"]`, `valid: "true", "false"`}},
+		{"artifact reference does not parse", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: .\n    reference: 'localhost:5001/UPPER:v1'\n")},
+			"", []string{"spec.artifacts[0].reference", "is not an image reference"}},
+		{"unpinned workload image", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  images:\n  - name: agnhost\n    reference: registry.k8s.io/e2e-test-images/agnhost:2.52\n")},
+			"", []string{"spec.images[0].reference", "is not pinned"}},
+		{"wrong type", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    ImageVolume: maybe\n")},
+			"", []string{"line 11", "maybe"}},
+		{"two documents", map[string]string{"labs/x.yaml": labFile("x", goodNodes) + "---\n" + labFile("y", goodNodes)},
+			"", []string{"one document"}},
+		{"not YAML", map[string]string{"labs/x.yaml": "apiVersion: [\n"},
+			"", []string{"builtin:labs/x.yaml", "not valid YAML"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			fsys := fstest.MapFS{"fixtures/.keep": {Data: nil}}
+			for p, content := range tc.files {
+				fsys[p] = &fstest.MapFile{Data: []byte(content)}
+			}
+			c := lab.NewCatalog()
+			err := c.AddBuiltin(fsys, "labs")
+			if err == nil {
+				_, err = c.Resolve("x", lab.ResolveOptions{KnownChecks: []string{}})
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q lacks %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestUnknownCheck(t *testing.T) {
+	c := builtin(t)
+	_, err := c.Resolve("nftables", lab.ResolveOptions{KnownChecks: []string{"other"}})
+	if err == nil || !strings.Contains(err.Error(), `unknown check "nftables" (valid: other)`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestDiskLabShadowsBuiltinAndReachesFixtures(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "labs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "fixtures", "w"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	content := labFile("nftables", "  include: [base]\n  workloads:\n  - name: w\n    path: ../fixtures/w\n")
+	if err := os.WriteFile(filepath.Join(dir, "labs", "nftables.yaml"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := lab.NewCatalog()
+	if err := c.AddDir(filepath.Join(dir, "labs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("nftables", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.Source, dir) || len(r.Workloads) != 1 || r.Workloads[0].Name != "w" {
+		t.Fatalf("disk lab did not shadow the built-in one: source %s, workloads %+v", r.Source, r.Workloads)
+	}
+	if r.Networking.KubeProxyMode != "" {
+		t.Fatalf("shadowed lab's fields leaked: %+v", r.Networking)
+	}
+	// Two disk labs of one name are an error, unlike shadowing.
+	if err := os.WriteFile(filepath.Join(dir, "labs", "copy.yaml"), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c2 := lab.NewCatalog()
+	if err := c2.AddDir(filepath.Join(dir, "labs")); err == nil || !strings.Contains(err.Error(), "lab names must be unique") {
+		t.Fatalf("duplicate disk labs: got %v", err)
+	}
+}
+
+func TestTopLabOverridesIncludes(t *testing.T) {
+	fsys := fstest.MapFS{
+		"labs/a.yaml": {Data: []byte(labFile("a", goodNodes+"  featureGates:\n    ImageVolume: true\n"))},
+		"labs/x.yaml": {Data: []byte(labFile("x", "  include: [a]\n  featureGates:\n    ImageVolume: false\n"))},
+	}
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(fsys, "labs"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("x", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.FeatureGates["ImageVolume"] {
+		t.Fatal("the including lab should override its includes")
+	}
+	if strings.Join(r.Labs, ",") != "a,x" {
+		t.Fatalf("merge order %v", r.Labs)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	entries, _ := kindlab.Files.ReadDir(kindlab.LabsDir)
+	for _, e := range entries {
+		b, _ := kindlab.Files.ReadFile(kindlab.LabsDir + "/" + e.Name())
+		f.Add(b)
+	}
+	f.Add([]byte(labFile("x", goodNodes+"  runtimeConfig:\n    a: b\n")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		l, err := lab.Parse(data, lab.Origin{FS: kindlab.Files, Path: "labs/fuzz.yaml", Display: "fuzz.yaml"})
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error: %q", err)
+			}
+			return
+		}
+		if l.Metadata.Name == "" {
+			t.Fatal("a parsed lab has no name")
+		}
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

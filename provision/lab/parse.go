@@ -1,0 +1,233 @@
+package lab
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Error is a problem with a lab file: which file, where, which field, and
+// what would be valid. It prints as one line, the way a compiler would.
+type Error struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	loc := e.File
+	if e.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", loc, e.Line)
+	}
+	if e.Field == "" {
+		return loc + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
+}
+
+// document is a parsed lab with the YAML tree kept, so later validation can
+// point at the line of any field path.
+type document struct {
+	lab  *Lab
+	root *yaml.Node
+}
+
+// Parse reads one lab file. Unknown fields are errors that name the field
+// path, its line and the fields that would be valid there.
+func Parse(data []byte, origin Origin) (*Lab, error) {
+	doc, err := parse(data, origin)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateFile(doc); err != nil {
+		return nil, err
+	}
+	return doc.lab, nil
+}
+
+func parse(data []byte, origin Origin) (*document, error) {
+	fail := func(line int, field, format string, args ...any) (*document, error) {
+		return nil, &Error{File: origin.Display, Line: line, Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fail(0, "", "empty file: a lab needs apiVersion %s, kind %s, metadata.name and spec", APIVersion, Kind)
+		}
+		return fail(0, "", "not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return fail(extra.Line, "", "a lab file holds one document; found another after ---")
+	}
+	body := &root
+	if body.Kind == yaml.DocumentNode && len(body.Content) == 1 {
+		body = body.Content[0]
+	}
+	if body.Kind != yaml.MappingNode {
+		return fail(body.Line, "", "a lab file is a YAML mapping with apiVersion, kind, metadata and spec")
+	}
+	if err := checkFields(body, reflect.TypeOf(Lab{}), "", origin.Display); err != nil {
+		return nil, err
+	}
+	var l Lab
+	if err := body.Decode(&l); err != nil {
+		var te *yaml.TypeError
+		if errors.As(err, &te) && len(te.Errors) > 0 {
+			return fail(0, "", "%s", te.Errors[0])
+		}
+		return fail(0, "", "%v", err)
+	}
+	l.Origin = origin
+	return &document{lab: &l, root: body}, nil
+}
+
+// checkFields walks the YAML tree beside the Go type and reports the first
+// key the type does not have. yaml.v3's own KnownFields names the Go type,
+// which means nothing to someone writing a lab file.
+func checkFields(n *yaml.Node, t reflect.Type, path, file string) error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // yaml's decoder reports the type mismatch
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = t.Field(i).Type
+			names = append(names, tag)
+		}
+		sort.Strings(names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			ft, ok := fields[k.Value]
+			if !ok {
+				return &Error{File: file, Line: k.Line, Field: join(path, k.Value),
+					Msg: fmt.Sprintf("unknown field (valid here: %s)", strings.Join(names, ", "))}
+			}
+			if err := checkFields(v, ft, join(path, k.Value), file); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return nil
+		}
+		for i, item := range n.Content {
+			if err := checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// line finds the line of a field path such as "spec.nodes[1].role" or
+// "spec.featureGates.Foo" in the document, or 0 when it is not there.
+func (d *document) line(path string) int {
+	n := d.root
+	for _, part := range splitPath(path) {
+		if n == nil {
+			return 0
+		}
+		switch {
+		case part.index >= 0:
+			if n.Kind != yaml.SequenceNode || part.index >= len(n.Content) {
+				return 0
+			}
+			n = n.Content[part.index]
+		default:
+			var next *yaml.Node
+			for i := 0; i+1 < len(n.Content) && n.Kind == yaml.MappingNode; i += 2 {
+				if n.Content[i].Value == part.key {
+					next = n.Content[i+1]
+					if next.Kind != yaml.MappingNode && next.Kind != yaml.SequenceNode {
+						next = n.Content[i] // a scalar's key line reads better than its value's
+					}
+					break
+				}
+			}
+			n = next
+		}
+	}
+	if n == nil {
+		return 0
+	}
+	return n.Line
+}
+
+type pathPart struct {
+	key   string
+	index int
+}
+
+// splitPath splits "a.b[2].c" into a, b, [2], c. Map keys such as
+// "networking.k8s.io/v1beta1" contain dots, so a key is taken whole when the
+// caller quotes it as a["networking.k8s.io/v1beta1"].
+func splitPath(path string) []pathPart {
+	var parts []pathPart
+	for len(path) > 0 {
+		switch {
+		case strings.HasPrefix(path, `["`):
+			end := strings.Index(path, `"]`)
+			parts = append(parts, pathPart{key: path[2:end], index: -1})
+			path = path[end+2:]
+		case path[0] == '[':
+			end := strings.IndexByte(path, ']')
+			var i int
+			fmt.Sscanf(path[1:end], "%d", &i)
+			parts = append(parts, pathPart{index: i})
+			path = path[end+1:]
+		case path[0] == '.':
+			path = path[1:]
+		default:
+			end := strings.IndexAny(path, ".[")
+			if end < 0 {
+				end = len(path)
+			}
+			parts = append(parts, pathPart{key: path[:end], index: -1})
+			path = path[end:]
+		}
+	}
+	return parts
+}
+
+// ReadFile reads a lab file from disk.
+func ReadFile(fsys fs.FS, path, display string) (*Lab, error) {
+	data, err := fs.ReadFile(fsys, path)
+	if err != nil {
+		return nil, &Error{File: display, Msg: fmt.Sprintf("cannot read lab file: %v", unwrapPathError(err))}
+	}
+	return Parse(data, Origin{FS: fsys, Path: path, Display: display})
+}
+
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}

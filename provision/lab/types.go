@@ -1,0 +1,124 @@
+// Package lab reads, validates and composes kindlab lab files.
+//
+// A lab file is a Kubernetes-style object (apiVersion kindlab.dev/v1alpha1,
+// kind Lab). Labs compose: spec.include names other labs whose specs are
+// merged under this one, so all-features is the union of the per-feature
+// labs rather than a copy of them.
+package lab
+
+import "io/fs"
+
+// APIVersion and Kind are the only values a lab file may carry in its header.
+const (
+	APIVersion = "kindlab.dev/v1alpha1"
+	Kind       = "Lab"
+)
+
+// Lab is one lab file as written.
+type Lab struct {
+	APIVersion string   `yaml:"apiVersion" json:"apiVersion"`
+	Kind       string   `yaml:"kind" json:"kind"`
+	Metadata   Metadata `yaml:"metadata" json:"metadata"`
+	Spec       Spec     `yaml:"spec" json:"spec"`
+
+	// Origin is where the lab was read from; never serialised.
+	Origin Origin `yaml:"-" json:"-"`
+}
+
+// Origin records the file a lab came from so that relative paths in it
+// (authentication config, artifact sources, workloads) resolve beside it,
+// whether the lab is embedded in the binary or on disk.
+type Origin struct {
+	// FS holds the lab file and everything it refers to.
+	FS fs.FS
+	// Path is the lab file's path inside FS (slash-separated, unrooted).
+	Path string
+	// Display is how errors name the file: a disk path, or "builtin:labs/x.yaml".
+	Display string
+}
+
+// Metadata names the lab. The name must be a DNS label: it becomes part of
+// the kind cluster name, container names and the kubeconfig context.
+type Metadata struct {
+	Name string `yaml:"name" json:"name"`
+}
+
+// Spec is what a lab asks for. Every field is optional in a file that is
+// included by another; the resolved lab must have a pinned node image and
+// at least one control-plane node.
+type Spec struct {
+	Description   string            `yaml:"description,omitempty" json:"description,omitempty"`
+	Include       []string          `yaml:"include,omitempty" json:"include,omitempty"`
+	NodeImage     string            `yaml:"nodeImage,omitempty" json:"nodeImage,omitempty"`
+	Nodes         []Node            `yaml:"nodes,omitempty" json:"nodes,omitempty"`
+	FeatureGates  map[string]bool   `yaml:"featureGates,omitempty" json:"featureGates,omitempty"`
+	RuntimeConfig map[string]string `yaml:"runtimeConfig,omitempty" json:"runtimeConfig,omitempty"`
+	Networking    Networking        `yaml:"networking,omitempty" json:"networking,omitempty"`
+	APIServer     APIServer         `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`
+	Registry      *Registry         `yaml:"registry,omitempty" json:"registry,omitempty"`
+	Images        []Image           `yaml:"images,omitempty" json:"images,omitempty"`
+	Artifacts     []Artifact        `yaml:"artifacts,omitempty" json:"artifacts,omitempty"`
+	Workloads     []Workload        `yaml:"workloads,omitempty" json:"workloads,omitempty"`
+	Checks        []string          `yaml:"checks,omitempty" json:"checks,omitempty"`
+	Instructions  string            `yaml:"instructions,omitempty" json:"instructions,omitempty"`
+}
+
+// Node roles, as kind names them.
+const (
+	RoleControlPlane = "control-plane"
+	RoleWorker       = "worker"
+)
+
+// Node is one kind node.
+type Node struct {
+	Role   string            `yaml:"role" json:"role"`
+	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+}
+
+// Networking holds the cluster's network settings.
+type Networking struct {
+	// KubeProxyMode is iptables, nftables, ipvs or none.
+	KubeProxyMode string `yaml:"kubeProxyMode,omitempty" json:"kubeProxyMode,omitempty"`
+	PodSubnet     string `yaml:"podSubnet,omitempty" json:"podSubnet,omitempty"`
+	ServiceSubnet string `yaml:"serviceSubnet,omitempty" json:"serviceSubnet,omitempty"`
+}
+
+// APIServer holds files the kube-apiserver is started with.
+type APIServer struct {
+	// AuthenticationConfig is a path, relative to the lab file, of an
+	// apiserver.config.k8s.io AuthenticationConfiguration passed with
+	// --authentication-config.
+	AuthenticationConfig string `yaml:"authenticationConfig,omitempty" json:"authenticationConfig,omitempty"`
+}
+
+// Registry asks for the shared local registry to be wired to the nodes.
+type Registry struct {
+	Enabled bool `yaml:"enabled" json:"enabled"`
+}
+
+// Image is a workload image the lab's manifests use, pinned by digest, so an
+// offline kit knows what to carry.
+type Image struct {
+	Name      string `yaml:"name" json:"name"`
+	Reference string `yaml:"reference" json:"reference"`
+}
+
+// Artifact is an OCI artifact built from files and pushed to the local registry.
+type Artifact struct {
+	Name string `yaml:"name" json:"name"`
+	// Source is a directory, relative to the lab file.
+	Source string `yaml:"source" json:"source"`
+	// Reference is where it is pushed, e.g. localhost:5001/kindlab/model:v1.
+	Reference string `yaml:"reference" json:"reference"`
+	// ArtifactType is recorded as an annotation only: containerd mounts
+	// image-shaped objects, so the manifest stays a plain image.
+	ArtifactType string            `yaml:"artifactType,omitempty" json:"artifactType,omitempty"`
+	Annotations  map[string]string `yaml:"annotations,omitempty" json:"annotations,omitempty"`
+}
+
+// Workload is a directory of manifests, relative to the lab file, applied
+// with server-side apply.
+type Workload struct {
+	Name string `yaml:"name" json:"name"`
+	Path string `yaml:"path" json:"path"`
+}

@@ -1,0 +1,297 @@
+package lab
+
+import (
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/name"
+)
+
+var (
+	dnsLabel      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	digestPinned  = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
+	groupVersion  = regexp.MustCompile(`^(api/(all|alpha|beta|ga)|v1|[a-z0-9.-]+/[a-z0-9]+)$`)
+	kubeProxyMode = []string{"iptables", "nftables", "ipvs", "none"}
+)
+
+// validateFile checks what one file can say about itself. What only makes
+// sense once includes are merged (a control plane exists, the image is
+// pinned) is checked by Resolve.
+func validateFile(d *document) error {
+	l := d.lab
+	e := func(field, format string, args ...any) error {
+		return &Error{File: l.Origin.Display, Line: d.line(field), Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if l.APIVersion != APIVersion {
+		return e("apiVersion", "%q is not supported (valid: %s)", l.APIVersion, APIVersion)
+	}
+	if l.Kind != Kind {
+		return e("kind", "%q is not supported (valid: %s)", l.Kind, Kind)
+	}
+	if err := ValidateName(l.Metadata.Name); err != nil {
+		return e("metadata.name", "%v", err)
+	}
+	s := &l.Spec
+	for i, inc := range s.Include {
+		if !dnsLabel.MatchString(inc) {
+			return e(fmt.Sprintf("spec.include[%d]", i), "%q is not a lab name (a lab name is a DNS label)", inc)
+		}
+		if inc == l.Metadata.Name {
+			return e(fmt.Sprintf("spec.include[%d]", i), "a lab cannot include itself")
+		}
+	}
+	if s.NodeImage != "" {
+		if err := ValidateNodeImage(s.NodeImage); err != nil {
+			return e("spec.nodeImage", "%v", err)
+		}
+	}
+	for i, n := range s.Nodes {
+		if n.Role != RoleControlPlane && n.Role != RoleWorker {
+			return e(fmt.Sprintf("spec.nodes[%d].role", i), "%q is not a node role (valid: %s, %s)", n.Role, RoleControlPlane, RoleWorker)
+		}
+	}
+	if len(s.Nodes) > 0 && countRole(s.Nodes, RoleControlPlane) == 0 {
+		return e("spec.nodes", "no node has role %s: a cluster needs at least one", RoleControlPlane)
+	}
+	for _, g := range sortedKeys(s.FeatureGates) {
+		if err := ValidateGate(g, s.FeatureGates[g]); err != nil {
+			return e("spec.featureGates."+g, "%v", err)
+		}
+	}
+	for _, k := range sortedKeys(s.RuntimeConfig) {
+		field := fmt.Sprintf("spec.runtimeConfig[%q]", k)
+		if !groupVersion.MatchString(k) {
+			return e(field, "%q is not an API group/version (e.g. networking.k8s.io/v1beta1, api/all)", k)
+		}
+		if v := s.RuntimeConfig[k]; v != "true" && v != "false" {
+			return e(field, "%q is not valid (valid: \"true\", \"false\")", v)
+		}
+	}
+	if m := s.Networking.KubeProxyMode; m != "" && !contains(kubeProxyMode, m) {
+		return e("spec.networking.kubeProxyMode", "%q is not a kube-proxy mode (valid: %s)", m, strings.Join(kubeProxyMode, ", "))
+	}
+	if p := s.APIServer.AuthenticationConfig; p != "" {
+		if err := checkRef(l.Origin, p, false); err != nil {
+			return e("spec.apiServer.authenticationConfig", "%v", err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, img := range s.Images {
+		field := fmt.Sprintf("spec.images[%d]", i)
+		if img.Name == "" {
+			return e(field+".name", "missing: every image needs a name")
+		}
+		if seen["image/"+img.Name] {
+			return e(field+".name", "%q is listed twice", img.Name)
+		}
+		seen["image/"+img.Name] = true
+		if err := ValidatePinnedImage(img.Reference); err != nil {
+			return e(field+".reference", "%v", err)
+		}
+	}
+	for i, a := range s.Artifacts {
+		field := fmt.Sprintf("spec.artifacts[%d]", i)
+		if !dnsLabel.MatchString(a.Name) {
+			return e(field+".name", "%q is not valid (a DNS label: lower-case letters, digits and -)", a.Name)
+		}
+		if seen["artifact/"+a.Name] {
+			return e(field+".name", "%q is listed twice", a.Name)
+		}
+		seen["artifact/"+a.Name] = true
+		if a.Source == "" {
+			return e(field+".source", "missing: a directory, relative to the lab file, whose files become the artifact")
+		}
+		if err := checkRef(l.Origin, a.Source, true); err != nil {
+			return e(field+".source", "%v", err)
+		}
+		if _, err := name.ParseReference(a.Reference, name.StrictValidation); err != nil {
+			return e(field+".reference", "%q is not an image reference: %v (e.g. localhost:5001/kindlab/model:v1)", a.Reference, err)
+		}
+	}
+	for i, w := range s.Workloads {
+		field := fmt.Sprintf("spec.workloads[%d]", i)
+		if !dnsLabel.MatchString(w.Name) {
+			return e(field+".name", "%q is not valid (a DNS label: lower-case letters, digits and -)", w.Name)
+		}
+		if seen["workload/"+w.Name] {
+			return e(field+".name", "%q is listed twice", w.Name)
+		}
+		seen["workload/"+w.Name] = true
+		if err := checkRef(l.Origin, w.Path, true); err != nil {
+			return e(field+".path", "%v", err)
+		}
+	}
+	for i, c := range s.Checks {
+		if !dnsLabel.MatchString(c) {
+			return e(fmt.Sprintf("spec.checks[%d]", i), "%q is not a check name", c)
+		}
+	}
+	return nil
+}
+
+// ValidateName says whether a lab or cluster name can be used: it ends up in
+// container names, a docker network label and the kubeconfig context.
+func ValidateName(n string) error {
+	if n == "" {
+		return fmt.Errorf("missing: a lab needs a name")
+	}
+	if len(n) > 40 || !dnsLabel.MatchString(n) {
+		return fmt.Errorf("%q is not valid: use a DNS label of at most 40 characters (lower-case letters, digits and -, starting and ending alphanumeric)", n)
+	}
+	return nil
+}
+
+// ValidateNodeImage accepts only a node image pinned by digest, so that a
+// lab means the same cluster next year.
+func ValidateNodeImage(ref string) error {
+	return ValidatePinnedImage(ref)
+}
+
+// ValidatePinnedImage accepts name[:tag]@sha256:<64 hex>.
+func ValidatePinnedImage(ref string) error {
+	if ref == "" {
+		return fmt.Errorf("missing: an image reference pinned by digest (name:tag@sha256:…)")
+	}
+	if err := ParseImageReference(ref); err != nil {
+		return fmt.Errorf("%q is not an image reference: %v", ref, err)
+	}
+	if !digestPinned.MatchString(ref) {
+		return fmt.Errorf("%q is not pinned: add its digest (name:tag@sha256:<64 hex digits>)", ref)
+	}
+	return nil
+}
+
+// ParseImageReference accepts what Docker and kind accept, including the
+// name:tag@digest form that go-containerregistry's parser refuses.
+func ParseImageReference(ref string) error {
+	repoTag, digest, pinned := strings.Cut(ref, "@")
+	if _, err := name.ParseReference(repoTag); err != nil {
+		return err
+	}
+	if !pinned {
+		return nil
+	}
+	t, err := name.NewTag(repoTag)
+	if err != nil {
+		return err
+	}
+	_, err = name.NewDigest(t.Context().Name() + "@" + digest)
+	return err
+}
+
+// ValidateGate checks a gate against Kubernetes 1.31's own list.
+func ValidateGate(gate string, value bool) error {
+	if gate == "AllAlpha" || gate == "AllBeta" {
+		return nil
+	}
+	spec, ok := gates131[gate]
+	if !ok {
+		msg := fmt.Sprintf("Kubernetes %s has no feature gate %q", KubernetesMinor, gate)
+		if s := suggest(gate); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		return fmt.Errorf("%s", msg)
+	}
+	if spec.Locked && value != spec.Default {
+		return fmt.Errorf("is %s in %s and locked to %t; remove it from the lab", spec.Stage, KubernetesMinor, spec.Default)
+	}
+	return nil
+}
+
+// GateStage tells a gate's stage in 1.31 (Alpha, Beta, GA, Deprecated), or "".
+func GateStage(gate string) string { return gates131[gate].Stage }
+
+func suggest(gate string) string {
+	lower := strings.ToLower(gate)
+	best, bestD := "", 4
+	for g := range gates131 {
+		if d := levenshtein(lower, strings.ToLower(g)); d < bestD || (d == bestD && g < best) {
+			best, bestD = g, d
+		}
+	}
+	return best
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// checkRef checks that a path a lab refers to exists beside it and stays
+// inside the tree the lab came from.
+func checkRef(o Origin, rel string, wantDir bool) error {
+	p, err := o.Resolve(rel)
+	if err != nil {
+		return err
+	}
+	info, err := fs.Stat(o.FS, p)
+	if err != nil {
+		return fmt.Errorf("%q does not exist (paths are relative to the lab file)", rel)
+	}
+	if wantDir && !info.IsDir() {
+		return fmt.Errorf("%q is not a directory", rel)
+	}
+	if !wantDir && info.IsDir() {
+		return fmt.Errorf("%q is a directory, not a file", rel)
+	}
+	return nil
+}
+
+// Resolve turns a path relative to the lab file into a path inside Origin.FS.
+func (o Origin) Resolve(rel string) (string, error) {
+	if path.IsAbs(rel) {
+		return "", fmt.Errorf("%q is absolute; write it relative to the lab file", rel)
+	}
+	p := path.Join(path.Dir(o.Path), rel)
+	if !fs.ValidPath(p) {
+		return "", fmt.Errorf("%q leaves the directory tree the lab file is in", rel)
+	}
+	return p, nil
+}
+
+func countRole(nodes []Node, role string) int {
+	n := 0
+	for _, node := range nodes {
+		if node.Role == role {
+			n++
+		}
+	}
+	return n
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

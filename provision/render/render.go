@@ -1,0 +1,229 @@
+// Package render turns a resolved lab into what kind is given: its own
+// v1alpha4.Cluster value (never a YAML template), the files the nodes mount,
+// and the plan of what `kindlab up` will do.
+package render
+
+import (
+	"fmt"
+	"path"
+	"path/filepath"
+	"sort"
+
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+	"sigs.k8s.io/yaml"
+
+	"github.com/kindlab/kindlab/provision/lab"
+)
+
+// Where the control-plane node sees kindlab's apiserver files; kubeadm
+// mounts the same directory into the kube-apiserver static pod.
+const (
+	NodeConfigDir            = "/etc/kubernetes/kindlab"
+	AuthenticationConfigFile = "authentication-config.yaml"
+	// DefaultRegistryPort is where the shared local registry listens on the host.
+	DefaultRegistryPort = 5001
+)
+
+// Options shape a render beyond what the lab says.
+type Options struct {
+	// Name is the kind cluster name; default: the lab name.
+	Name string
+	// StateDir is the cluster's own directory on the host: files the nodes
+	// mount are written there before the cluster is created.
+	StateDir string
+	// NodeImage overrides the lab's node image (e.g. an image built offline).
+	NodeImage string
+	// RegistryPort is the host port of the local registry.
+	RegistryPort int
+}
+
+// File is a file written on the host and mounted into nodes.
+type File struct {
+	HostPath      string `json:"hostPath"`
+	ContainerPath string `json:"containerPath"`
+	Content       string `json:"content"`
+	// Source is the lab-relative path it came from.
+	Source string `json:"source"`
+}
+
+// Plan is everything `kindlab up` will create for a lab.
+type Plan struct {
+	ClusterName  string            `json:"clusterName"`
+	Context      string            `json:"kubeconfigContext"`
+	Lab          string            `json:"lab"`
+	Labs         []string          `json:"labs"`
+	NodeImage    string            `json:"nodeImage"`
+	Config       *v1alpha4.Cluster `json:"kindConfig"`
+	Files        []File            `json:"files,omitempty"`
+	Registry     *RegistryPlan     `json:"registry,omitempty"`
+	Artifacts    []ArtifactPlan    `json:"artifacts,omitempty"`
+	Images       []lab.Image       `json:"images,omitempty"`
+	Workloads    []string          `json:"workloads,omitempty"`
+	Checks       []string          `json:"checks,omitempty"`
+	Instructions []lab.Instruction `json:"instructions,omitempty"`
+	// Resolved is the lab the plan was made from.
+	Resolved *lab.Resolved `json:"-"`
+}
+
+// RegistryPlan says how the nodes reach the shared local registry.
+type RegistryPlan struct {
+	Container string `json:"container"`
+	HostPort  int    `json:"hostPort"`
+	// HostsToml is written on every node at CertsDPath.
+	CertsDPath string `json:"certsDPath"`
+	HostsToml  string `json:"hostsToml"`
+	// ConfigMap is the KEP-1755 local-registry-hosting document.
+	ConfigMap string `json:"localRegistryHosting"`
+}
+
+// ArtifactPlan is one artifact to build and push.
+type ArtifactPlan struct {
+	Name      string `json:"name"`
+	Source    string `json:"source"`
+	Reference string `json:"reference"`
+}
+
+// RegistryContainer is the shared registry's container name, as kind's
+// local-registry recipe names it.
+const RegistryContainer = "kind-registry"
+
+// Render builds the plan for a resolved lab.
+func Render(r *lab.Resolved, opts Options) (*Plan, error) {
+	name := opts.Name
+	if name == "" {
+		name = r.Name
+	}
+	if err := lab.ValidateName(name); err != nil {
+		return nil, fmt.Errorf("--name: %w", err)
+	}
+	image := r.NodeImage
+	if opts.NodeImage != "" {
+		if err := lab.ParseImageReference(opts.NodeImage); err != nil {
+			return nil, fmt.Errorf("--image: %q is not an image reference: %w", opts.NodeImage, err)
+		}
+		image = opts.NodeImage
+	}
+	port := opts.RegistryPort
+	if port == 0 {
+		port = DefaultRegistryPort
+	}
+	cfg := &v1alpha4.Cluster{
+		TypeMeta:      v1alpha4.TypeMeta{Kind: "Cluster", APIVersion: "kind.x-k8s.io/v1alpha4"},
+		Name:          name,
+		FeatureGates:  copyMap(r.FeatureGates),
+		RuntimeConfig: copyMap(r.RuntimeConfig),
+		Networking: v1alpha4.Networking{
+			KubeProxyMode: v1alpha4.ProxyMode(r.Networking.KubeProxyMode),
+			PodSubnet:     r.Networking.PodSubnet,
+			ServiceSubnet: r.Networking.ServiceSubnet,
+		},
+	}
+	plan := &Plan{
+		ClusterName:  name,
+		Context:      "kind-" + name,
+		Lab:          r.Name,
+		Labs:         r.Labs,
+		NodeImage:    image,
+		Config:       cfg,
+		Images:       r.Images,
+		Checks:       r.Checks,
+		Instructions: r.Instructions,
+		Resolved:     r,
+	}
+	var cpMounts []v1alpha4.Mount
+	if r.AuthenticationConfig != nil {
+		content, err := r.AuthenticationConfig.Read()
+		if err != nil {
+			return nil, err
+		}
+		hostDir := filepath.Join(opts.StateDir, "apiserver")
+		plan.Files = append(plan.Files, File{
+			HostPath:      filepath.Join(hostDir, AuthenticationConfigFile),
+			ContainerPath: path.Join(NodeConfigDir, AuthenticationConfigFile),
+			Content:       string(content),
+			Source:        r.AuthenticationConfig.Display,
+		})
+		// The directory, not the file: an editor's rename-on-save would leave
+		// a file mount pointing at the old inode.
+		cpMounts = append(cpMounts, v1alpha4.Mount{HostPath: hostDir, ContainerPath: NodeConfigDir, Readonly: true})
+		patch, err := apiServerPatch(path.Join(NodeConfigDir, AuthenticationConfigFile))
+		if err != nil {
+			return nil, err
+		}
+		cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, patch)
+	}
+	for _, n := range r.Nodes {
+		node := v1alpha4.Node{Role: v1alpha4.NodeRole(n.Role), Image: image, Labels: copyMap(n.Labels)}
+		if n.Role == lab.RoleControlPlane {
+			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
+		}
+		cfg.Nodes = append(cfg.Nodes, node)
+	}
+	if r.Registry {
+		plan.Registry = &RegistryPlan{
+			Container:  RegistryContainer,
+			HostPort:   port,
+			CertsDPath: fmt.Sprintf("/etc/containerd/certs.d/localhost:%d/hosts.toml", port),
+			HostsToml:  fmt.Sprintf("[host.\"http://%s:5000\"]\n", RegistryContainer),
+			ConfigMap: fmt.Sprintf("host: \"localhost:%d\"\nhelp: \"https://kind.sigs.k8s.io/docs/user/local-registry/\"\n",
+				port),
+		}
+	}
+	for _, a := range r.Artifacts {
+		plan.Artifacts = append(plan.Artifacts, ArtifactPlan{Name: a.Name, Source: a.Dir.Display, Reference: a.Reference})
+	}
+	for _, w := range r.Workloads {
+		plan.Workloads = append(plan.Workloads, w.Name)
+	}
+	v1alpha4.SetDefaultsCluster(cfg)
+	return plan, nil
+}
+
+// apiServerPatch is the kubeadm ClusterConfiguration patch that passes the
+// authentication config to the apiserver. kind renders kubeadm v1beta3 for
+// 1.31, where extraArgs is a map; it is built as data, then serialised.
+func apiServerPatch(file string) (string, error) {
+	patch := map[string]any{
+		"kind": "ClusterConfiguration",
+		"apiServer": map[string]any{
+			"extraArgs": map[string]string{"authentication-config": file},
+			"extraVolumes": []map[string]any{{
+				"name":      "kindlab-config",
+				"hostPath":  NodeConfigDir,
+				"mountPath": NodeConfigDir,
+				"readOnly":  true,
+				"pathType":  "DirectoryOrCreate",
+			}},
+		},
+	}
+	b, err := yaml.Marshal(patch)
+	if err != nil {
+		return "", fmt.Errorf("render kubeadm patch: %w", err)
+	}
+	return string(b), nil
+}
+
+// KindConfigYAML is the kind config as kind would read it from a file.
+func (p *Plan) KindConfigYAML() ([]byte, error) {
+	b, err := yaml.Marshal(p.Config)
+	if err != nil {
+		return nil, fmt.Errorf("render kind config: %w", err)
+	}
+	return b, nil
+}
+
+func copyMap[V any](m map[string]V) map[string]V {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]V, len(m))
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		out[k] = m[k]
+	}
+	return out
+}

@@ -1,0 +1,185 @@
+package render_test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+
+	"github.com/kindlab/kindlab"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/render"
+)
+
+// kindDecode reads a config the way kind's own loader does
+// (pkg/internal/apis/config/encoding: yaml.v3 with known fields only).
+func kindDecode(t *testing.T, raw []byte) *v1alpha4.Cluster {
+	t.Helper()
+	d := yaml.NewDecoder(bytes.NewReader(raw))
+	d.KnownFields(true)
+	cfg := &v1alpha4.Cluster{}
+	if err := d.Decode(cfg); err != nil {
+		t.Fatalf("kind would refuse the config: %v\n%s", err, raw)
+	}
+	if cfg.APIVersion != "kind.x-k8s.io/v1alpha4" || cfg.Kind != "Cluster" {
+		t.Fatalf("type meta %q %q", cfg.APIVersion, cfg.Kind)
+	}
+	return cfg
+}
+
+func renderLab(t *testing.T, name string, opts render.Options) *render.Plan {
+	t.Helper()
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve(name, lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.StateDir == "" {
+		opts.StateDir = "/state/" + name
+	}
+	p, err := render.Render(r, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestRenderEveryBuiltinLab(t *testing.T) {
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range c.Names() {
+		p := renderLab(t, name, render.Options{})
+		raw, err := p.KindConfigYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := kindDecode(t, raw)
+		if cfg.Name != name || len(cfg.Nodes) != 3 {
+			t.Errorf("%s: name %q, %d nodes", name, cfg.Name, len(cfg.Nodes))
+		}
+		for _, n := range cfg.Nodes {
+			if n.Image != p.Resolved.NodeImage || !strings.Contains(n.Image, "@sha256:") {
+				t.Errorf("%s: node image %q not the lab's pinned one", name, n.Image)
+			}
+		}
+	}
+}
+
+func TestRenderAllFeatures(t *testing.T) {
+	p := renderLab(t, "all-features", render.Options{StateDir: "/var/lib/kindlab/all-features"})
+	raw, err := p.KindConfigYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kindDecode(t, raw)
+	for _, g := range []string{"ImageVolume", "AnonymousAuthConfigurableEndpoints", "MultiCIDRServiceAllocator"} {
+		if !cfg.FeatureGates[g] {
+			t.Errorf("gate %s not on in %v", g, cfg.FeatureGates)
+		}
+	}
+	if cfg.RuntimeConfig["networking.k8s.io/v1beta1"] != "true" {
+		t.Errorf("runtimeConfig %v", cfg.RuntimeConfig)
+	}
+	if cfg.Networking.KubeProxyMode != v1alpha4.NFTablesProxyMode {
+		t.Errorf("kubeProxyMode %q", cfg.Networking.KubeProxyMode)
+	}
+	roles := map[v1alpha4.NodeRole]int{}
+	for _, n := range cfg.Nodes {
+		roles[n.Role]++
+		switch n.Role {
+		case v1alpha4.ControlPlaneRole:
+			if len(n.ExtraMounts) != 1 || n.ExtraMounts[0].ContainerPath != render.NodeConfigDir ||
+				n.ExtraMounts[0].HostPath != "/var/lib/kindlab/all-features/apiserver" || !n.ExtraMounts[0].Readonly {
+				t.Errorf("control plane mounts %+v", n.ExtraMounts)
+			}
+		default:
+			if len(n.ExtraMounts) != 0 {
+				t.Errorf("worker mounts %+v", n.ExtraMounts)
+			}
+		}
+	}
+	if roles[v1alpha4.ControlPlaneRole] != 1 || roles[v1alpha4.WorkerRole] != 2 {
+		t.Errorf("roles %v", roles)
+	}
+	// The kubeadm patch must be v1beta3-shaped: extraArgs a map, the file in a mounted volume.
+	if len(cfg.KubeadmConfigPatches) != 1 {
+		t.Fatalf("patches %v", cfg.KubeadmConfigPatches)
+	}
+	var patch struct {
+		Kind      string `yaml:"kind"`
+		APIServer struct {
+			ExtraArgs    map[string]string `yaml:"extraArgs"`
+			ExtraVolumes []struct {
+				Name      string `yaml:"name"`
+				HostPath  string `yaml:"hostPath"`
+				MountPath string `yaml:"mountPath"`
+				PathType  string `yaml:"pathType"`
+				ReadOnly  bool   `yaml:"readOnly"`
+			} `yaml:"extraVolumes"`
+		} `yaml:"apiServer"`
+	}
+	if err := yaml.Unmarshal([]byte(cfg.KubeadmConfigPatches[0]), &patch); err != nil {
+		t.Fatal(err)
+	}
+	want := render.NodeConfigDir + "/" + render.AuthenticationConfigFile
+	if patch.Kind != "ClusterConfiguration" || patch.APIServer.ExtraArgs["authentication-config"] != want {
+		t.Errorf("patch %+v", patch)
+	}
+	if _, ok := patch.APIServer.ExtraArgs["anonymous-auth"]; ok {
+		t.Error("--anonymous-auth must not be passed with an authentication config: the apiserver refuses both")
+	}
+	if v := patch.APIServer.ExtraVolumes; len(v) != 1 || v[0].MountPath != render.NodeConfigDir ||
+		v[0].HostPath != render.NodeConfigDir || !v[0].ReadOnly {
+		t.Errorf("patch volumes %+v", patch.APIServer.ExtraVolumes)
+	}
+	// The authentication config file the control plane mounts.
+	if len(p.Files) != 1 || p.Files[0].HostPath != "/var/lib/kindlab/all-features/apiserver/authentication-config.yaml" {
+		t.Fatalf("files %+v", p.Files)
+	}
+	for _, s := range []string{"apiserver.config.k8s.io/v1alpha1", "AuthenticationConfiguration", "/livez", "/readyz", "/healthz",
+		"/api/v1/namespaces/kube-public/configmaps/cluster-info"} {
+		if !strings.Contains(p.Files[0].Content, s) {
+			t.Errorf("authentication config lacks %q", s)
+		}
+	}
+	if p.Registry == nil || p.Registry.CertsDPath != "/etc/containerd/certs.d/localhost:5001/hosts.toml" ||
+		!strings.Contains(p.Registry.HostsToml, `[host."http://kind-registry:5000"]`) {
+		t.Errorf("registry plan %+v", p.Registry)
+	}
+	if len(p.Artifacts) != 1 || p.Artifacts[0].Reference != "localhost:5001/kindlab/model:v1" {
+		t.Errorf("artifacts %+v", p.Artifacts)
+	}
+}
+
+func TestRenderOptions(t *testing.T) {
+	p := renderLab(t, "image-volume", render.Options{Name: "sandbox-2", RegistryPort: 5002,
+		NodeImage: "kindlab.local/node:v1.31.14"})
+	if p.ClusterName != "sandbox-2" || p.Context != "kind-sandbox-2" || p.Config.Name != "sandbox-2" {
+		t.Errorf("name %s context %s", p.ClusterName, p.Context)
+	}
+	if p.Config.Nodes[0].Image != "kindlab.local/node:v1.31.14" {
+		t.Errorf("image override not applied: %s", p.Config.Nodes[0].Image)
+	}
+	if p.Registry.HostPort != 5002 || !strings.Contains(p.Registry.CertsDPath, "localhost:5002") {
+		t.Errorf("registry port %+v", p.Registry)
+	}
+	c := lab.NewCatalog()
+	_ = c.AddBuiltin(kindlab.Files, kindlab.LabsDir)
+	r, _ := c.Resolve("base", lab.ResolveOptions{})
+	for _, bad := range []render.Options{{Name: "Bad_Name"}, {NodeImage: "not a ref"}} {
+		if _, err := render.Render(r, bad); err == nil {
+			t.Errorf("%+v accepted", bad)
+		}
+	}
+	// A lab without an authentication config or registry mounts nothing.
+	if p := renderLab(t, "nftables", render.Options{}); len(p.Files) != 0 || p.Registry != nil || len(p.Config.KubeadmConfigPatches) != 0 {
+		t.Errorf("nftables lab renders extras: %+v", p)
+	}
+}

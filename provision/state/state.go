@@ -1,0 +1,132 @@
+// Package state records which clusters kindlab made and from what, so that
+// status, check and down work without the lab file at hand, and the shared
+// registry knows when its last user is gone.
+package state
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// Record is what kindlab remembers about one cluster.
+type Record struct {
+	Cluster   string `json:"cluster"`
+	Lab       string `json:"lab"`
+	LabSource string `json:"labSource"`
+	NodeImage string `json:"nodeImage"`
+	Context   string `json:"kubeconfigContext"`
+	// Kubeconfig is the file the context was written to ("" = kind's default).
+	Kubeconfig   string    `json:"kubeconfig,omitempty"`
+	Registry     bool      `json:"registry"`
+	RegistryPort int       `json:"registryPort,omitempty"`
+	Checks       []string  `json:"checks,omitempty"`
+	CreatedAt    time.Time `json:"createdAt"`
+}
+
+// Store is the state directory.
+type Store struct{ Root string }
+
+// Default returns the store at $KINDLAB_STATE_DIR, $XDG_STATE_HOME/kindlab
+// or ~/.local/state/kindlab.
+func Default() (Store, error) {
+	if d := os.Getenv("KINDLAB_STATE_DIR"); d != "" {
+		return Store{Root: d}, nil
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return Store{Root: filepath.Join(d, "kindlab")}, nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return Store{}, fmt.Errorf("find state directory: %w (set KINDLAB_STATE_DIR)", err)
+	}
+	return Store{Root: filepath.Join(home, ".local", "state", "kindlab")}, nil
+}
+
+// ClusterDir is where a cluster's files live (mounted config files, the record).
+func (s Store) ClusterDir(cluster string) string {
+	return filepath.Join(s.Root, "clusters", cluster)
+}
+
+// Save writes a record atomically.
+func (s Store) Save(r Record) error {
+	dir := s.ClusterDir(r.Cluster)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save state of %s: %w", r.Cluster, err)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, ".cluster.json.tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save state of %s: %w", r.Cluster, err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, "cluster.json"))
+}
+
+// ErrNotFound is returned by Load for a cluster kindlab has no record of.
+var ErrNotFound = errors.New("no kindlab record")
+
+// Load reads a cluster's record.
+func (s Store) Load(cluster string) (Record, error) {
+	var r Record
+	b, err := os.ReadFile(filepath.Join(s.ClusterDir(cluster), "cluster.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return r, fmt.Errorf("cluster %q: %w", cluster, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("load state of %s: %w", cluster, err)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("load state of %s: %w", cluster, err)
+	}
+	return r, nil
+}
+
+// List returns every record, sorted by cluster name.
+func (s Store) List() ([]Record, error) {
+	entries, err := os.ReadDir(filepath.Join(s.Root, "clusters"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list state: %w", err)
+	}
+	var out []Record
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		r, err := s.Load(e.Name())
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Cluster < out[j].Cluster })
+	return out, nil
+}
+
+// Remove forgets a cluster and deletes its files.
+func (s Store) Remove(cluster string) error {
+	if err := os.RemoveAll(s.ClusterDir(cluster)); err != nil {
+		return fmt.Errorf("remove state of %s: %w", cluster, err)
+	}
+	return nil
+}
+
+// WriteFile writes a file under a cluster's directory (for mounted config).
+func WriteFile(path, content string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(content), 0o644)
+}
