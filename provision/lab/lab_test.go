@@ -284,3 +284,36 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestOverrideImages(t *testing.T) {
+	r, err := builtin(t).Resolve("all-features", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, ok := r.Image("agnhost")
+	if !ok {
+		t.Fatal("all-features has no agnhost image")
+	}
+	local := "localhost:5001/offline/agnhost:2.52@sha256:" + strings.Repeat("ab", 32)
+	rewrite, err := r.OverrideImages(map[string]string{"agnhost": local})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := r.Image("agnhost"); got != local || rewrite[orig] != local || len(rewrite) != 1 {
+		t.Fatalf("image %s, rewrite %v", got, rewrite)
+	}
+	for _, bad := range []struct {
+		overrides map[string]string
+		want      string
+	}{
+		{map[string]string{"nope": local}, `has no image "nope" (valid: agnhost`},
+		{map[string]string{"agnhost": "localhost:5001/agnhost:2.52"}, "is not pinned"},
+	} {
+		if _, err := r.OverrideImages(bad.overrides); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%v: got %v, want %q", bad.overrides, err, bad.want)
+		}
+	}
+	if _, err := lab.ParseOverrides([]string{"agnhost"}); err == nil || !strings.Contains(err.Error(), "NAME=REFERENCE") {
+		t.Errorf("bad pair: %v", err)
+	}
+}

@@ -27,6 +27,16 @@ func (f File) Read() ([]byte, error) {
 // Sub returns the directory as its own fs.FS.
 func (f File) Sub() (fs.FS, error) { return fs.Sub(f.FS, f.Path) }
 
+// DiskPath is the file's path on the real disk, when it comes from a lab
+// on disk rather than one embedded in the binary: callers that must check
+// symlinks against the real file system need it.
+func (f File) DiskPath() (string, bool) {
+	if f.FS != rootFS {
+		return "", false
+	}
+	return "/" + f.Path, true
+}
+
 // ResolvedArtifact is an artifact with its source directory located.
 type ResolvedArtifact struct {
 	Artifact

@@ -8,11 +8,13 @@ import (
 	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	"sigs.k8s.io/yaml"
 
 	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/registry"
 )
 
 // Where the control-plane node sees kindlab's apiserver files; kubeadm
@@ -21,7 +23,7 @@ const (
 	NodeConfigDir            = "/etc/kubernetes/kindlab"
 	AuthenticationConfigFile = "authentication-config.yaml"
 	// DefaultRegistryPort is where the shared local registry listens on the host.
-	DefaultRegistryPort = 5001
+	DefaultRegistryPort = registry.DefaultHostPort
 )
 
 // Options shape a render beyond what the lab says.
@@ -82,10 +84,6 @@ type ArtifactPlan struct {
 	Source    string `json:"source"`
 	Reference string `json:"reference"`
 }
-
-// RegistryContainer is the shared registry's container name, as kind's
-// local-registry recipe names it.
-const RegistryContainer = "kind-registry"
 
 // Render builds the plan for a resolved lab.
 func Render(r *lab.Resolved, opts Options) (*Plan, error) {
@@ -160,13 +158,16 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		cfg.Nodes = append(cfg.Nodes, node)
 	}
 	if r.Registry {
+		var certsD []string
+		for _, h := range registry.RegistryHosts(port) {
+			certsD = append(certsD, path.Join(registry.CertsDir, h, "hosts.toml"))
+		}
 		plan.Registry = &RegistryPlan{
-			Container:  RegistryContainer,
+			Container:  registry.ContainerName,
 			HostPort:   port,
-			CertsDPath: fmt.Sprintf("/etc/containerd/certs.d/localhost:%d/hosts.toml", port),
-			HostsToml:  fmt.Sprintf("[host.\"http://%s:5000\"]\n", RegistryContainer),
-			ConfigMap: fmt.Sprintf("host: \"localhost:%d\"\nhelp: \"https://kind.sigs.k8s.io/docs/user/local-registry/\"\n",
-				port),
+			CertsDPath: strings.Join(certsD, ", "),
+			HostsToml:  registry.HostsTOML(fmt.Sprintf("%s:%d", registry.ContainerName, registry.ContainerPort)),
+			ConfigMap:  registry.HostingYAML(port),
 		}
 	}
 	for _, a := range r.Artifacts {

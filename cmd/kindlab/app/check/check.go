@@ -1,0 +1,103 @@
+// Package check is `kindlab check LAB`: run the lab's feature checks against
+// its running cluster.
+package check
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/render"
+)
+
+// NewCommand returns the check command.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	var (
+		labs    cli.LabFlags
+		out     cli.Output
+		name    string
+		only    []string
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "check LAB",
+		Short: "Prove each of a running lab's features works (one row per check)",
+		Long: "Runs the lab's checks against its running cluster. Each check drives its feature and fails\n" +
+			"if the feature is off or broken. \"unsupported\" means this host cannot support the feature\n" +
+			"(e.g. no AppArmor in the kernel) and gives the component's own reason; it does not fail the run.\n\n" +
+			"Exit codes: 0 all passed (or unsupported/skipped), 3 a check failed.\n\n" +
+			"Checks: " + strings.Join(check.Names(), ", "),
+		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, labName, err := labs.LabArg(args[0])
+			if err != nil {
+				return err
+			}
+			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
+			if err != nil {
+				return err
+			}
+			names := r.Checks
+			if len(only) > 0 {
+				for _, o := range only {
+					if !contains(r.Checks, o) {
+						return cli.Usagef("--only: lab %s has no check %q (its checks: %s)", r.Name, o, strings.Join(r.Checks, ", "))
+					}
+				}
+				names = only
+			}
+			if len(names) == 0 {
+				fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
+				return nil
+			}
+			if name == "" {
+				name = r.Name
+			}
+			h, err := cluster.Connect(cmd.Context(), name)
+			if err != nil {
+				return err
+			}
+			env := check.Env{Config: h.RESTConfig, Lab: r, Nodes: h, Timeout: timeout}
+			if r.Registry {
+				env.RegistryHost = fmt.Sprintf("localhost:%d", render.DefaultRegistryPort)
+			}
+			if !out.JSON() {
+				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
+			}
+			results := check.Run(cmd.Context(), env, names)
+			if out.JSON() {
+				if err := cli.PrintJSON(s.Out, results); err != nil {
+					return err
+				}
+			} else if err := check.PrintTable(s.Out, results); err != nil {
+				return err
+			}
+			if n := check.Failed(results); n > 0 {
+				return cli.WithCode(cli.ExitCheckFailed, fmt.Errorf("%d of %d checks failed", n, len(results)))
+			}
+			return nil
+		},
+	}
+	labs.AddFlags(cmd)
+	out.AddFlag(cmd, "table", "json")
+	cmd.Flags().StringVar(&name, "name", "", "cluster name (default: the lab's name)")
+	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these checks of the lab (comma-separated)")
+	cmd.Flags().DurationVar(&timeout, "timeout", check.DefaultTimeout, "time limit of each check")
+	return cmd
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,45 @@
+package check
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+)
+
+func run(args ...string) (string, error) {
+	var out, errOut bytes.Buffer
+	cmd := NewCommand(&cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&errOut)
+	err := cmd.Execute()
+	return out.String() + errOut.String(), err
+}
+
+// Argument mistakes are usage errors, found before any cluster is contacted.
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+		code int
+	}{
+		{[]string{"no-such-lab"}, `"no-such-lab"`, cli.ExitUsage},
+		{[]string{"anonymous-auth", "--only", "nftables"}, `lab anonymous-auth has no check "nftables"`, cli.ExitUsage},
+		{[]string{"anonymous-auth", "-o", "yaml"}, `"yaml" is not a format`, cli.ExitUsage},
+	}
+	for _, tt := range tests {
+		_, err := run(tt.args...)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || cli.CodeOf(err) != tt.code {
+			t.Errorf("check %v: %v (exit %d), want %q exit %d", tt.args, err, cli.CodeOf(err), tt.want, tt.code)
+		}
+	}
+}
+
+func TestLabWithoutChecks(t *testing.T) {
+	out, err := run("base")
+	if err != nil || !strings.Contains(out, "lab base has no checks") {
+		t.Errorf("check base: %v %q", err, out)
+	}
+}

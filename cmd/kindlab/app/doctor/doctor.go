@@ -1,0 +1,76 @@
+// Package doctor is `kindlab doctor`: can this machine run the lab, and what to fix.
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/render"
+)
+
+// NewCommand returns the doctor command.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	var labs cli.LabFlags
+	var out cli.Output
+	var image string
+	var clusters, port int
+	cmd := &cobra.Command{
+		Use:   "doctor [LAB]",
+		Short: "Check whether this machine can run a lab, and say exactly what to fix",
+		Long: "Look at the Docker engine, cgroups, kernel (nftables needs 5.13+), AppArmor (the apparmor lab needs it),\n" +
+			"inotify limits for the number of clusters, the registry port, disk space, and the lab's node image\n" +
+			"(present, containerd new enough for image volumes). Exit 0 when nothing fails, 1 otherwise;\n" +
+			"warnings name the labs they affect.",
+		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := doctor.Options{Clusters: clusters, RegistryPort: port, NodeImage: image}
+			if len(args) == 1 && image == "" {
+				c, name, err := labs.LabArg(args[0])
+				if err != nil {
+					return err
+				}
+				r, err := c.Resolve(name, lab.ResolveOptions{})
+				if err != nil {
+					return err
+				}
+				opts.NodeImage = r.NodeImage
+			}
+			findings := doctor.Run(cmd.Context(), opts)
+			if out.JSON() {
+				if err := cli.PrintJSON(s.Out, findings); err != nil {
+					return err
+				}
+			} else {
+				w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "CHECK\tRESULT\tDETAIL")
+				for _, f := range findings {
+					fmt.Fprintf(w, "%s\t%s\t%s\n", f.Check, strings.ToUpper(string(f.Level)), f.Detail)
+				}
+				w.Flush()
+				for _, f := range findings {
+					if f.Level != doctor.OK && f.Fix != "" {
+						fmt.Fprintf(s.Out, "\n%s: affects %s\n  fix: %s\n", f.Check, f.Affects, f.Fix)
+					}
+				}
+			}
+			if doctor.Worst(findings) == doctor.Fail {
+				return cli.WithCode(cli.ExitError, errors.New("this machine cannot run the lab as it is (see the fixes above)"))
+			}
+			return nil
+		},
+	}
+	labs.AddFlags(cmd)
+	out.AddFlag(cmd, "table", "json")
+	cmd.Flags().StringVar(&image, "image", "", "node image to look at instead of the lab's")
+	cmd.Flags().IntVar(&clusters, "clusters", 1, "how many clusters will run at once")
+	cmd.Flags().IntVar(&port, "registry-port", render.DefaultRegistryPort, "host port of the local registry")
+	return cmd
+}

@@ -1,0 +1,118 @@
+package app_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+)
+
+// e2eImage is the node image the end-to-end test runs: the lab's pinned
+// kindest/node unless KINDLAB_E2E_IMAGE names another (the offline build).
+func e2eImage() string {
+	if img := os.Getenv("KINDLAB_E2E_IMAGE"); img != "" {
+		return img
+	}
+	return "kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b"
+}
+
+// requireE2E skips, saying why, when no engine or node image is here, unless
+// KINDLAB_REQUIRE_E2E=1 makes that a failure (CI, once it builds the image).
+func requireE2E(t *testing.T) string {
+	t.Helper()
+	img := e2eImage()
+	why := ""
+	if err := exec.Command("docker", "version").Run(); err != nil {
+		why = "no Docker engine answers (`make docker` starts one on CI machines)"
+	} else if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
+		why = "node image " + img + " is not in the Docker engine and no registry is reachable to pull it " +
+			"(build one offline: fixtures/nodeimage/build.sh, then KINDLAB_E2E_IMAGE=kindlab.local/node:v1.31.14)"
+	}
+	if why == "" {
+		return img
+	}
+	if os.Getenv("KINDLAB_REQUIRE_E2E") == "1" {
+		t.Fatalf("end-to-end test required but cannot run: %s", why)
+	}
+	t.Skipf("end-to-end test skipped: %s", why)
+	return ""
+}
+
+func TestEndToEndAllFeatures(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	img := requireE2E(t)
+	dir := isolate(t)
+	name := "kindlab-e2e"
+	t.Cleanup(func() {
+		run(t, "down", "--name", name)
+	})
+	start := time.Now()
+	code, out, errOut := run(t, "up", "all-features", "--name", name, "--image", img, "-o", "json")
+	t.Logf("up took %s\n%s", time.Since(start).Round(time.Second), errOut)
+	var res struct {
+		Created bool
+		Checks  []struct{ Name, Status, Reason string }
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("up exit %d, output %q: %v", code, out, err)
+	}
+	if !res.Created {
+		t.Error("first up did not report creating the cluster")
+	}
+	for _, c := range res.Checks {
+		switch {
+		case c.Status == "pass":
+		case c.Name == "apparmor" && c.Status == "unsupported" && strings.Contains(c.Reason, "AppArmor") && !hostHasAppArmor():
+		default:
+			t.Errorf("check %s: %s: %s", c.Name, c.Status, c.Reason)
+		}
+	}
+	if code != 0 && !t.Failed() {
+		t.Errorf("up exit %d with every check passing", code)
+	}
+	kubeconfig, _ := os.ReadFile(filepath.Join(dir, "kubeconfig"))
+	if !strings.Contains(string(kubeconfig), "kind-"+name) {
+		t.Errorf("kubeconfig lacks context kind-%s", name)
+	}
+
+	// A second up converges: same cluster, not a new one.
+	start = time.Now()
+	code, out, errOut = run(t, "up", "all-features", "--name", name, "--image", img, "--skip-checks", "-o", "json")
+	t.Logf("second up took %s", time.Since(start).Round(time.Second))
+	if code != 0 || !strings.Contains(out, `"created": false`) {
+		t.Errorf("second up: exit %d, %s %s", code, out, errOut)
+	}
+
+	code, _, errOut = run(t, "check", "all-features", "--name", name, "-o", "json")
+	if code != 0 && code != cli.ExitCheckFailed {
+		t.Errorf("check: exit %d: %s", code, errOut)
+	}
+
+	code, _, errOut = run(t, "down", "--name", name)
+	if code != 0 {
+		t.Fatalf("down: exit %d: %s", code, errOut)
+	}
+	leftovers, _ := exec.Command("docker", "ps", "-a", "--filter", "label=io.x-k8s.kind.cluster="+name, "--format", "{{.Names}}").Output()
+	if s := strings.TrimSpace(string(leftovers)); s != "" {
+		t.Errorf("containers left behind: %s", s)
+	}
+	kubeconfig, _ = os.ReadFile(filepath.Join(dir, "kubeconfig"))
+	if strings.Contains(string(kubeconfig), "kind-"+name) {
+		t.Error("kubeconfig context left behind")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "state", "clusters")); len(entries) != 0 {
+		t.Errorf("state left behind: %v", entries)
+	}
+}
+
+func hostHasAppArmor() bool {
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	return err == nil && strings.TrimSpace(string(b)) == "Y"
+}

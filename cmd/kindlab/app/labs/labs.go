@@ -1,0 +1,62 @@
+// Package labs is `kindlab labs`: the labs this invocation knows.
+package labs
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+)
+
+type flags struct {
+	labs cli.LabFlags
+	out  cli.Output
+}
+
+type row struct {
+	Name        string   `json:"name"`
+	Description string   `json:"description"`
+	Includes    []string `json:"includes,omitempty"`
+	Source      string   `json:"source"`
+}
+
+// NewCommand returns the labs command.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	f := &flags{}
+	cmd := &cobra.Command{
+		Use:   "labs",
+		Short: "List the labs kindlab knows",
+		Long: "List the labs kindlab knows: the built-in ones, every ./labs/*.yaml in the current directory\n" +
+			"(which shadow built-in labs of the same name), and files given with --file.",
+		Example: "  kindlab labs\n  kindlab labs -f my-lab.yaml -o json",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := f.labs.Catalog()
+			if err != nil {
+				return err
+			}
+			var rows []row
+			for _, l := range c.List() {
+				rows = append(rows, row{Name: l.Metadata.Name, Description: l.Spec.Description,
+					Includes: l.Spec.Include, Source: l.Origin.Display})
+			}
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
+			if f.out.JSON() {
+				return cli.PrintJSON(s.Out, rows)
+			}
+			w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tSOURCE\tDESCRIPTION")
+			for _, r := range rows {
+				fmt.Fprintf(w, "%s\t%s\t%s\n", r.Name, r.Source, strings.TrimSpace(r.Description))
+			}
+			return w.Flush()
+		},
+	}
+	f.labs.AddFlags(cmd)
+	f.out.AddFlag(cmd, "table", "json")
+	return cmd
+}

@@ -1,0 +1,100 @@
+// Package migrate is `kindlab migrate`: rewrite manifests off APIs that
+// Kubernetes 1.31 deprecated.
+package migrate
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/apparmor"
+)
+
+// NewCommand returns the migrate command with its subcommands.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "migrate",
+		Short: "Rewrite manifests off deprecated Kubernetes APIs",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cli.Usagef("%s: name what to migrate (see '%s --help')", cmd.CommandPath(), cmd.CommandPath())
+		},
+	}
+	cmd.AddCommand(newAppArmor(s))
+	return cmd
+}
+
+func newAppArmor(s *cli.Streams) *cobra.Command {
+	var write bool
+	cmd := &cobra.Command{
+		Use:   "apparmor FILE...",
+		Short: "Move container.apparmor.security.beta.kubernetes.io annotations to securityContext.appArmorProfile",
+		Long: "Rewrites the AppArmor annotations deprecated since Kubernetes 1.30\n" +
+			"(container.apparmor.security.beta.kubernetes.io/<container>: runtime/default | localhost/<profile> | unconfined)\n" +
+			"to the container's securityContext.appArmorProfile field, GA in 1.31, in Pods and in the pod templates of\n" +
+			"Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. Multi-document files keep their\n" +
+			"documents in order. Prints the result to stdout, or rewrites the files in place with -w.\n" +
+			"FILE - reads standard input.",
+		Example: "  kindlab migrate apparmor deploy.yaml > deploy.new.yaml\n  kindlab migrate apparmor -w k8s/*.yaml",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Every file is migrated before any is written, so one bad file
+			// leaves all of them untouched.
+			outs := make([][]byte, len(args))
+			for i, f := range args {
+				in, err := readInput(s, f)
+				if err != nil {
+					return err
+				}
+				out, n, err := apparmor.Migrate(in)
+				if err != nil {
+					return fmt.Errorf("%s: %w", f, err)
+				}
+				outs[i] = out
+				if write || len(args) > 1 {
+					fmt.Fprintf(s.ErrOut, "%s: %d annotation(s) migrated\n", f, n)
+				}
+			}
+			for i, f := range args {
+				if !write || f == "-" {
+					if i > 0 && !bytes.HasPrefix(outs[i], []byte("---")) {
+						fmt.Fprintln(s.Out, "---")
+					}
+					if _, err := s.Out.Write(outs[i]); err != nil {
+						return err
+					}
+					continue
+				}
+				info, err := os.Stat(f)
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(f, outs[i], info.Mode().Perm()); err != nil {
+					return fmt.Errorf("write %s: %w", f, err)
+				}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&write, "write", "w", false, "rewrite the files in place instead of printing")
+	return cmd
+}
+
+func readInput(s *cli.Streams, f string) ([]byte, error) {
+	if f == "-" {
+		b, err := io.ReadAll(s.In)
+		if err != nil {
+			return nil, fmt.Errorf("read standard input: %w", err)
+		}
+		return b, nil
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", f, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,240 @@
+// Package registry is `kindlab registry`: the local OCI registry every lab
+// on this machine shares.
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/docker/docker/client"
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/registry/offlineimage"
+)
+
+// NewCommand returns `kindlab registry`.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "registry",
+		Short: "Manage the local OCI registry the labs share",
+		Long: "Manage the local OCI registry the labs share: a distribution registry container named " + registry.ContainerName + ",\n" +
+			"published on 127.0.0.1 only (default port 5001), on the docker network kind, with its data on a named volume.\n" +
+			"`kindlab up` starts it for labs that ask for it; nodes pull from it as localhost:5001.",
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error { return c.Help() },
+	}
+	t := &target{}
+	cmd.PersistentFlags().StringVar(&t.name, "name", registry.ContainerName, "registry container name (tests)")
+	cmd.PersistentFlags().StringVar(&t.network, "network", registry.NetworkName, "docker network (tests)")
+	_ = cmd.PersistentFlags().MarkHidden("name")
+	_ = cmd.PersistentFlags().MarkHidden("network")
+	cmd.AddCommand(newStatusCommand(s, t), newUpCommand(s, t), newDownCommand(s, t), newBuildImageCommand(s))
+	return cmd
+}
+
+// target is which registry the subcommands act on: the shared one, unless
+// tests name their own with the hidden --name and --network.
+type target struct{ name, network string }
+
+func (t *target) options() (registry.Options, error) {
+	d, err := docker()
+	if err != nil {
+		return registry.Options{}, err
+	}
+	return registry.Options{Docker: d, Name: t.name, Network: t.network}, nil
+}
+
+func newStatusCommand(s *cli.Streams, t *target) *cobra.Command {
+	var out cli.Output
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show whether the registry runs, where, and from which image",
+		Example: `  kindlab registry status
+  kindlab registry status -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o, err := t.options()
+			if err != nil {
+				return err
+			}
+			st, err := registry.Inspect(c.Context(), o)
+			if err != nil {
+				return dockerErr(err)
+			}
+			if out.JSON() {
+				return cli.PrintJSON(s.Out, st)
+			}
+			printStatus(s, st)
+			return nil
+		},
+	}
+	out.AddFlag(cmd, "text", "json")
+	return cmd
+}
+
+func printStatus(s *cli.Streams, st *registry.Status) {
+	if st.Absent() {
+		fmt.Fprintf(s.Out, "registry %s: absent (start it with `kindlab registry up` or `kindlab up LAB`)\n", st.Name)
+		return
+	}
+	fmt.Fprintf(s.Out, "registry %s: %s\n", st.Name, st.State)
+	fmt.Fprintf(s.Out, "  push to:    %s (127.0.0.1:%d)\n", st.Endpoint, st.HostPort)
+	fmt.Fprintf(s.Out, "  from nodes: %s\n", st.ClusterEndpoint)
+	fmt.Fprintf(s.Out, "  image:      %s\n", st.Image)
+	fmt.Fprintf(s.Out, "  networks:   %s\n", strings.Join(st.Networks, ", "))
+	fmt.Fprintf(s.Out, "  data:       volume %s\n", st.Volume)
+}
+
+type upFlags struct {
+	port  int
+	image string
+	out   cli.Output
+}
+
+// AddRegistryFlags registers --registry-port and --registry-image, the
+// flags `kindlab up` should share so the same words move the registry.
+func AddRegistryFlags(cmd *cobra.Command, port *int, image *string) {
+	cmd.Flags().IntVar(port, "registry-port", registry.DefaultHostPort, "port on 127.0.0.1 the shared registry is published on")
+	cmd.Flags().StringVar(image, "registry-image", registry.DefaultImage,
+		"registry image (offline: `kindlab registry build-image` and pass "+offlineimage.Tag+")")
+}
+
+func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
+	f := &upFlags{}
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Start the registry, or reuse the one running",
+		Long: "Start the shared registry, or reuse it: a stopped one is started, one off the kind network is connected.\n" +
+			"Refuses a container named " + registry.ContainerName + " that kindlab did not create, and a port another program holds.",
+		Example: `  kindlab registry up
+  # Port 5001 taken on this machine
+  kindlab registry up --registry-port 5002
+  # No registry reachable to pull registry:2 from
+  kindlab registry build-image && kindlab registry up --registry-image ` + offlineimage.Tag,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o, err := t.options()
+			if err != nil {
+				return err
+			}
+			o.HostPort, o.Image = f.port, f.image
+			st, err := registry.Ensure(c.Context(), o)
+			if err != nil {
+				return dockerErr(err)
+			}
+			if f.out.JSON() {
+				return cli.PrintJSON(s.Out, st)
+			}
+			verb := "reused"
+			switch {
+			case st.Created:
+				verb = "created"
+			case st.Started:
+				verb = "started"
+			}
+			fmt.Fprintf(s.Out, "registry %s %s: push to %s, nodes pull from %s\n", st.Name, verb, st.Endpoint, st.ClusterEndpoint)
+			return nil
+		},
+	}
+	AddRegistryFlags(cmd, &f.port, &f.image)
+	f.out.AddFlag(cmd, "text", "json")
+	return cmd
+}
+
+func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
+	var deleteData, force bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Remove the registry container (its data volume is kept unless --delete-data)",
+		Long: "Remove the shared registry container. What was pushed stays on its volume for the next `registry up`\n" +
+			"unless --delete-data is given. Refuses while kind clusters run (they pull from it) unless --force.",
+		Example: `  kindlab registry down
+  kindlab registry down --delete-data --force`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			o, err := t.options()
+			if err != nil {
+				return err
+			}
+			ctx := c.Context()
+			if !force {
+				clusters, err := registry.KindClusters(ctx, o.Docker)
+				if err != nil {
+					return dockerErr(err)
+				}
+				if len(clusters) > 0 {
+					return cli.Usagef("kind clusters %s are running and may pull from the registry: delete them first (kindlab down LAB) or pass --force",
+						strings.Join(clusters, ", "))
+				}
+			}
+			st, err := registry.Inspect(ctx, o)
+			if err != nil {
+				return dockerErr(err)
+			}
+			if err := registry.Remove(ctx, o, registry.RemoveOptions{DeleteData: deleteData}); err != nil {
+				return dockerErr(err)
+			}
+			switch {
+			case st.Absent() && !deleteData:
+				fmt.Fprintf(s.Out, "registry %s: already absent\n", st.Name)
+			case deleteData:
+				fmt.Fprintf(s.Out, "registry %s removed, with its data\n", st.Name)
+			default:
+				fmt.Fprintf(s.Out, "registry %s removed; its data stays on volume %s (--delete-data removes it)\n", st.Name, st.Volume)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&deleteData, "delete-data", false, "also delete the volume holding what was pushed")
+	cmd.Flags().BoolVar(&force, "force", false, "remove it even while kind clusters run")
+	return cmd
+}
+
+func newBuildImageCommand(s *cli.Streams) *cobra.Command {
+	var bin, tag string
+	cmd := &cobra.Command{
+		Use:   "build-image",
+		Short: "Build a registry image offline from Debian's docker-registry binary and load it into Docker",
+		Long: "Build a registry image without pulling anything: Debian's distribution registry binary (apt-get install\n" +
+			"docker-registry, the same code as registry:2), the libraries it links and registry:2's config, loaded into\n" +
+			"Docker as " + offlineimage.Tag + ". Use it with --registry-image where no registry can be pulled from.",
+		Example: `  kindlab registry build-image
+  kindlab registry up --registry-image ` + offlineimage.Tag,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			d, err := docker()
+			if err != nil {
+				return err
+			}
+			got, err := offlineimage.Ensure(c.Context(), d, bin, tag)
+			if err != nil {
+				return dockerErr(err)
+			}
+			fmt.Fprintln(s.Out, got)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&bin, "binary", offlineimage.DefaultBinary, "the distribution registry binary")
+	cmd.Flags().StringVar(&tag, "tag", offlineimage.Tag, "the image tag to load it as")
+	return cmd
+}
+
+func docker() (*client.Client, error) {
+	d, err := registry.NewDockerClient()
+	if err != nil {
+		return nil, cli.WithCode(cli.ExitNoDocker, err)
+	}
+	return d, nil
+}
+
+// dockerErr gives an unreachable engine its own exit code.
+func dockerErr(err error) error {
+	if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) && strings.Contains(err.Error(), "docker") {
+		return cli.WithCode(cli.ExitNoDocker, fmt.Errorf("%w (is the Docker engine running? see `kindlab doctor`)", err))
+	}
+	return err
+}

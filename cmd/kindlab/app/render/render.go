@@ -1,0 +1,143 @@
+// Package render is `kindlab render`: what `up` would create, without Docker.
+package render
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/state"
+)
+
+// Flags are the flags that select and shape a lab's cluster; `up` shares them.
+type Flags struct {
+	Labs         cli.LabFlags
+	Name         string
+	Image        string
+	RegistryPort int
+}
+
+// AddFlags registers the shared flags.
+func (f *Flags) AddFlags(cmd *cobra.Command) {
+	f.Labs.AddFlags(cmd)
+	cmd.Flags().StringVar(&f.Name, "name", "", "cluster name (default: the lab name)")
+	cmd.Flags().StringVar(&f.Image, "image", os.Getenv("KINDLAB_NODE_IMAGE"),
+		"node image to use instead of the lab's pinned one, e.g. one built offline (default $KINDLAB_NODE_IMAGE)")
+	cmd.Flags().IntVar(&f.RegistryPort, "registry-port", render.DefaultRegistryPort, "host port of the shared local registry (127.0.0.1 only)")
+}
+
+// Plan resolves the lab an argument names and renders it.
+func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
+	c, name, err := f.Labs.LabArg(arg)
+	if err != nil {
+		return nil, state.Store{}, err
+	}
+	r, err := c.Resolve(name, lab.ResolveOptions{KnownChecks: check.Names()})
+	if err != nil {
+		return nil, state.Store{}, err
+	}
+	if f.RegistryPort < 1 || f.RegistryPort > 65535 {
+		return nil, state.Store{}, cli.Usagef("--registry-port: %d is not a port (valid: 1-65535)", f.RegistryPort)
+	}
+	store, err := state.Default()
+	if err != nil {
+		return nil, state.Store{}, err
+	}
+	cluster := f.Name
+	if cluster == "" {
+		cluster = r.Name
+	}
+	plan, err := render.Render(r, render.Options{
+		Name:         cluster,
+		StateDir:     store.ClusterDir(cluster),
+		NodeImage:    f.Image,
+		RegistryPort: f.RegistryPort,
+	})
+	if err != nil {
+		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
+	}
+	return plan, store, nil
+}
+
+// NewCommand returns the render command.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	f := &Flags{}
+	var out cli.Output
+	cmd := &cobra.Command{
+		Use:   "render LAB|FILE",
+		Short: "Print the kind config, extra files and plan for a lab, without creating anything",
+		Long: "Print what `kindlab up` would create for a lab: the kind cluster config (kind.x-k8s.io/v1alpha4)\n" +
+			"with the feature gates, runtime config and kube-proxy mode; the files mounted into the nodes\n" +
+			"(such as the apiserver's authentication config); the registry wiring; artifacts, workloads and\n" +
+			"checks. No container engine is needed. `-o kind` prints only the kind config, ready for\n" +
+			"`kind create cluster --config -`.",
+		Example: "  kindlab render all-features\n  kindlab render image-volume -o json\n  kindlab render nftables -o kind | kind create cluster --config -",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			plan, _, err := f.Plan(args[0])
+			if err != nil {
+				return err
+			}
+			switch out.Format {
+			case "json":
+				return cli.PrintJSON(s.Out, plan)
+			case "kind":
+				b, err := plan.KindConfigYAML()
+				if err != nil {
+					return err
+				}
+				_, err = s.Out.Write(b)
+				return err
+			}
+			return printPlan(s.Out, plan)
+		},
+	}
+	f.AddFlags(cmd)
+	out.AddFlag(cmd, "text", "json", "kind")
+	return cmd
+}
+
+func printPlan(w io.Writer, p *render.Plan) error {
+	kind, err := p.KindConfigYAML()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "# Lab %s (merged from: %s)\n", p.Lab, strings.Join(p.Labs, ", "))
+	fmt.Fprintf(w, "# Cluster %s, kubeconfig context %s, node image %s\n", p.ClusterName, p.Context, p.NodeImage)
+	fmt.Fprintf(w, "# --- kind config ---\n%s", kind)
+	for _, file := range p.Files {
+		fmt.Fprintf(w, "# --- file %s (from %s), mounted at %s ---\n%s", file.HostPath, file.Source, file.ContainerPath, file.Content)
+		if !strings.HasSuffix(file.Content, "\n") {
+			fmt.Fprintln(w)
+		}
+	}
+	fmt.Fprintln(w, "# --- plan ---")
+	step := 1
+	say := func(format string, args ...any) {
+		fmt.Fprintf(w, "# %d. %s\n", step, fmt.Sprintf(format, args...))
+		step++
+	}
+	say("create kind cluster %s: %d nodes", p.ClusterName, len(p.Config.Nodes))
+	if r := p.Registry; r != nil {
+		say("start or reuse registry container %s on 127.0.0.1:%d, join it to the kind network", r.Container, r.HostPort)
+		say("write %s on every node: %s", r.CertsDPath, strings.TrimSpace(r.HostsToml))
+		say("create ConfigMap kube-public/local-registry-hosting (localRegistryHosting.v1: %s)", strings.ReplaceAll(strings.TrimSpace(r.ConfigMap), "\n", ", "))
+	}
+	for _, a := range p.Artifacts {
+		say("build artifact %s from %s, push to %s", a.Name, a.Source, a.Reference)
+	}
+	if len(p.Workloads) > 0 {
+		say("apply workloads (server-side apply): %s", strings.Join(p.Workloads, ", "))
+	}
+	if len(p.Checks) > 0 {
+		say("run checks: %s", strings.Join(p.Checks, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,273 @@
+// Package check proves, on a live cluster, that each Kubernetes 1.31 feature
+// a lab turns on really works: every check drives the feature and would fail
+// if it were off or broken.
+//
+// Checks run their API-side steps first (what the apiserver and the
+// controllers do), then their node-side steps (what kubelet, kube-proxy and
+// the runtime do). Without node access the node-side steps are reported as
+// "skipped", never as passed, after the API-side steps have run.
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/kindlab/kindlab/provision/lab"
+)
+
+// Status is a check's outcome.
+type Status string
+
+const (
+	// Pass: the feature did what it promises.
+	Pass Status = "pass"
+	// Fail: the feature is off or broken; Reason says which step.
+	Fail Status = "fail"
+	// Unsupported: the host cannot support the feature; Reason is the
+	// component's own explanation (e.g. the kubelet's AppArmor rejection).
+	Unsupported Status = "unsupported"
+	// Skipped: the check could not run a step (e.g. it needs nodes).
+	Skipped Status = "skipped"
+)
+
+// Result is one check's outcome.
+type Result struct {
+	Name     string        `json:"name"`
+	Feature  string        `json:"feature"`
+	Status   Status        `json:"status"`
+	Reason   string        `json:"reason,omitempty"`
+	Details  []string      `json:"details,omitempty"`
+	Duration time.Duration `json:"duration"`
+}
+
+// NodeAccess runs commands on cluster nodes (kind nodes: docker exec).
+type NodeAccess interface {
+	Nodes(ctx context.Context) ([]string, error)
+	Exec(ctx context.Context, node string, stdin io.Reader, cmd ...string) ([]byte, error)
+}
+
+// Env is what checks run against.
+type Env struct {
+	Config *rest.Config
+	// Client is built from Config when nil.
+	Client kubernetes.Interface
+	// Lab is the resolved lab; checks read expected content from it (the
+	// image-volume artifact's files). May be nil.
+	Lab *lab.Resolved
+	// Nodes is nil when there are no nodes to reach (an apiserver-only
+	// environment): node-side steps are then skipped.
+	Nodes NodeAccess
+	// RegistryHost is the local registry as reachable from here
+	// (e.g. localhost:5001); empty skips the registry step.
+	RegistryHost string
+	// Timeout bounds each check; zero means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// DefaultTimeout bounds one check.
+const DefaultTimeout = 3 * time.Minute
+
+type definition struct {
+	name    string
+	feature string
+	run     func(ctx context.Context, c *run) error
+}
+
+// definitions are in the order the labs list the features.
+var definitions = []definition{
+	{"apparmor", "AppArmor profiles in securityContext (GA)", checkAppArmor},
+	{"kube-proxy-health", "kube-proxy ingress connectivity reliability (GA)", checkKubeProxyHealth},
+	{"pv-last-transition-time", "PersistentVolume lastPhaseTransitionTime (GA)", checkPVLastTransitionTime},
+	{"nftables", "kube-proxy nftables mode (beta)", checkNftables},
+	{"pv-reclaim-policy", "Honor PV reclaim policy (HonorPVReclaimPolicy, beta)", checkPVReclaimPolicy},
+	{"node-bound-token", "Node-bound service account tokens (beta)", checkNodeBoundToken},
+	{"multi-service-cidr", "Multiple Service CIDRs (MultiCIDRServiceAllocator, beta)", checkMultiServiceCIDR},
+	{"traffic-distribution", "Service trafficDistribution PreferClose (beta)", checkTrafficDistribution},
+	{"image-volume", "Image volumes (ImageVolume, alpha)", checkImageVolume},
+	{"allocated-resources-status", "Device health in allocatedResourcesStatus (ResourceHealthStatus, alpha)", checkAllocatedResourcesStatus},
+	{"anonymous-auth", "Anonymous auth for chosen endpoints (AnonymousAuthConfigurableEndpoints, alpha)", checkAnonymousAuth},
+}
+
+// Names lists every check, for lab.ResolveOptions.KnownChecks.
+func Names() []string {
+	out := make([]string, len(definitions))
+	for i, d := range definitions {
+		out[i] = d.name
+	}
+	return out
+}
+
+// Run runs the named checks one after another (several of them change
+// cluster-wide state for a moment: a node taint, a full Service range) and
+// returns one result per name, in order.
+func Run(ctx context.Context, env Env, names []string) []Result {
+	if env.Client == nil && env.Config != nil {
+		c, err := kubernetes.NewForConfig(env.Config)
+		if err == nil {
+			env.Client = c
+		} else {
+			return failAll(names, fmt.Errorf("kubernetes client: %w", err))
+		}
+	}
+	if env.Client == nil {
+		return failAll(names, errors.New("no cluster to check: Env has neither Client nor Config"))
+	}
+	timeout := env.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	out := make([]Result, 0, len(names))
+	for _, name := range names {
+		out = append(out, runOne(ctx, env, name, timeout))
+	}
+	return out
+}
+
+func failAll(names []string, err error) []Result {
+	out := make([]Result, 0, len(names))
+	for _, n := range names {
+		out = append(out, Result{Name: n, Status: Fail, Reason: err.Error()})
+	}
+	return out
+}
+
+func runOne(ctx context.Context, env Env, name string, timeout time.Duration) Result {
+	var def *definition
+	for k := range definitions {
+		if definitions[k].name == name {
+			def = &definitions[k]
+		}
+	}
+	if def == nil {
+		return Result{Name: name, Status: Fail, Reason: fmt.Sprintf("unknown check %q (known: %s)", name, strings.Join(Names(), ", "))}
+	}
+	start := time.Now()
+	c := &run{env: env, res: Result{Name: def.name, Feature: def.feature}}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err := def.run(cctx, c)
+	c.res.Duration = time.Since(start).Round(time.Millisecond)
+	var se *statusError
+	switch {
+	case err == nil:
+		c.res.Status = Pass
+	case errors.As(err, &se):
+		c.res.Status = se.status
+		c.res.Reason = se.reason
+	default:
+		c.res.Status = Fail
+		c.res.Reason = err.Error()
+	}
+	return c.res
+}
+
+// statusError ends a check with a status other than pass or fail.
+type statusError struct {
+	status Status
+	reason string
+}
+
+func (e *statusError) Error() string { return string(e.status) + ": " + e.reason }
+
+func unsupported(format string, args ...any) error {
+	return &statusError{status: Unsupported, reason: fmt.Sprintf(format, args...)}
+}
+
+func skipped(format string, args ...any) error {
+	return &statusError{status: Skipped, reason: fmt.Sprintf(format, args...)}
+}
+
+// run is one check in progress.
+type run struct {
+	env Env
+	res Result
+}
+
+func (c *run) client() kubernetes.Interface { return c.env.Client }
+
+// detail records a step that succeeded, so a failure later shows how far
+// the check got, and a skip shows what the API side proved.
+func (c *run) detail(format string, args ...any) {
+	c.res.Details = append(c.res.Details, fmt.Sprintf(format, args...))
+}
+
+// APISidePassed is the prefix of the reason of a check skipped for lack of
+// nodes after its API-side steps passed.
+const APISidePassed = "needs nodes (API side passed)"
+
+// needNodes ends the check as skipped when there is no node access.
+func (c *run) needNodes(what string) error {
+	if c.env.Nodes == nil {
+		if len(c.res.Details) == 0 {
+			return skipped("needs nodes: %s", what)
+		}
+		return skipped("%s: %s", APISidePassed, what)
+	}
+	return nil
+}
+
+// exec runs a command on a node, with the command and its output in the
+// error.
+func (c *run) exec(ctx context.Context, node string, cmd ...string) (string, error) {
+	out, err := c.env.Nodes.Exec(ctx, node, nil, cmd...)
+	if err != nil {
+		return string(out), fmt.Errorf("on node %s, %s: %w", node, strings.Join(cmd, " "), err)
+	}
+	return string(out), nil
+}
+
+// poll calls cond every interval until it reports done, returns an error,
+// or ctx ends; on timeout the error carries cond's last "why not".
+func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx context.Context) (done bool, why string, err error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var why string
+	for {
+		done, w, err := cond(ctx)
+		if err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		if w != "" {
+			why = w
+		}
+		select {
+		case <-ctx.Done():
+			if why == "" {
+				why = "condition not met"
+			}
+			return fmt.Errorf("%s (after %s)", why, timeout)
+		case <-time.After(interval):
+		}
+	}
+}
+
+// cleanupContext outlives the check's own context so that cleanup runs
+// even when the check timed out.
+func cleanupContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+}
+
+// joinCleanup adds a cleanup failure to the check's outcome: leftover state
+// (a tainted node, a full Service range) is a failure even if the feature
+// worked.
+func joinCleanup(err *error, cerr error) {
+	if cerr == nil {
+		return
+	}
+	if *err == nil {
+		*err = fmt.Errorf("cleanup: %w", cerr)
+		return
+	}
+	// %v, not %w: a skipped or unsupported outcome with leftovers is a failure.
+	*err = fmt.Errorf("%v; cleanup: %v", *err, cerr)
+}

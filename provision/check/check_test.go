@@ -1,0 +1,283 @@
+package check_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+
+	kindlab "github.com/kindlab/kindlab"
+	"github.com/kindlab/kindlab/provision/artifact"
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/registry/registrytest"
+	"github.com/kindlab/kindlab/provision/testenv"
+	"github.com/kindlab/kindlab/provision/workload"
+)
+
+// Two control planes (kube-apiserver + etcd + kube-controller-manager
+// v1.31.14), each started once and shared: the all-features lab as written,
+// and the same lab with every gate the checks depend on switched off and
+// no authentication config.
+type shared struct {
+	once sync.Once
+	env  *testenv.Env
+	lab  *lab.Resolved
+	// applyErrs are the workloads that did not apply, by name.
+	applyErrs map[string]error
+	err       error
+}
+
+var (
+	onEnv, offEnv shared
+)
+
+// gatesOff are switched off in the "off" control plane.
+var gatesOff = []string{
+	"HonorPVReclaimPolicy",
+	"ImageVolume",
+	"MultiCIDRServiceAllocator",
+	"ServiceAccountTokenNodeBinding",
+	"ServiceTrafficDistribution",
+	"AnonymousAuthConfigurableEndpoints",
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	for _, s := range []*shared{&onEnv, &offEnv} {
+		if s.env != nil {
+			if err := s.env.Stop(); err != nil {
+				fmt.Fprintf(os.Stderr, "stop testenv: %v\n", err)
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+func allFeatures(t *testing.T) *lab.Resolved {
+	t.Helper()
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("all-features", lab.ResolveOptions{KnownChecks: check.Names()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// start brings up (once) a control plane for the lab and applies every
+// workload without waiting (no nodes run the pods), one workload at a time
+// so that one refused workload does not hide the others.
+func start(t *testing.T, s *shared, off bool) (*testenv.Env, *lab.Resolved, map[string]error) {
+	t.Helper()
+	r := allFeatures(t)
+	opts, err := testenv.FromLab(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.ControllerManager = true
+	if off {
+		for _, g := range gatesOff {
+			opts.FeatureGates[g] = false
+		}
+		opts.AuthenticationConfig = nil
+	}
+	testenv.Require(t, opts)
+	s.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		s.lab = r
+		s.env, s.err = testenv.Start(ctx, opts)
+		if s.err != nil {
+			return
+		}
+		s.applyErrs = map[string]error{}
+		for _, w := range r.Workloads {
+			if err := workload.ApplyWith(ctx, s.env.Config, []lab.ResolvedWorkload{w}, workload.Options{NoWait: true}); err != nil {
+				s.applyErrs[w.Name] = err
+			}
+		}
+	})
+	if s.err != nil {
+		t.Fatalf("start control plane: %v", s.err)
+	}
+	return s.env, s.lab, s.applyErrs
+}
+
+func runChecks(t *testing.T, env *testenv.Env, r *lab.Resolved, names ...string) map[string]check.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out := map[string]check.Result{}
+	for _, res := range check.Run(ctx, check.Env{Config: env.Config, Lab: r}, names) {
+		t.Logf("%s: %s %s (%s)\n    %s", res.Name, res.Status, res.Reason, res.Duration, strings.Join(res.Details, "\n    "))
+		out[res.Name] = res
+	}
+	return out
+}
+
+// TestWorkloadsApply: every fixture applies for real, twice (server-side
+// apply converges), and the readiness wait sees a claim bind.
+func TestWorkloadsApply(t *testing.T) {
+	env, r, errs := start(t, &onEnv, false)
+	for name, err := range errs {
+		t.Errorf("workload %s: %v", name, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var msgs []string
+	if err := workload.ApplyWith(ctx, env.Config, r.Workloads, workload.Options{NoWait: true, Progress: func(s string) { msgs = append(msgs, s) }}); err != nil {
+		t.Fatalf("second apply: %v", err)
+	}
+	if len(msgs) != len(r.Workloads) {
+		t.Errorf("progress lines %q, want one per workload (%d)", msgs, len(r.Workloads))
+	}
+	for _, w := range r.Workloads {
+		if w.Name != "pv-last-transition-time" {
+			continue
+		}
+		// The claim is pre-bound to its volume: Apply waits until the PV
+		// controller binds it.
+		if err := workload.ApplyWith(ctx, env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: time.Minute}); err != nil {
+			t.Errorf("apply and wait %s: %v", w.Name, err)
+		}
+	}
+}
+
+// TestWorkloadWaitTimesOut: a pod no node runs is reported, not waited on
+// forever.
+func TestWorkloadWaitTimesOut(t *testing.T) {
+	env, r, _ := start(t, &onEnv, false)
+	for _, w := range r.Workloads {
+		if w.Name != "nftables" {
+			continue
+		}
+		err := workload.ApplyWith(context.Background(), env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: 3 * time.Second})
+		if err == nil || !strings.Contains(err.Error(), "Deployment kindlab-nftables/echo not ready") {
+			t.Fatalf("apply with wait and no nodes: %v, want a not-ready timeout", err)
+		}
+	}
+}
+
+// TestChecksGatesOn: the API-only checks pass; checks with a node side
+// pass their API side and are skipped (never passed) without nodes.
+func TestChecksGatesOn(t *testing.T) {
+	env, r, _ := start(t, &onEnv, false)
+	res := runChecks(t, env, r, check.Names()...)
+	want := map[string]check.Status{
+		"pv-last-transition-time":    check.Pass,
+		"node-bound-token":           check.Pass,
+		"multi-service-cidr":         check.Pass,
+		"anonymous-auth":             check.Pass,
+		"apparmor":                   check.Skipped,
+		"pv-reclaim-policy":          check.Skipped,
+		"traffic-distribution":       check.Skipped,
+		"image-volume":               check.Skipped,
+		"allocated-resources-status": check.Skipped,
+		"kube-proxy-health":          check.Skipped,
+		"nftables":                   check.Skipped,
+	}
+	for name, st := range want {
+		got := res[name]
+		if got.Status != st {
+			t.Errorf("%s: %s (%s), want %s", name, got.Status, got.Reason, st)
+			continue
+		}
+		if st != check.Skipped {
+			continue
+		}
+		apiSide := name != "kube-proxy-health" && name != "nftables"
+		if apiSide != strings.HasPrefix(got.Reason, check.APISidePassed) {
+			t.Errorf("%s skipped with %q: want the API side passed = %v", name, got.Reason, apiSide)
+		}
+	}
+	// The multi-service-cidr check cleans up: running it again passes.
+	if again := runChecks(t, env, r, "multi-service-cidr")["multi-service-cidr"]; again.Status != check.Pass {
+		t.Errorf("multi-service-cidr second run: %s %s", again.Status, again.Reason)
+	}
+}
+
+// TestChecksGatesOff: with its gate or config off, each check fails and
+// says why.
+func TestChecksGatesOff(t *testing.T) {
+	env, r, applyErrs := start(t, &offEnv, true)
+	// 1.31 with ImageVolume off drops the volume source silently: the
+	// workload applies, the check must notice.
+	for name, err := range applyErrs {
+		t.Errorf("workload %s: %v", name, err)
+	}
+	want := map[string]string{
+		"pv-reclaim-policy":    "HonorPVReclaimPolicy is off",
+		"node-bound-token":     `"ServiceAccountTokenNodeBinding" feature-gate is disabled`,
+		"multi-service-cidr":   "MultiCIDRServiceAllocator gate is off",
+		"traffic-distribution": "the apiserver dropped the field",
+		"image-volume":         "dropped the image volume source",
+		"anonymous-auth":       "anonymous GET /api answered 403, want 401",
+	}
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	res := runChecks(t, env, r, names...)
+	for name, reason := range want {
+		got := res[name]
+		if got.Status != check.Fail || !strings.Contains(got.Reason, reason) {
+			t.Errorf("%s: %s %q, want fail containing %q", name, got.Status, got.Reason, reason)
+		}
+	}
+}
+
+func TestUnknownCheck(t *testing.T) {
+	// Nothing listens there: an unknown name must fail before any request.
+	res := check.Run(context.Background(), check.Env{Config: &rest.Config{Host: "http://127.0.0.1:1"}}, []string{"nope"})
+	if len(res) != 1 || res[0].Status != check.Fail || !strings.Contains(res[0].Reason, `unknown check "nope"`) {
+		t.Fatalf("got %+v, want one failed result naming the unknown check", res)
+	}
+}
+
+func TestNamesMatchLabs(t *testing.T) {
+	r := allFeatures(t)
+	if strings.Join(r.Checks, ",") != strings.Join(check.Names(), ",") {
+		t.Errorf("all-features checks %v, check.Names() %v: every check belongs to a lab", r.Checks, check.Names())
+	}
+}
+
+// TestImageVolumeRegistryStep: the image-volume check fails while the
+// artifact is not in the registry, and passes that step once kindlab pushed
+// it (a real distribution registry on loopback).
+func TestImageVolumeRegistryStep(t *testing.T) {
+	env, r, _ := start(t, &onEnv, false)
+	reg := registrytest.StartDistribution(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	run := func() check.Result {
+		return check.Run(ctx, check.Env{Config: env.Config, Lab: r, RegistryHost: reg.Addr}, []string{"image-volume"})[0]
+	}
+	if res := run(); res.Status != check.Fail || !strings.Contains(res.Reason, "was the artifact pushed?") {
+		t.Fatalf("before the push: %s %q, want a failed registry step", res.Status, res.Reason)
+	}
+	port, err := strconv.Atoi(reg.Addr[strings.LastIndex(reg.Addr, ":")+1:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed, err := artifact.PushLab(ctx, r.Artifacts, port, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := run()
+	if res.Status != check.Skipped || !strings.HasPrefix(res.Reason, check.APISidePassed) {
+		t.Fatalf("after the push: %s %q, want the API side to pass", res.Status, res.Reason)
+	}
+	if !strings.Contains(strings.Join(res.Details, "\n"), pushed[0].Digest) {
+		t.Errorf("details %q do not name the pushed digest %s", res.Details, pushed[0].Digest)
+	}
+}

@@ -1,0 +1,327 @@
+package check
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+const (
+	apparmorNamespace = "kindlab-apparmor"
+	apparmorPod       = "apparmor-demo"
+	apparmorReader    = "read-profile"
+)
+
+// checkAppArmor proves the apiserver keeps securityContext.appArmorProfile
+// and that the kernel confines the container with the runtime's default
+// profile, read from inside the container. A host without AppArmor is
+// reported as unsupported with the kubelet's own rejection.
+func checkAppArmor(ctx context.Context, c *run) error {
+	cs := c.client()
+	pod, err := getPod(ctx, c, apparmorNamespace, apparmorPod, "apparmor")
+	if err != nil {
+		return err
+	}
+	sc := pod.Spec.SecurityContext
+	if sc == nil || sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeRuntimeDefault {
+		return fmt.Errorf("pod %s/%s lost securityContext.appArmorProfile: the apiserver did not keep the field", apparmorNamespace, apparmorPod)
+	}
+	c.detail("apiserver kept securityContext.appArmorProfile.type: RuntimeDefault")
+	if err := c.needNodes("AppArmor is enforced by the kubelet and the kernel"); err != nil {
+		return err
+	}
+	var logs string
+	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+		p, err := cs.CoreV1().Pods(apparmorNamespace).Get(ctx, apparmorPod, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get pod %s/%s: %w", apparmorNamespace, apparmorPod, err)
+		}
+		if p.Status.Phase == corev1.PodFailed && p.Status.Reason == "AppArmor" {
+			return false, "", unsupported("host cannot enforce AppArmor: the kubelet rejected the pod: %s", p.Status.Message)
+		}
+		if p.Status.Phase == corev1.PodFailed {
+			return false, "", fmt.Errorf("pod %s/%s failed: %s %s", apparmorNamespace, apparmorPod, p.Status.Reason, p.Status.Message)
+		}
+		done, why := initDone(p, apparmorReader)
+		if !done {
+			return false, why, nil
+		}
+		logs, err = podLogs(ctx, c, apparmorNamespace, apparmorPod, apparmorReader)
+		return err == nil, "", err
+	})
+	if err != nil {
+		return err
+	}
+	profile := mounttestContent(logs)
+	if !strings.Contains(profile, "(enforce)") {
+		return fmt.Errorf("the container is not confined by an enforcing AppArmor profile: /proc/self/attr/current is %q", profile)
+	}
+	c.detail("inside the container /proc/self/attr/current = %s", profile)
+	return nil
+}
+
+const (
+	imageVolumeNamespace = "kindlab-image-volume"
+	imageVolumePod       = "model-reader"
+	imageVolumeReader    = "read-model"
+)
+
+// checkImageVolume proves the apiserver accepts and keeps image volumes,
+// that the artifact is in the local registry, and that a container reads the
+// artifact's file with the expected content (an empty mount fails).
+func checkImageVolume(ctx context.Context, c *run) error {
+	cs := c.client()
+	// A server-side dry run shows what the apiserver does with an image
+	// volume now, whatever happened when the workload was applied (with the
+	// gate off, 1.31 silently drops the source).
+	ref := defaultModelRef
+	if c.env.Lab != nil && len(c.env.Lab.Artifacts) > 0 {
+		ref = c.env.Lab.Artifacts[0].Reference
+	}
+	probe := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "kindlab-image-volume-probe", Namespace: imageVolumeNamespace},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{Name: "probe", Image: probeImage(c),
+				VolumeMounts: []corev1.VolumeMount{{Name: "model", MountPath: "/model"}}}},
+			Volumes: []corev1.Volume{{Name: "model", VolumeSource: corev1.VolumeSource{
+				Image: &corev1.ImageVolumeSource{Reference: ref, PullPolicy: corev1.PullIfNotPresent}}}},
+		},
+	}
+	dry, err := cs.CoreV1().Pods(imageVolumeNamespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+	if err != nil {
+		return fmt.Errorf("the apiserver refuses a pod with an image volume (ImageVolume gate off?): %w", err)
+	}
+	if len(dry.Spec.Volumes) == 0 || dry.Spec.Volumes[0].Image == nil {
+		return fmt.Errorf("the apiserver dropped the image volume source from a dry-run pod: ImageVolume gate off")
+	}
+	c.detail("apiserver accepts and keeps image volumes (server-side dry run)")
+	pod, err := getPod(ctx, c, imageVolumeNamespace, imageVolumePod, "image-volume")
+	if err != nil {
+		return err
+	}
+	var vol *corev1.ImageVolumeSource
+	for _, v := range pod.Spec.Volumes {
+		if v.Image != nil {
+			vol = v.Image
+		}
+	}
+	if vol == nil {
+		return fmt.Errorf("pod %s/%s has no image volume: the apiserver dropped it (ImageVolume gate off)", imageVolumeNamespace, imageVolumePod)
+	}
+	c.detail("pod %s mounts image %s", imageVolumePod, vol.Reference)
+
+	want, file, err := expectedModel(c, pod, vol.Reference)
+	if err != nil {
+		return err
+	}
+	if c.env.RegistryHost != "" {
+		digest, err := registryManifest(ctx, c.env.RegistryHost, vol.Reference)
+		if err != nil {
+			return err
+		}
+		c.detail("registry %s serves %s (%s)", c.env.RegistryHost, vol.Reference, digest)
+	}
+	if err := c.needNodes("the kubelet and the runtime mount the image"); err != nil {
+		return err
+	}
+	var logs string
+	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+		p, err := cs.CoreV1().Pods(imageVolumeNamespace).Get(ctx, imageVolumePod, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get pod %s/%s: %w", imageVolumeNamespace, imageVolumePod, err)
+		}
+		done, why := initDone(p, imageVolumeReader)
+		if !done {
+			if l, _ := podLogs(ctx, c, imageVolumeNamespace, imageVolumePod, imageVolumeReader); strings.TrimSpace(l) != "" {
+				why += "; reader says: " + strings.TrimSpace(l)
+			}
+			return false, why, nil
+		}
+		logs, err = podLogs(ctx, c, imageVolumeNamespace, imageVolumePod, imageVolumeReader)
+		return err == nil, "", err
+	})
+	if err != nil {
+		return err
+	}
+	got := mounttestContent(logs)
+	if got == "" {
+		return fmt.Errorf("%s in the image volume is empty or missing (the runtime mounted nothing?): reader logged %q", file, strings.TrimSpace(logs))
+	}
+	if want != "" && got != want {
+		return fmt.Errorf("%s in the image volume reads %q, want %q (the artifact's file)", file, got, want)
+	}
+	c.detail("the container read %s from the image volume: %q", file, firstLine(got))
+	return nil
+}
+
+// expectedModel finds the file the reader prints (its --file_content flag)
+// inside the lab's artifact for the volume's reference. Without the lab,
+// any non-empty content passes.
+func expectedModel(c *run, pod *corev1.Pod, ref string) (content, file string, err error) {
+	var mountPath string
+	for _, ic := range pod.Spec.InitContainers {
+		if ic.Name != imageVolumeReader {
+			continue
+		}
+		for _, a := range ic.Args {
+			if f, ok := strings.CutPrefix(a, "--file_content="); ok {
+				file = f
+			}
+		}
+		for _, m := range ic.VolumeMounts {
+			if strings.HasPrefix(file, m.MountPath+"/") {
+				mountPath = m.MountPath
+			}
+		}
+	}
+	if file == "" || mountPath == "" {
+		return "", "", fmt.Errorf("pod %s/%s: init container %s does not read a file from the image volume", imageVolumeNamespace, imageVolumePod, imageVolumeReader)
+	}
+	if c.env.Lab == nil {
+		return "", file, nil
+	}
+	for _, a := range c.env.Lab.Artifacts {
+		if a.Reference != ref {
+			continue
+		}
+		dir, err := a.Dir.Sub()
+		if err != nil {
+			return "", "", fmt.Errorf("artifact %s: %w", a.Name, err)
+		}
+		b, err := fs.ReadFile(dir, strings.TrimPrefix(file, mountPath+"/"))
+		if err != nil {
+			return "", "", fmt.Errorf("artifact %s has no %s: %w", a.Name, strings.TrimPrefix(file, mountPath+"/"), err)
+		}
+		return string(b), file, nil
+	}
+	return "", file, nil
+}
+
+// registryManifest asks the registry for the artifact's manifest.
+func registryManifest(ctx context.Context, host, ref string) (string, error) {
+	repoTag := ref[strings.Index(ref, "/")+1:]
+	repo, tag, ok := strings.Cut(repoTag, ":")
+	if !ok {
+		tag = "latest"
+	}
+	if r, d, ok := strings.Cut(repoTag, "@"); ok {
+		repo, tag = strings.Split(r, ":")[0], d
+	}
+	u := fmt.Sprintf("http://%s/v2/%s/manifests/%s", host, repo, tag)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("registry: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("registry %s answers %s for %s: was the artifact pushed?", host, resp.Status, ref)
+	}
+	return resp.Header.Get("Docker-Content-Digest"), nil
+}
+
+// defaultModelRef is the image-volume lab's artifact, for a check run
+// without the lab.
+const defaultModelRef = "localhost:5001/kindlab/model:v1"
+
+// probeImage is an image the lab declares (never pulled: dry runs only).
+func probeImage(c *run) string {
+	if c.env.Lab != nil {
+		for _, img := range c.env.Lab.Images {
+			if img.Name == "agnhost" {
+				return img.Reference
+			}
+		}
+	}
+	return "registry.k8s.io/e2e-test-images/agnhost:2.52@sha256:b173c7d0ffe3d805d49f4dfe48375169b7b8d2e1feb81783efd61eb9d08042e6"
+}
+
+func getPod(ctx context.Context, c *run, ns, name, workload string) (*corev1.Pod, error) {
+	pod, err := c.client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("pod %s/%s not found (apply the %s workload first)", ns, name, workload)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
+	}
+	return pod, nil
+}
+
+// initDone reports whether an init container finished successfully, or
+// what it waits on.
+func initDone(p *corev1.Pod, container string) (bool, string) {
+	for _, s := range p.Status.InitContainerStatuses {
+		if s.Name != container {
+			continue
+		}
+		switch {
+		case s.State.Terminated != nil && s.State.Terminated.ExitCode == 0:
+			return true, ""
+		case s.State.Terminated != nil:
+			return false, fmt.Sprintf("init container %s exited %d (%s)", container, s.State.Terminated.ExitCode, s.State.Terminated.Reason)
+		case s.State.Waiting != nil:
+			return false, fmt.Sprintf("init container %s waiting: %s %s", container, s.State.Waiting.Reason, s.State.Waiting.Message)
+		case s.LastTerminationState.Terminated != nil:
+			return false, fmt.Sprintf("init container %s restarted after exit %d", container, s.LastTerminationState.Terminated.ExitCode)
+		}
+		return false, fmt.Sprintf("init container %s running", container)
+	}
+	why := fmt.Sprintf("pod %s/%s is %s", p.Namespace, p.Name, p.Status.Phase)
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodScheduled && cond.Status != corev1.ConditionTrue {
+			why += ": " + cond.Message
+		}
+	}
+	return false, why
+}
+
+func podLogs(ctx context.Context, c *run, ns, pod, container string) (string, error) {
+	rc, err := c.client().CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).Stream(ctx)
+	if err != nil {
+		return "", fmt.Errorf("logs of %s/%s container %s: %w", ns, pod, container, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("logs of %s/%s container %s: %w", ns, pod, container, err)
+	}
+	return string(b), nil
+}
+
+// mounttestContent extracts the file content agnhost mounttest printed as
+// `content of file "PATH": CONTENT`.
+func mounttestContent(logs string) string {
+	const marker = "content of file "
+	i := strings.Index(logs, marker)
+	if i < 0 {
+		return ""
+	}
+	rest := logs[i+len(marker):]
+	j := strings.Index(rest, ": ")
+	if j < 0 {
+		return ""
+	}
+	out := rest[j+2:]
+	// mounttest adds one newline after the content.
+	return strings.TrimSuffix(out, "\n")
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " …"
+	}
+	return s
+}

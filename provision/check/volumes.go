@@ -1,0 +1,230 @@
+package check
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/rand"
+)
+
+const (
+	lttVolume    = "kindlab-pv-last-transition-time"
+	lttNamespace = "kindlab-pv-last-transition-time"
+	lttClaim     = "data"
+)
+
+// checkPVLastTransitionTime reads the workload volume's phase transition
+// timestamp and reports how long it took from creation (phase Pending) to
+// Bound.
+func checkPVLastTransitionTime(ctx context.Context, c *run) error {
+	cs := c.client()
+	var pv *corev1.PersistentVolume
+	err := poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+		var err error
+		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, lttVolume, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return false, "", fmt.Errorf("PersistentVolume %s not found (apply the pv-last-transition-time workload first)", lttVolume)
+		}
+		if err != nil {
+			return false, "", fmt.Errorf("get PersistentVolume %s: %w", lttVolume, err)
+		}
+		return pv.Status.Phase == corev1.VolumeBound,
+			fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", lttVolume, pv.Status.Phase), nil
+	})
+	if err != nil {
+		return err
+	}
+	claim, err := cs.CoreV1().PersistentVolumeClaims(lttNamespace).Get(ctx, lttClaim, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get PersistentVolumeClaim %s/%s: %w", lttNamespace, lttClaim, err)
+	}
+	if claim.Status.Phase != corev1.ClaimBound || claim.Spec.VolumeName != pv.Name {
+		return fmt.Errorf("claim %s/%s is %s on volume %q, want Bound on %s", lttNamespace, lttClaim, claim.Status.Phase, claim.Spec.VolumeName, pv.Name)
+	}
+	ltt := pv.Status.LastPhaseTransitionTime
+	if ltt == nil {
+		return fmt.Errorf("PersistentVolume %s is Bound but has no status.lastPhaseTransitionTime", pv.Name)
+	}
+	if ltt.Before(&pv.CreationTimestamp) {
+		return fmt.Errorf("status.lastPhaseTransitionTime %s is before the volume's creation %s", ltt.UTC().Format(time.RFC3339), pv.CreationTimestamp.UTC().Format(time.RFC3339))
+	}
+	c.detail("PersistentVolume %s Bound to %s/%s", pv.Name, lttNamespace, lttClaim)
+	c.detail("Pending→Bound took %s (created %s, lastPhaseTransitionTime %s; timestamps have 1s resolution)",
+		ltt.Sub(pv.CreationTimestamp.Time), pv.CreationTimestamp.UTC().Format(time.RFC3339), ltt.UTC().Format(time.RFC3339))
+	return nil
+}
+
+const (
+	reclaimNamespace = "kindlab-pv-reclaim-policy"
+	// reclaimDir is where the probe volume's backing directory lives. The
+	// in-tree hostPath deleter runs inside kube-controller-manager and only
+	// deletes paths matching "/tmp/.+" (unanchored); kubeadm mounts the
+	// flexvolume directory read-write from the control-plane node into
+	// kube-controller-manager, so a directory under it is the one place the
+	// deleter and a node shell both see.
+	reclaimDir = "/usr/libexec/kubernetes/kubelet-plugins/volume/exec/kindlab/tmp"
+	// inTreeFinalizer is what HonorPVReclaimPolicy adds to in-tree volumes
+	// with the Delete policy.
+	inTreeFinalizer = "kubernetes.io/pv-controller"
+)
+
+// checkPVReclaimPolicy deletes a bound Delete-policy volume before its claim
+// and proves the reclaim still runs: the pv-controller finalizer holds the
+// volume until the deleter has removed its storage.
+func checkPVReclaimPolicy(ctx context.Context, c *run) (err error) {
+	cs := c.client()
+	name := "kindlab-reclaim-" + rand.String(5)
+	dir := path.Join(reclaimDir, name)
+	pv := &corev1.PersistentVolume{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:   name,
+			Labels: map[string]string{"kindlab.dev/probe": "pv-reclaim-policy"},
+			// The finalizer is only added to dynamically provisioned volumes;
+			// this marks the probe as one the in-tree hostPath plugin made.
+			Annotations: map[string]string{"pv.kubernetes.io/provisioned-by": "kubernetes.io/host-path"},
+		},
+		Spec: corev1.PersistentVolumeSpec{
+			StorageClassName:              "kindlab-reclaim",
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")},
+			PersistentVolumeSource:        corev1.PersistentVolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: dir}},
+		},
+	}
+	claim := &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: reclaimNamespace},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: &pv.Spec.StorageClassName,
+			VolumeName:       name,
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")}},
+		},
+	}
+	var node string
+	if c.env.Nodes != nil {
+		if node, err = controlPlaneNode(ctx, c); err != nil {
+			return err
+		}
+		if _, err := c.exec(ctx, node, "sh", "-c", fmt.Sprintf("mkdir -p %s && echo kindlab > %s/data", dir, dir)); err != nil {
+			return fmt.Errorf("create the backing directory: %w", err)
+		}
+		c.detail("backing directory %s:%s created", node, dir)
+	}
+	defer func() {
+		cctx, cancel := cleanupContext(ctx)
+		defer cancel()
+		if derr := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Delete(cctx, name, metav1.DeleteOptions{}); derr != nil && !apierrors.IsNotFound(derr) {
+			joinCleanup(&err, derr)
+		}
+		if derr := cs.CoreV1().PersistentVolumes().Delete(cctx, name, metav1.DeleteOptions{}); derr != nil && !apierrors.IsNotFound(derr) {
+			joinCleanup(&err, derr)
+		}
+	}()
+	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create PersistentVolume %s: %w", name, err)
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create PersistentVolumeClaim %s/%s: %w", reclaimNamespace, name, err)
+	}
+	var finalizers []string
+	err = poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get PersistentVolume %s: %w", name, err)
+		}
+		return cur.Status.Phase == corev1.VolumeBound,
+			fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", name, cur.Status.Phase), nil
+	})
+	if err != nil {
+		return err
+	}
+	// The controller adds the finalizer on its next sync of the bound volume.
+	err = poll(ctx, 500*time.Millisecond, 20*time.Second, func(ctx context.Context) (bool, string, error) {
+		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get PersistentVolume %s: %w", name, err)
+		}
+		finalizers = cur.Finalizers
+		return slices.Contains(cur.Finalizers, inTreeFinalizer),
+			fmt.Sprintf("bound PersistentVolume %s has no %s finalizer (finalizers %v): HonorPVReclaimPolicy is off", name, inTreeFinalizer, cur.Finalizers), nil
+	})
+	if err != nil {
+		return err
+	}
+	c.detail("PersistentVolume %s Bound with finalizers %v", name, finalizers)
+
+	if err := cs.CoreV1().PersistentVolumes().Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("delete PersistentVolume %s: %w", name, err)
+	}
+	cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("PersistentVolume %s vanished while its claim was bound: %w", name, err)
+	}
+	c.detail("deleted the PersistentVolume first: it stays (deletionTimestamp %s) while the claim is bound", cur.DeletionTimestamp.UTC().Format(time.RFC3339))
+	if err := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+		return fmt.Errorf("delete PersistentVolumeClaim %s/%s: %w", reclaimNamespace, name, err)
+	}
+	err = poll(ctx, 500*time.Millisecond, 90*time.Second, func(ctx context.Context) (bool, string, error) {
+		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return true, "", nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		return false, fmt.Sprintf("PersistentVolume %s still exists (phase %s, finalizers %v)%s", name, cur.Status.Phase, cur.Finalizers, volumeEvents(ctx, c, name)), nil
+	})
+	if err != nil {
+		return err
+	}
+	c.detail("after the claim was deleted the Delete reclaim ran and the finalizer let the volume go")
+	if err := c.needNodes("the backing directory is on the control-plane node"); err != nil {
+		return err
+	}
+	out, err := c.exec(ctx, node, "sh", "-c", fmt.Sprintf("if test -e %s; then echo present; else echo gone; fi", dir))
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(out) != "gone" {
+		return fmt.Errorf("the volume is deleted but its backing directory %s:%s is still there: the reclaim did not delete the storage", node, dir)
+	}
+	c.detail("backing directory %s:%s deleted by the reclaim", node, dir)
+	return nil
+}
+
+// volumeEvents summarises the PV controller's warnings about a volume
+// (VolumeFailedDelete says why a reclaim is stuck).
+func volumeEvents(ctx context.Context, c *run, name string) string {
+	evs, err := c.client().CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("involvedObject.name", name).String(),
+	})
+	if err != nil || len(evs.Items) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, e := range evs.Items {
+		parts = append(parts, e.Reason+": "+e.Message)
+	}
+	return "; events: " + strings.Join(parts, "; ")
+}
+
+// controlPlaneNode returns the first node labelled as a control plane.
+func controlPlaneNode(ctx context.Context, c *run) (string, error) {
+	nodes, err := c.client().CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"})
+	if err != nil {
+		return "", fmt.Errorf("list control-plane nodes: %w", err)
+	}
+	if len(nodes.Items) == 0 {
+		return "", fmt.Errorf("no node is labelled node-role.kubernetes.io/control-plane")
+	}
+	return nodes.Items[0].Name, nil
+}

@@ -1,0 +1,209 @@
+// Package cluster creates, finds and deletes lab clusters through kind's own
+// Go library, and gives other packages a handle to a running one.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	kindcluster "sigs.k8s.io/kind/pkg/cluster"
+	"sigs.k8s.io/kind/pkg/cluster/nodes"
+	"sigs.k8s.io/kind/pkg/log"
+
+	"github.com/kindlab/kindlab/provision/render"
+)
+
+// ErrNoEngine means no container engine answered.
+var ErrNoEngine = errors.New("no container engine reachable")
+
+// Provider wraps kind's provider for the Docker engine.
+type Provider struct {
+	kind   *kindcluster.Provider
+	logger log.Logger
+}
+
+// NewProvider checks that a Docker engine answers (kind shells out to the
+// docker CLI, which honours DOCKER_HOST and docker contexts) and returns a
+// provider over it. Without an engine it fails in one line that says how to fix it.
+func NewProvider(ctx context.Context, logger log.Logger) (*Provider, error) {
+	if err := ping(ctx); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = log.NoopLogger{}
+	}
+	return &Provider{
+		kind:   kindcluster.NewProvider(kindcluster.ProviderWithDocker(), kindcluster.ProviderWithLogger(logger)),
+		logger: logger,
+	}, nil
+}
+
+func ping(ctx context.Context) error {
+	if _, err := exec.LookPath("docker"); err != nil {
+		return fmt.Errorf("%w: the docker CLI is not on PATH (install Docker, then run `kindlab doctor`)", ErrNoEngine)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(firstLine(stderr.String()))
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("%w: %s (start the Docker daemon, or point DOCKER_HOST at one)", ErrNoEngine, msg)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// CreateOptions shape a create.
+type CreateOptions struct {
+	// Retain keeps the nodes of a failed create for debugging (kind --retain).
+	Retain bool
+	// Wait is how long to wait for the control plane to be Ready.
+	Wait time.Duration
+	// Kubeconfig is the file to merge the context into; "" means kind's
+	// default ($KUBECONFIG or ~/.kube/config).
+	Kubeconfig string
+}
+
+// Exists reports whether a kind cluster of that name exists.
+func (p *Provider) Exists(name string) (bool, error) {
+	names, err := p.kind.List()
+	if err != nil {
+		return false, fmt.Errorf("list kind clusters: %w", err)
+	}
+	for _, n := range names {
+		if n == name {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// List returns every kind cluster on the engine.
+func (p *Provider) List() ([]string, error) { return p.kind.List() }
+
+// Create creates the cluster a plan describes. kind removes the nodes of a
+// failed create itself unless Retain is set.
+func (p *Provider) Create(plan *render.Plan, opts CreateOptions) error {
+	err := p.kind.Create(plan.ClusterName,
+		kindcluster.CreateWithV1Alpha4Config(plan.Config),
+		kindcluster.CreateWithNodeImage(plan.NodeImage),
+		kindcluster.CreateWithRetain(opts.Retain),
+		kindcluster.CreateWithWaitForReady(opts.Wait),
+		kindcluster.CreateWithKubeconfigPath(opts.Kubeconfig),
+		kindcluster.CreateWithDisplayUsage(false),
+		kindcluster.CreateWithDisplaySalutation(false),
+	)
+	if err != nil {
+		return fmt.Errorf("create cluster %s: %w", plan.ClusterName, err)
+	}
+	return nil
+}
+
+// Delete removes the cluster's nodes and its kubeconfig context.
+func (p *Provider) Delete(name, kubeconfig string) error {
+	if err := p.kind.Delete(name, kubeconfig); err != nil {
+		return fmt.Errorf("delete cluster %s: %w", name, err)
+	}
+	return nil
+}
+
+// Handle is a running cluster: a client config and a way onto its nodes.
+type Handle struct {
+	Name       string
+	RESTConfig *rest.Config
+	provider   *Provider
+}
+
+// Connect finds a running cluster by name.
+func Connect(ctx context.Context, name string) (*Handle, error) {
+	p, err := NewProvider(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	return p.Connect(name)
+}
+
+// Connect finds a running cluster by name on this provider.
+func (p *Provider) Connect(name string) (*Handle, error) {
+	ok, err := p.Exists(name)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("cluster %q is not running (start it with `kindlab up`, list with `kindlab status`)", name)
+	}
+	kubeconfig, err := p.kind.KubeConfig(name, false)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig of %s: %w", name, err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig([]byte(kubeconfig))
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig of %s: %w", name, err)
+	}
+	return &Handle{Name: name, RESTConfig: cfg, provider: p}, nil
+}
+
+// KindNodes returns kind's node handles (for packages that use kind's nodeutils).
+func (h *Handle) KindNodes() ([]nodes.Node, error) {
+	ns, err := h.provider.kind.ListNodes(h.Name)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes of %s: %w", h.Name, err)
+	}
+	return ns, nil
+}
+
+// Nodes lists the node names (which are also the Kubernetes node names).
+func (h *Handle) Nodes(ctx context.Context) ([]string, error) {
+	ns, err := h.KindNodes()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		out = append(out, n.String())
+	}
+	return out, nil
+}
+
+// Exec runs a command on a node and returns its standard output.
+func (h *Handle) Exec(ctx context.Context, node string, stdin io.Reader, cmd ...string) ([]byte, error) {
+	ns, err := h.KindNodes()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range ns {
+		if n.String() != node {
+			continue
+		}
+		var out, errOut bytes.Buffer
+		c := n.CommandContext(ctx, cmd[0], cmd[1:]...).SetStdout(&out).SetStderr(&errOut)
+		if stdin != nil {
+			c.SetStdin(stdin)
+		}
+		if err := c.Run(); err != nil {
+			return out.Bytes(), fmt.Errorf("%s on %s: %w: %s", strings.Join(cmd, " "), node, err, strings.TrimSpace(errOut.String()))
+		}
+		return out.Bytes(), nil
+	}
+	return nil, fmt.Errorf("cluster %s has no node %q", h.Name, node)
+}

@@ -1,0 +1,278 @@
+// Package doctor answers "can this machine run the lab, and what do I fix?"
+// before a workshop starts: each finding says ok, warn or fail, what it
+// means for which lab, and the exact fix.
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/kindlab/kindlab/provision/registry"
+)
+
+// Level is how bad a finding is.
+type Level string
+
+const (
+	OK   Level = "ok"
+	Warn Level = "warn"
+	Fail Level = "fail"
+)
+
+// Finding is one thing doctor looked at.
+type Finding struct {
+	Check   string `json:"check"`
+	Level   Level  `json:"level"`
+	Detail  string `json:"detail"`
+	Affects string `json:"affects,omitempty"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// Options say what the user intends to run.
+type Options struct {
+	// NodeImage is the lab's node image.
+	NodeImage string
+	// Clusters is how many clusters will run at once (inotify limits scale with it).
+	Clusters int
+	// RegistryPort is the host port the registry wants.
+	RegistryPort int
+	// Dir is where disk space is measured (the Docker data root when known).
+	Dir string
+}
+
+// Run looks at the machine.
+func Run(ctx context.Context, opts Options) []Finding {
+	if opts.Clusters < 1 {
+		opts.Clusters = 1
+	}
+	if opts.RegistryPort == 0 {
+		opts.RegistryPort = registry.DefaultHostPort
+	}
+	var out []Finding
+	dockerOK, dataRoot, f := docker(ctx)
+	out = append(out, f...)
+	out = append(out, kernel(), apparmor(), inotify(opts.Clusters))
+	out = append(out, port(ctx, opts.RegistryPort, dockerOK))
+	dir := opts.Dir
+	if dir == "" {
+		dir = dataRoot
+	}
+	out = append(out, disk(dir, opts.Clusters))
+	if dockerOK && opts.NodeImage != "" {
+		out = append(out, nodeImage(ctx, opts.NodeImage)...)
+	}
+	return out
+}
+
+// Worst is the most severe level among the findings.
+func Worst(fs []Finding) Level {
+	worst := OK
+	for _, f := range fs {
+		if f.Level == Fail {
+			return Fail
+		}
+		if f.Level == Warn {
+			worst = Warn
+		}
+	}
+	return worst
+}
+
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(errOut.String())
+		if i := strings.IndexByte(msg, '\n'); i > 0 {
+			msg = msg[:i]
+		}
+		if msg == "" {
+			msg = err.Error()
+		}
+		return "", fmt.Errorf("%s", msg)
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func docker(ctx context.Context) (bool, string, []Finding) {
+	const affects = "every lab"
+	if _, err := exec.LookPath("docker"); err != nil {
+		return false, "", []Finding{{Check: "docker", Level: Fail, Detail: "the docker CLI is not on PATH", Affects: affects,
+			Fix: "install Docker Engine (or Docker Desktop) and make sure `docker version` answers"}}
+	}
+	info, err := run(ctx, "docker", "info", "--format", "{{.ServerVersion}}|{{.CgroupVersion}}|{{.CgroupDriver}}|{{.DockerRootDir}}|{{.OperatingSystem}}")
+	if err != nil {
+		return false, "", []Finding{{Check: "docker", Level: Fail, Detail: "no Docker engine answers: " + err.Error(), Affects: affects,
+			Fix: "start the Docker daemon (`sudo systemctl start docker`), or point DOCKER_HOST at one"}}
+	}
+	parts := strings.Split(info, "|")
+	for len(parts) < 5 {
+		parts = append(parts, "")
+	}
+	fs := []Finding{{Check: "docker", Level: OK, Detail: fmt.Sprintf("Docker engine %s on %s", parts[0], parts[4])}}
+	cg := Finding{Check: "cgroups", Level: OK, Detail: fmt.Sprintf("cgroup v%s, driver %s", parts[1], parts[2])}
+	if parts[1] == "1" {
+		cg.Level = Warn
+		cg.Affects = "every lab (kind supports cgroup v1 less and less)"
+		cg.Fix = "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) if clusters fail to start"
+	}
+	return true, parts[3], append(fs, cg)
+}
+
+var kernelVersion = regexp.MustCompile(`^(\d+)\.(\d+)`)
+
+func kernel() Finding {
+	var u syscall.Utsname
+	if err := syscall.Uname(&u); err != nil {
+		return Finding{Check: "kernel", Level: Warn, Detail: "cannot read the kernel version: " + err.Error()}
+	}
+	rel := utsString(u.Release[:])
+	m := kernelVersion.FindStringSubmatch(rel)
+	if m == nil {
+		return Finding{Check: "kernel", Level: Warn, Detail: "kernel version " + rel + " not understood"}
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	if major < 5 || (major == 5 && minor < 13) {
+		return Finding{Check: "kernel", Level: Fail, Detail: "kernel " + rel + " is older than 5.13",
+			Affects: "nftables, all-features (kube-proxy's nftables mode needs 5.13+)",
+			Fix:     "run the nftables labs on a host with Linux 5.13 or newer"}
+	}
+	return Finding{Check: "kernel", Level: OK, Detail: "kernel " + rel + " (nftables mode needs 5.13+)"}
+}
+
+func utsString(b []int8) string {
+	var s strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		s.WriteByte(byte(c))
+	}
+	return s.String()
+}
+
+func apparmor() Finding {
+	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
+	if err == nil && strings.TrimSpace(string(b)) == "Y" {
+		return Finding{Check: "apparmor", Level: OK, Detail: "AppArmor is enabled in the kernel"}
+	}
+	return Finding{Check: "apparmor", Level: Warn, Detail: "AppArmor is not available in this kernel",
+		Affects: "apparmor, all-features: the kubelet rejects pods that ask for AppArmor; the apparmor check reports \"unsupported\" instead of proving enforcement",
+		Fix:     "run the apparmor lab on a host with AppArmor (Ubuntu, Debian, SUSE); everything else works here"}
+}
+
+// kind's known-issues page: each cluster needs inotify instances; 8192 per
+// few clusters is the documented comfortable value.
+func inotify(clusters int) Finding {
+	instances := readInt("/proc/sys/fs/inotify/max_user_instances")
+	watches := readInt("/proc/sys/fs/inotify/max_user_watches")
+	needInstances, needWatches := 512*clusters, 524288
+	detail := fmt.Sprintf("max_user_instances=%d, max_user_watches=%d for %d cluster(s)", instances, watches, clusters)
+	if instances < 0 || watches < 0 {
+		return Finding{Check: "inotify", Level: Warn, Detail: "cannot read inotify limits"}
+	}
+	if instances < needInstances || watches < needWatches {
+		return Finding{Check: "inotify", Level: Warn, Detail: detail,
+			Affects: "every lab with several nodes or clusters: kubelets fail with \"too many open files\"",
+			Fix: fmt.Sprintf("sudo sysctl fs.inotify.max_user_instances=%d fs.inotify.max_user_watches=%d",
+				max(needInstances, instances), max(needWatches, watches))}
+	}
+	return Finding{Check: "inotify", Level: OK, Detail: detail}
+}
+
+func readInt(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
+func port(ctx context.Context, p int, dockerOK bool) Finding {
+	addr := fmt.Sprintf("127.0.0.1:%d", p)
+	l, err := net.Listen("tcp", addr)
+	if err == nil {
+		l.Close()
+		return Finding{Check: "registry-port", Level: OK, Detail: addr + " is free for the local registry"}
+	}
+	if dockerOK {
+		owner, _ := run(ctx, "docker", "ps", "--filter", fmt.Sprintf("publish=%d", p), "--format", "{{.Names}}")
+		if owner == registry.ContainerName {
+			return Finding{Check: "registry-port", Level: OK, Detail: addr + " is the local registry, already running"}
+		}
+		if owner != "" {
+			return Finding{Check: "registry-port", Level: Fail, Detail: addr + " is taken by container " + owner,
+				Affects: "labs with a registry (image-volume, all-features)",
+				Fix:     fmt.Sprintf("stop %s, or use --registry-port %d", owner, p+1)}
+		}
+	}
+	return Finding{Check: "registry-port", Level: Fail, Detail: addr + " is taken by another program",
+		Affects: "labs with a registry (image-volume, all-features)",
+		Fix:     fmt.Sprintf("free the port (`ss -ltnp 'sport = :%d'` shows who has it), or use --registry-port %d", p, p+1)}
+}
+
+// A node image is about 1 GB and each node writes its own layer on top.
+func disk(dir string, clusters int) Finding {
+	if dir == "" {
+		dir = "/var/lib/docker"
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		if err := syscall.Statfs("/", &st); err != nil {
+			return Finding{Check: "disk", Level: Warn, Detail: "cannot measure free space: " + err.Error()}
+		}
+		dir = "/"
+	}
+	free := float64(st.Bavail) * float64(st.Bsize) / (1 << 30)
+	need := 4.0 + 2.0*float64(clusters)
+	detail := fmt.Sprintf("%.1f GiB free under %s", free, dir)
+	if free < need {
+		return Finding{Check: "disk", Level: Fail, Detail: detail, Affects: "every lab",
+			Fix: fmt.Sprintf("free at least %.0f GiB (docker system prune removes unused images and containers)", need)}
+	}
+	return Finding{Check: "disk", Level: OK, Detail: detail}
+}
+
+var containerdVersion = regexp.MustCompile(`v?(\d+)\.(\d+)\.(\d+)`)
+
+func nodeImage(ctx context.Context, image string) []Finding {
+	if _, err := run(ctx, "docker", "image", "inspect", image); err != nil {
+		return []Finding{{Check: "node-image", Level: Warn, Detail: image + " is not in the Docker engine",
+			Affects: "every lab: `kindlab up` pulls it (about 1 GB) unless it is loaded from an offline kit",
+			Fix:     "docker pull " + image + " (or load the workshop's offline kit)"}}
+	}
+	fs := []Finding{{Check: "node-image", Level: OK, Detail: image + " is present"}}
+	out, err := run(ctx, "docker", "run", "--rm", "--entrypoint", "containerd", image, "--version")
+	if err != nil {
+		return append(fs, Finding{Check: "containerd", Level: Warn, Detail: "cannot read containerd's version in the node image: " + err.Error()})
+	}
+	m := containerdVersion.FindStringSubmatch(out)
+	if m == nil {
+		return append(fs, Finding{Check: "containerd", Level: Warn, Detail: "containerd version not understood: " + out})
+	}
+	major, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	if major < 2 || (major == 2 && minor < 1) {
+		return append(fs, Finding{Check: "containerd", Level: Fail, Detail: "the node image has containerd " + m[0],
+			Affects: "image-volume, all-features: containerd before 2.1 cannot mount image volumes (pods fail with `failed to mkdir \"\"`)",
+			Fix:     "use a node image from kind v0.28.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"})
+	}
+	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] + " (image volumes need 2.1+)"})
+}

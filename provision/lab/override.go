@@ -1,0 +1,56 @@
+package lab
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// OverrideImages points lab images at other references, e.g. images built
+// offline and pushed to the local registry, whose digests cannot match the
+// upstream ones. overrides maps an image name (spec.images[].name) to a
+// reference pinned by digest. It returns the rewrite from each original
+// reference to its replacement, for manifests that name the original.
+func (r *Resolved) OverrideImages(overrides map[string]string) (map[string]string, error) {
+	rewrite := map[string]string{}
+	names := make([]string, 0, len(r.Images))
+	for _, img := range r.Images {
+		names = append(names, img.Name)
+	}
+	sort.Strings(names)
+	for _, name := range sortedKeys(overrides) {
+		ref := overrides[name]
+		i := indexOf(r.Images, func(x Image) bool { return x.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("--image-override %s: lab %q has no image %q (valid: %s)", name, r.Name, name, strings.Join(names, ", "))
+		}
+		if err := ValidatePinnedImage(ref); err != nil {
+			return nil, fmt.Errorf("--image-override %s: %w", name, err)
+		}
+		rewrite[r.Images[i].Reference] = ref
+		r.Images[i].Reference = ref
+	}
+	return rewrite, nil
+}
+
+// Image returns the reference of the lab image with that name.
+func (r *Resolved) Image(name string) (string, bool) {
+	i := indexOf(r.Images, func(x Image) bool { return x.Name == name })
+	if i < 0 {
+		return "", false
+	}
+	return r.Images[i].Reference, true
+}
+
+// ParseOverrides reads NAME=REF pairs as given on the command line.
+func ParseOverrides(pairs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, p := range pairs {
+		name, ref, ok := strings.Cut(p, "=")
+		if !ok || name == "" || ref == "" {
+			return nil, fmt.Errorf("--image-override %q: want NAME=REFERENCE, e.g. agnhost=localhost:5001/agnhost:2.52@sha256:…", p)
+		}
+		out[name] = ref
+	}
+	return out, nil
+}

@@ -1,0 +1,162 @@
+package registry
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
+	"sigs.k8s.io/kind/pkg/cluster/nodes"
+	"sigs.k8s.io/kind/pkg/exec"
+)
+
+// CertsDir is where containerd (config_path, set by kind node images since
+// v0.27.0) looks for per-registry hosts.toml files.
+const CertsDir = "/etc/containerd/certs.d"
+
+// HostingConfigMap is KEP-1755's ConfigMap, in kube-public.
+const (
+	HostingConfigMap = "local-registry-hosting"
+	HostingNamespace = "kube-public"
+	HostingKey       = "localRegistryHosting.v1"
+	HelpURL          = "https://kind.sigs.k8s.io/docs/user/local-registry/"
+)
+
+// HostsTOML is the containerd hosts.toml that sends pulls for a registry
+// host to endpoint (host:port on the kind network) over plain HTTP.
+func HostsTOML(endpoint string) string {
+	return fmt.Sprintf("[host.%q]\n", "http://"+endpoint)
+}
+
+// RegistryHosts are the registry hosts nodes resolve to the shared
+// registry: localhost:<hostPort>, and localhost:5001 too when the port was
+// moved, so images named as lab files name them (localhost:5001/...) still
+// pull. Inside a node localhost:5001 is nothing else.
+func RegistryHosts(hostPort int) []string {
+	hosts := []string{fmt.Sprintf("localhost:%d", hostPort)}
+	if hostPort != DefaultHostPort && hostPort != 0 {
+		hosts = append(hosts, fmt.Sprintf("localhost:%d", DefaultHostPort))
+	}
+	return hosts
+}
+
+// WireNodes writes, on every node, containerd's hosts.toml for each of
+// RegistryHosts(hostPort), pointing at kind-registry:5000. containerd reads
+// these files at each pull, so no restart is needed.
+func WireNodes(ctx context.Context, ns []nodes.Node, hostPort int) error {
+	return WireNodesTo(ctx, ns, RegistryHosts(hostPort), fmt.Sprintf("%s:%d", ContainerName, ContainerPort))
+}
+
+// WireNodesTo is WireNodes for any registry hosts and endpoint.
+func WireNodesTo(ctx context.Context, ns []nodes.Node, hosts []string, endpoint string) error {
+	content := HostsTOML(endpoint)
+	for _, n := range ns {
+		for _, h := range hosts {
+			dir := CertsDir + "/" + h
+			if err := writeFile(ctx, n, dir, dir+"/hosts.toml", content); err != nil {
+				return fmt.Errorf("wire node %s to registry %s: %w", n, h, err)
+			}
+		}
+	}
+	return nil
+}
+
+// writeFile writes through the node's shell so it needs only sh, mkdir and
+// cat, which every kind node has; the content arrives on stdin, never in a
+// command line.
+func writeFile(ctx context.Context, n nodes.Node, dir, file, content string) error {
+	var stderr bytes.Buffer
+	err := n.CommandContext(ctx, "sh", "-c", `mkdir -p "$1" && cat > "$2.tmp" && mv "$2.tmp" "$2"`, "sh", dir, file).
+		SetStdin(strings.NewReader(content)).
+		SetStderr(&stderr).
+		Run()
+	if err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if rerr := exec.RunErrorForError(err); rerr != nil && msg == "" {
+			msg = strings.TrimSpace(string(rerr.Output))
+		}
+		if msg != "" {
+			return fmt.Errorf("write %s: %w: %s", file, err, msg)
+		}
+		return fmt.Errorf("write %s: %w", file, err)
+	}
+	return nil
+}
+
+// HostingYAML is the KEP-1755 LocalRegistryHostingV1 document.
+func HostingYAML(hostPort int) string {
+	endpoint := fmt.Sprintf("%s:%d", ContainerName, ContainerPort)
+	return fmt.Sprintf("host: \"localhost:%d\"\nhostFromContainerRuntime: %q\nhostFromClusterNetwork: %q\nhelp: %q\n",
+		hostPort, endpoint, endpoint, HelpURL)
+}
+
+// PublishHosting creates or updates the local-registry-hosting ConfigMap in
+// kube-public, so tools that read KEP-1755 (Tilt, Skaffold, ctlptl) find
+// the registry.
+func PublishHosting(ctx context.Context, cs kubernetes.Interface, hostPort int) error {
+	want := map[string]string{HostingKey: HostingYAML(hostPort)}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cms := cs.CoreV1().ConfigMaps(HostingNamespace)
+		cm, err := cms.Get(ctx, HostingConfigMap, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			_, err = cms.Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: HostingConfigMap, Namespace: HostingNamespace,
+					Labels: map[string]string{"app.kubernetes.io/managed-by": "kindlab"}},
+				Data: want,
+			}, metav1.CreateOptions{FieldManager: "kindlab"})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if cm.Data[HostingKey] == want[HostingKey] {
+			return nil
+		}
+		cm = cm.DeepCopy()
+		if cm.Data == nil {
+			cm.Data = map[string]string{}
+		}
+		cm.Data[HostingKey] = want[HostingKey]
+		_, err = cms.Update(ctx, cm, metav1.UpdateOptions{FieldManager: "kindlab"})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("publish ConfigMap %s/%s: %w", HostingNamespace, HostingConfigMap, err)
+	}
+	return nil
+}
+
+// PushReference is where to push an artifact a lab names: the lab's
+// localhost:5001 becomes localhost:<hostPort> when the registry was moved
+// with --registry-port (nodes map both to the registry, see RegistryHosts).
+func PushReference(ref string, hostPort int) string {
+	prefix := fmt.Sprintf("localhost:%d/", DefaultHostPort)
+	if hostPort == 0 || hostPort == DefaultHostPort || !strings.HasPrefix(ref, prefix) {
+		return ref
+	}
+	return fmt.Sprintf("localhost:%d/%s", hostPort, strings.TrimPrefix(ref, prefix))
+}
+
+// Up is the registry's part of `kindlab up` for a lab with a registry, in
+// order: Ensure (start or reuse), wire every node to it, publish the
+// KEP-1755 ConfigMap. cs may be nil to skip the ConfigMap.
+func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interface) (*Status, error) {
+	st, err := Ensure(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := WireNodesTo(ctx, ns, RegistryHosts(st.HostPort), st.ClusterEndpoint); err != nil {
+		return nil, err
+	}
+	if cs != nil {
+		if err := PublishHosting(ctx, cs, st.HostPort); err != nil {
+			return nil, err
+		}
+	}
+	return st, nil
+}

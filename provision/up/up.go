@@ -1,0 +1,186 @@
+// Package up brings a lab up: cluster → registry → artifacts → workloads →
+// checks, each a small step with its own status line, the way kind's create
+// is a pipeline of actions. Running it again converges instead of
+// duplicating: an existing cluster of the same lab is reused.
+package up
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/state"
+)
+
+// Options shape one `up`.
+type Options struct {
+	Plan  *render.Plan
+	Store state.Store
+	// Retain keeps a failed lab's nodes for debugging instead of deleting them.
+	Retain bool
+	// Wait is how long to wait for the control plane to be Ready.
+	Wait time.Duration
+	// Kubeconfig is the file the context is merged into ("" = kind's default).
+	Kubeconfig string
+	// SkipChecks stops after the workloads are applied.
+	SkipChecks bool
+	// RegistryImage overrides the registry image (e.g. one built offline).
+	RegistryImage string
+	// Status receives one line per step.
+	Status io.Writer
+}
+
+// Result is what an up did.
+type Result struct {
+	Cluster string         `json:"cluster"`
+	Context string         `json:"kubeconfigContext"`
+	Created bool           `json:"created"`
+	Checks  []check.Result `json:"checks,omitempty"`
+}
+
+// Run brings the lab up on a provider.
+func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, err error) {
+	plan := opts.Plan
+	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
+	st := &status{w: opts.Status}
+
+	exists, err := p.Exists(plan.ClusterName)
+	if err != nil {
+		return nil, err
+	}
+	if exists {
+		rec, err := opts.Store.Load(plan.ClusterName)
+		switch {
+		case errors.Is(err, state.ErrNotFound):
+			return nil, fmt.Errorf("a kind cluster named %q exists but kindlab did not create it; pick another name with --name", plan.ClusterName)
+		case err != nil:
+			return nil, err
+		case rec.Lab != plan.Lab:
+			return nil, fmt.Errorf("cluster %q already runs lab %q, not %q; pick another name with --name or `kindlab down %s` first",
+				plan.ClusterName, rec.Lab, plan.Lab, plan.ClusterName)
+		}
+		st.done("Reusing cluster %s (lab %s) ♻️", plan.ClusterName, rec.Lab)
+	} else {
+		if err := createCluster(p, plan, opts, st); err != nil {
+			return nil, err
+		}
+		res.Created = true
+		// From here on a failure must not leave a half-made lab behind.
+		defer func() {
+			if err != nil && !opts.Retain {
+				if derr := p.Delete(plan.ClusterName, opts.Kubeconfig); derr != nil {
+					err = fmt.Errorf("%w (and cleaning up failed: %v)", err, derr)
+				}
+				_ = opts.Store.Remove(plan.ClusterName)
+			}
+		}()
+	}
+
+	h, err := p.Connect(plan.ClusterName)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range steps {
+		if err := s(ctx, h, plan, st, opts); err != nil {
+			return nil, err
+		}
+	}
+	if opts.SkipChecks || len(plan.Checks) == 0 {
+		return res, nil
+	}
+	st.start("Running checks 🔍")
+	env, err := checkEnv(h, plan)
+	if err != nil {
+		st.fail()
+		return nil, err
+	}
+	res.Checks = check.Run(ctx, env, plan.Checks)
+	st.end(true)
+	return res, nil
+}
+
+// step is one stage after the cluster exists.
+type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *status, opts Options) error
+
+// steps are the stages between the cluster and the checks, in order (steps.go).
+var steps []step
+
+func createCluster(p *cluster.Provider, plan *render.Plan, opts Options, st *status) error {
+	for _, f := range plan.Files {
+		if err := state.WriteFile(f.HostPath, f.Content); err != nil {
+			return fmt.Errorf("write %s for the nodes: %w", f.HostPath, err)
+		}
+	}
+	rec := state.Record{
+		Cluster:    plan.ClusterName,
+		Lab:        plan.Lab,
+		LabSource:  plan.Resolved.Source,
+		NodeImage:  plan.NodeImage,
+		Context:    plan.Context,
+		Kubeconfig: opts.Kubeconfig,
+		Checks:     plan.Checks,
+		CreatedAt:  time.Now().UTC(),
+	}
+	if plan.Registry != nil {
+		rec.Registry = true
+		rec.RegistryPort = plan.Registry.HostPort
+	}
+	// Recorded before create so a failed create can be cleaned up by `down`.
+	if err := opts.Store.Save(rec); err != nil {
+		return err
+	}
+	if err := p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig}); err != nil {
+		if !opts.Retain {
+			_ = opts.Store.Remove(plan.ClusterName)
+		}
+		return err
+	}
+	return nil
+}
+
+func checkEnv(h *cluster.Handle, plan *render.Plan) (check.Env, error) {
+	env := check.Env{Config: h.RESTConfig, Lab: plan.Resolved, Nodes: h}
+	if plan.Registry != nil {
+		env.RegistryHost = fmt.Sprintf("localhost:%d", plan.Registry.HostPort)
+	}
+	return env, nil
+}
+
+// status prints kind-style step lines.
+type status struct {
+	w     io.Writer
+	label string
+	began time.Time
+}
+
+func (s *status) start(format string, args ...any) {
+	s.label = fmt.Sprintf(format, args...)
+	s.began = time.Now()
+	if s.w != nil {
+		fmt.Fprintf(s.w, " • %s\n", s.label)
+	}
+}
+
+func (s *status) end(ok bool) {
+	if s.w == nil {
+		return
+	}
+	mark := "✓"
+	if !ok {
+		mark = "✗"
+	}
+	fmt.Fprintf(s.w, " %s %s (%s)\n", mark, s.label, time.Since(s.began).Round(100*time.Millisecond))
+}
+
+func (s *status) fail() { s.end(false) }
+
+func (s *status) done(format string, args ...any) {
+	if s.w != nil {
+		fmt.Fprintf(s.w, " ✓ %s\n", fmt.Sprintf(format, args...))
+	}
+}

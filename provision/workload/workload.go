@@ -1,0 +1,402 @@
+// Package workload applies a lab's example manifests to a cluster with
+// server-side apply and waits until what they create is really ready.
+package workload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+
+	"github.com/kindlab/kindlab/provision/lab"
+)
+
+// FieldManager owns every field kindlab applies, so a re-run updates its
+// own fields and never fights kubectl edits of other fields.
+const FieldManager = "kindlab"
+
+// WaitAnnotation set to "false" on an object tells Apply not to wait for it:
+// its check judges it instead (e.g. a pod the kubelet may legitimately
+// reject because the host cannot enforce AppArmor).
+const WaitAnnotation = "kindlab.dev/wait"
+
+// DefaultTimeout bounds the readiness wait of one Apply call.
+const DefaultTimeout = 5 * time.Minute
+
+// Options tune ApplyWith.
+type Options struct {
+	// NoWait applies without waiting for readiness: an apiserver without
+	// nodes (tests) never runs the pods.
+	NoWait bool
+	// Timeout bounds the readiness wait; zero means DefaultTimeout.
+	Timeout time.Duration
+	// Progress receives one line per step; nil discards them.
+	Progress func(string)
+}
+
+// Apply server-side-applies every workload's manifests and waits until the
+// objects are ready.
+func Apply(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload, progress func(string)) error {
+	return ApplyWith(ctx, cfg, ws, Options{Progress: progress})
+}
+
+// ApplyWith is Apply with options.
+func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload, opts Options) error {
+	progress := opts.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	a, err := newApplier(cfg)
+	if err != nil {
+		return err
+	}
+	var applied []applied
+	for _, w := range ws {
+		objs, err := Load(w)
+		if err != nil {
+			return err
+		}
+		progress(fmt.Sprintf("applying workload %s (%d objects)", w.Name, len(objs)))
+		for _, o := range objs {
+			res, err := a.apply(ctx, o)
+			if err != nil {
+				return fmt.Errorf("workload %s: %w", w.Name, err)
+			}
+			applied = append(applied, res)
+		}
+	}
+	if opts.NoWait {
+		return nil
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for _, o := range applied {
+		if !needsWait(o.obj) {
+			continue
+		}
+		progress(fmt.Sprintf("waiting for %s", describe(o.obj)))
+		if err := a.wait(wctx, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Load reads every *.yaml, *.yml and *.json file directly in a workload's
+// directory, in name order, and returns the objects in apply order
+// (namespaces and cluster-wide prerequisites first, file order otherwise).
+func Load(w lab.ResolvedWorkload) ([]*unstructured.Unstructured, error) {
+	dir, err := w.Dir.Sub()
+	if err != nil {
+		return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+	}
+	entries, err := fs.ReadDir(dir, ".")
+	if err != nil {
+		return nil, fmt.Errorf("workload %s: read %s: %w", w.Name, w.Dir.Display, err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, e := range entries {
+		ext := path.Ext(e.Name())
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+			continue
+		}
+		data, err := fs.ReadFile(dir, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		docs, err := Decode(data)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %s/%s: %w", w.Name, w.Dir.Display, e.Name(), err)
+		}
+		objs = append(objs, docs...)
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("workload %s: no manifests in %s", w.Name, w.Dir.Display)
+	}
+	sort.SliceStable(objs, func(i, j int) bool { return rank(objs[i]) < rank(objs[j]) })
+	return objs, nil
+}
+
+// Decode splits multi-document YAML (or JSON) into objects, skipping empty
+// documents; each object must name its apiVersion, kind and name.
+func Decode(data []byte) ([]*unstructured.Unstructured, error) {
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	var out []*unstructured.Unstructured
+	for i := 0; ; i++ {
+		var m map[string]any
+		if err := dec.Decode(&m); err != nil {
+			if errors.Is(err, io.EOF) {
+				return out, nil
+			}
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		if len(m) == 0 {
+			continue
+		}
+		u := &unstructured.Unstructured{Object: m}
+		if u.GetAPIVersion() == "" || u.GetKind() == "" || u.GetName() == "" {
+			return nil, fmt.Errorf("document %d: apiVersion, kind and metadata.name are required", i+1)
+		}
+		out = append(out, u)
+	}
+}
+
+// rank orders objects so that what others depend on exists first.
+func rank(u *unstructured.Unstructured) int {
+	switch u.GetKind() {
+	case "Namespace":
+		return 0
+	case "CustomResourceDefinition", "StorageClass", "PriorityClass", "ServiceCIDR":
+		return 1
+	case "ServiceAccount", "ClusterRole", "Role", "ConfigMap", "Secret", "PersistentVolume":
+		return 2
+	case "ClusterRoleBinding", "RoleBinding", "PersistentVolumeClaim":
+		return 3
+	default:
+		return 4
+	}
+}
+
+func describe(u *unstructured.Unstructured) string {
+	if ns := u.GetNamespace(); ns != "" {
+		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
+	}
+	return fmt.Sprintf("%s %s", u.GetKind(), u.GetName())
+}
+
+type applied struct {
+	obj *unstructured.Unstructured
+	res dynamic.ResourceInterface
+}
+
+type applier struct {
+	dyn    dynamic.Interface
+	mapper *restmapper.DeferredDiscoveryRESTMapper
+}
+
+func newApplier(cfg *rest.Config) (*applier, error) {
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("discovery client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dynamic client: %w", err)
+	}
+	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+}
+
+func (a *applier) apply(ctx context.Context, u *unstructured.Unstructured) (applied, error) {
+	gvk := u.GroupVersionKind()
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if meta.IsNoMatchError(err) {
+		// A CRD applied just before, or an API enabled by runtime config,
+		// is missing from the cached discovery.
+		a.mapper.Reset()
+		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if err != nil {
+		return applied{}, fmt.Errorf("%s: the cluster does not serve %s: %w", describe(u), gvk.GroupVersion(), err)
+	}
+	var res dynamic.ResourceInterface = a.dyn.Resource(m.Resource)
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		if u.GetNamespace() == "" {
+			u.SetNamespace(metav1.NamespaceDefault)
+		}
+		res = a.dyn.Resource(m.Resource).Namespace(u.GetNamespace())
+	}
+	// A pod in a namespace created a moment ago is refused until the
+	// serviceaccount controller has made the namespace's "default" account.
+	deadline := time.Now().Add(saWait)
+	for {
+		out, err := res.Apply(ctx, u.GetName(), u, metav1.ApplyOptions{FieldManager: FieldManager, Force: true})
+		if err == nil {
+			return applied{obj: out, res: res}, nil
+		}
+		if !missingServiceAccount(err) || time.Now().After(deadline) {
+			return applied{}, fmt.Errorf("apply %s: %w", describe(u), err)
+		}
+		select {
+		case <-ctx.Done():
+			return applied{}, fmt.Errorf("apply %s: %w", describe(u), err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// saWait bounds the wait for a new namespace's default service account.
+const saWait = 30 * time.Second
+
+func missingServiceAccount(err error) bool {
+	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "error looking up service account")
+}
+
+func needsWait(u *unstructured.Unstructured) bool {
+	if strings.EqualFold(u.GetAnnotations()[WaitAnnotation], "false") {
+		return false
+	}
+	switch u.GetKind() {
+	case "Pod", "Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet", "ServiceCIDR":
+		return true
+	case "PersistentVolumeClaim":
+		// Only a claim pre-bound to a volume binds on its own; a claim of a
+		// WaitForFirstConsumer class binds when a pod uses it.
+		name, _, _ := unstructured.NestedString(u.Object, "spec", "volumeName")
+		return name != ""
+	}
+	return false
+}
+
+// wait polls until the object is ready, and fails at once when it can no
+// longer become ready (a failed pod or job).
+func (a *applier) wait(ctx context.Context, o applied) error {
+	var last string
+	for {
+		cur, err := o.res.Get(ctx, o.obj.GetName(), metav1.GetOptions{})
+		switch {
+		case err == nil:
+			ready, why, terr := Ready(cur)
+			if terr != nil {
+				return fmt.Errorf("%s: %w", describe(o.obj), terr)
+			}
+			if ready {
+				return nil
+			}
+			last = why
+		case apierrors.IsNotFound(err):
+			last = "not found"
+		default:
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %s (%w)", describe(o.obj), last, context.Cause(ctx))
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Ready reports whether an object is ready, why not, and a non-nil error
+// when it never will be.
+func Ready(u *unstructured.Unstructured) (bool, string, error) {
+	obj := u.Object
+	i64 := func(fields ...string) int64 {
+		v, _, _ := unstructured.NestedInt64(obj, fields...)
+		return v
+	}
+	generationSeen := func() bool { return i64("status", "observedGeneration") >= u.GetGeneration() }
+	switch u.GetKind() {
+	case "Pod":
+		phase, _, _ := unstructured.NestedString(obj, "status", "phase")
+		switch phase {
+		case "Succeeded":
+			return true, "", nil
+		case "Failed":
+			reason, _, _ := unstructured.NestedString(obj, "status", "reason")
+			msg, _, _ := unstructured.NestedString(obj, "status", "message")
+			return false, "", fmt.Errorf("pod failed: %s %s", reason, msg)
+		}
+		if condition(obj, "Ready") == "True" {
+			return true, "", nil
+		}
+		return false, podWhy(obj, phase), nil
+	case "Deployment":
+		want := replicas(obj)
+		ok := generationSeen() && i64("status", "updatedReplicas") == want && i64("status", "availableReplicas") == want
+		return ok, fmt.Sprintf("%d/%d replicas available", i64("status", "availableReplicas"), want), nil
+	case "StatefulSet", "ReplicaSet":
+		want := replicas(obj)
+		ok := generationSeen() && i64("status", "readyReplicas") == want
+		return ok, fmt.Sprintf("%d/%d replicas ready", i64("status", "readyReplicas"), want), nil
+	case "DaemonSet":
+		want := i64("status", "desiredNumberScheduled")
+		ok := generationSeen() && i64("status", "numberReady") == want && i64("status", "updatedNumberScheduled") == want
+		return ok, fmt.Sprintf("%d/%d pods ready", i64("status", "numberReady"), want), nil
+	case "Job":
+		if condition(obj, "Failed") == "True" {
+			return false, "", errors.New("job failed")
+		}
+		return condition(obj, "Complete") == "True", "not complete", nil
+	case "PersistentVolumeClaim":
+		phase, _, _ := unstructured.NestedString(obj, "status", "phase")
+		return phase == "Bound", "phase " + phase, nil
+	case "ServiceCIDR":
+		return condition(obj, "Ready") == "True", "not Ready", nil
+	}
+	return true, "", nil
+}
+
+func replicas(obj map[string]any) int64 {
+	v, found, _ := unstructured.NestedInt64(obj, "spec", "replicas")
+	if !found {
+		return 1
+	}
+	return v
+}
+
+func condition(obj map[string]any, typ string) string {
+	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if ok && m["type"] == typ {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// podWhy names what a pod waits for: the first container state reason
+// (ImagePullBackOff, CrashLoopBackOff, …) says more than the phase.
+func podWhy(obj map[string]any, phase string) string {
+	for _, key := range []string{"initContainerStatuses", "containerStatuses"} {
+		sts, _, _ := unstructured.NestedSlice(obj, "status", key)
+		for _, s := range sts {
+			m, _ := s.(map[string]any)
+			if reason, ok, _ := unstructured.NestedString(m, "state", "waiting", "reason"); ok && reason != "" {
+				name, _ := m["name"].(string)
+				return fmt.Sprintf("container %s: %s", name, reason)
+			}
+		}
+	}
+	if phase == "" {
+		phase = "no status"
+	}
+	if msg := condMessage(obj, "PodScheduled"); msg != "" {
+		return phase + ": " + msg
+	}
+	return phase
+}
+
+func condMessage(obj map[string]any, typ string) string {
+	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if ok && m["type"] == typ && m["status"] != "True" {
+			s, _ := m["message"].(string)
+			return s
+		}
+	}
+	return ""
+}
