@@ -16,21 +16,45 @@ LDFLAGS   := -X github.com/kindlab/kindlab/cmd/kindlab/app.Version=$(VERSION)
 build: ## build bin/kindlab
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kindlab
 
+# The node image the labs pin (labs/base.yaml).
+PINNED_NODE_IMAGE := $(shell sed -n 's/^ *nodeImage: *//p' labs/base.yaml)
+
+# Where the pinned images cannot be pulled (an air-gapped room, these CI
+# machines), `make lab` builds the node and workload images from source and
+# uses them: the same Kubernetes patch, the same containerd.
 .PHONY: lab
-lab: build ## the main job: bring up $(LAB) (default all-features) on kind
-	./$(BIN) up $(LAB) $(if $(NODE_IMAGE),--image $(NODE_IMAGE))
+lab: build docker ## the main job: bring up $(LAB) (default all-features) on kind
+	@if [ -n "$(NODE_IMAGE)" ] || docker image inspect '$(PINNED_NODE_IMAGE)' >/dev/null 2>&1 || \
+	    docker pull '$(PINNED_NODE_IMAGE)' >/dev/null 2>&1; then \
+	  ./$(BIN) up $(LAB) $(if $(NODE_IMAGE),--image $(NODE_IMAGE)); \
+	else \
+	  echo "make lab: cannot pull $(PINNED_NODE_IMAGE); building the images from source instead (make lab-offline)"; \
+	  $(MAKE) --no-print-directory lab-offline; \
+	fi
+
+.PHONY: lab-offline
+lab-offline: node-image offline-images ## bring up $(LAB) from images built from source, no registry needed
+	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)" \
+	  ./$(BIN) up $(LAB) --image $(OFFLINE_NODE_IMAGE)
 
 .PHONY: down
 down: build
 	./$(BIN) down $(LAB)
 
 # Tools the tests talk to for real: a distribution registry binary, skopeo
-# (a reader of OCI images that is not ours) and a Docker engine.
+# (a reader of OCI images that is not ours), containerd's ctr (pulls through
+# the hosts.toml kindlab writes), busybox (tiny test containers) and a
+# Docker engine; debootstrap and libseccomp build the offline node image.
 .PHONY: deps
 deps:
 	@missing=""; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v ctr >/dev/null || missing="$$missing containerd"; \
+	[ -x /usr/bin/busybox ] || missing="$$missing busybox-static"; \
+	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	pkg-config --exists libseccomp 2>/dev/null || missing="$$missing libseccomp-dev pkg-config"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -49,11 +73,47 @@ k8s-bins: ## build kube-apiserver, kube-controller-manager and etcd $(K8S_VERSIO
 unit: ## tests that need nothing but Go
 	$(GO) test ./provision/lab/... ./provision/render/... ./cmd/...
 
+# --- Offline: no container registry answers here, so every image a lab runs
+# is built from source (pinned module versions, deterministic digests). ---
+OFFLINE_NODE_IMAGE     ?= kindlab.local/node:$(K8S_VERSION)
+OFFLINE_REGISTRY_IMAGE ?= kindlab.local/registry:2.8-debian
+# agnhost from k8s.io/kubernetes $(K8S_VERSION)'s test/images; its digest is
+# what build-image gives with this repo's pinned modules and toolchain.
+OFFLINE_AGNHOST ?= localhost:5001/kindlab/agnhost:2.52-k8s-v1.31.14@sha256:9331c2bfe6a6d16ed04e86305c774c1fd2a6babed6905e8cd57f87ffb00799db
+DEVICEPLUGIN := fixtures/allocated-resources-status/deviceplugin
+
+.PHONY: node-image
+node-image: docker ## build the kind node image for $(K8S_VERSION) from source (cached in $(KINDLAB_CACHE))
+	bash fixtures/nodeimage/build.sh
+
+.PHONY: offline-images
+offline-images: build docker ## build the labs' workload images from source and push them to the local registry
+	./$(BIN) registry build-image
+	./$(BIN) registry up --registry-image $(OFFLINE_REGISTRY_IMAGE)
+	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -push localhost:5001/kindlab/health-device-plugin:v1.31.14
+	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -pkg k8s.io/kubernetes/test/images/agnhost -name agnhost -cmd pause \
+	  -tag $(firstword $(subst @, ,$(OFFLINE_AGNHOST))) -push $(firstword $(subst @, ,$(OFFLINE_AGNHOST)))
+
+# The end-to-end run: all-features on a 3-node kind cluster built offline,
+# every check against it, then down (asserting nothing is left behind).
+E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) \
+	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
+
+.PHONY: e2e
+e2e: node-image offline-images ## bring all-features up on kind, run every check, take it down
+	$(E2E_ENV) $(GO) test -count=1 -v -timeout 40m -run TestEndToEnd ./cmd/kindlab/app/
+
+# Every test, against real components: a distribution registry, a Docker
+# engine, kube-apiserver/etcd/kube-controller-manager built from source, and
+# a kind cluster from the offline node image. REQUIRE makes a missing
+# component a failure instead of a skip. The end-to-end run goes last, on its
+# own, so a 3-node cluster does not compete with the apiservers of the suite.
 .PHONY: test
-test: deps docker k8s-bins ## every test, against a real registry, Docker engine and kube-apiserver
+test: deps docker k8s-bins node-image ## every test, including the offline end-to-end run on kind
 	$(GO) vet ./...
-	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m ./...
+	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./provision/lab
+	$(MAKE) --no-print-directory e2e
 
 .PHONY: bench
 bench: deps docker

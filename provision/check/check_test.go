@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 
 	kindlab "github.com/kindlab/kindlab"
@@ -102,7 +103,7 @@ func start(t *testing.T, s *shared, off bool) (*testenv.Env, *lab.Resolved, map[
 		}
 		s.applyErrs = map[string]error{}
 		for _, w := range r.Workloads {
-			if err := workload.ApplyWith(ctx, s.env.Config, []lab.ResolvedWorkload{w}, workload.Options{NoWait: true}); err != nil {
+			if err := workload.ApplyWith(ctx, s.env.Config, []lab.ResolvedWorkload{w}, workload.Options{NoWait: true, Images: r.Images}); err != nil {
 				s.applyErrs[w.Name] = err
 			}
 		}
@@ -135,8 +136,20 @@ func TestWorkloadsApply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var msgs []string
-	if err := workload.ApplyWith(ctx, env.Config, r.Workloads, workload.Options{NoWait: true, Progress: func(s string) { msgs = append(msgs, s) }}); err != nil {
+	if err := workload.ApplyLab(ctx, env.Config, r, workload.Options{NoWait: true, Progress: func(s string) { msgs = append(msgs, s) }}); err != nil {
 		t.Fatalf("second apply: %v", err)
+	}
+	// Manifests name images once, in the lab; the pods carry the pinned reference.
+	pod, err := env.Client.CoreV1().Pods("kindlab-apparmor").Get(ctx, "apparmor-demo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pod.Spec.Containers[0].Image, r.Images[0].Reference; got != want {
+		t.Errorf("apparmor-demo runs %s, want the lab's %s", got, want)
+	}
+	// Without the lab's images a manifest's @image/ reference is an error, not a pull.
+	if err := workload.ApplyWith(ctx, env.Config, r.Workloads, workload.Options{NoWait: true}); err == nil || !strings.Contains(err.Error(), `image "agnhost" comes from the lab's images, which were not given`) {
+		t.Errorf("apply without images: %v", err)
 	}
 	if len(msgs) != len(r.Workloads) {
 		t.Errorf("progress lines %q, want one per workload (%d)", msgs, len(r.Workloads))
@@ -147,7 +160,7 @@ func TestWorkloadsApply(t *testing.T) {
 		}
 		// The claim is pre-bound to its volume: Apply waits until the PV
 		// controller binds it.
-		if err := workload.ApplyWith(ctx, env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: time.Minute}); err != nil {
+		if err := workload.ApplyWith(ctx, env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: time.Minute, Images: r.Images}); err != nil {
 			t.Errorf("apply and wait %s: %v", w.Name, err)
 		}
 	}
@@ -161,7 +174,7 @@ func TestWorkloadWaitTimesOut(t *testing.T) {
 		if w.Name != "nftables" {
 			continue
 		}
-		err := workload.ApplyWith(context.Background(), env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: 3 * time.Second})
+		err := workload.ApplyWith(context.Background(), env.Config, []lab.ResolvedWorkload{w}, workload.Options{Timeout: 3 * time.Second, Images: r.Images})
 		if err == nil || !strings.Contains(err.Error(), "Deployment kindlab-nftables/echo not ready") {
 			t.Fatalf("apply with wait and no nodes: %v, want a not-ready timeout", err)
 		}
@@ -279,5 +292,31 @@ func TestImageVolumeRegistryStep(t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(res.Details, "\n"), pushed[0].Digest) {
 		t.Errorf("details %q do not name the pushed digest %s", res.Details, pushed[0].Digest)
+	}
+}
+
+// TestLabsDeclareTheirImages: every built-in lab declares each image its
+// workloads take by name, pinned by digest (no apiserver needed).
+func TestLabsDeclareTheirImages(t *testing.T) {
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range c.Names() {
+		r, err := c.Resolve(name, lab.ResolveOptions{KnownChecks: check.Names()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range r.Workloads {
+			objs, err := workload.Load(w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				if err := workload.ResolveImages(o, r.Images); err != nil {
+					t.Errorf("lab %s, workload %s, %s %s: %v", name, w.Name, o.GetKind(), o.GetName(), err)
+				}
+			}
+		}
 	}
 }

@@ -150,6 +150,13 @@ func checkNftables(ctx context.Context, c *run) error {
 		}
 	}
 	c.detail("table ip kube-proxy on %s holds %s/%s (%s)", strings.Join(nodes, ", "), nftNamespace, nftService, ip)
+	err = poll(ctx, 2*time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+		ready, why, err := readyEndpoints(ctx, c, nftNamespace, nftService)
+		return ready > 0, why, err
+	})
+	if err != nil {
+		return err
+	}
 	var answer string
 	err = poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 		out, err := c.exec(ctx, nodes[0], "curl", "-s", "--max-time", "5", fmt.Sprintf("http://%s:%d/hostname", ip, svc.Spec.Ports[0].Port))
@@ -283,7 +290,17 @@ func checkAllocatedResourcesStatus(ctx context.Context, c *run) (err error) {
 			return false, fmt.Sprintf("pod %s/%s is not Running (%s); device plugin: %s", devNamespace, devConsumer, podState(p), pluginState(ctx, c)), nil
 		}
 		devs = health(p)
-		return len(devs) > 0, fmt.Sprintf("running container has no allocatedResourcesStatus for %s: ResourceHealthStatus is off on the kubelet", devResource), nil
+		if len(devs) == 0 {
+			return false, fmt.Sprintf("running container has no allocatedResourcesStatus for %s: ResourceHealthStatus is off on the kubelet", devResource), nil
+		}
+		// A device left unhealthy (by hand, or a run cut short) would make
+		// the flip below prove nothing.
+		for id, h := range devs {
+			if h != corev1.ResourceHealthStatusHealthy {
+				return false, fmt.Sprintf("device %s is %s before the check (remove %s/%s on node %s)", id, h, devHealthDir, id, p.Spec.NodeName), nil
+			}
+		}
+		return true, "", nil
 	})
 	if err != nil {
 		return err
@@ -304,6 +321,20 @@ func checkAllocatedResourcesStatus(ctx context.Context, c *run) (err error) {
 		defer cancel()
 		if _, rerr := c.exec(cctx, pod.Spec.NodeName, "rm", "-f", file); rerr != nil {
 			joinCleanup(&err, rerr)
+			return
+		}
+		rerr := poll(cctx, time.Second, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+			p, err := cs.CoreV1().Pods(devNamespace).Get(ctx, devConsumer, metav1.GetOptions{})
+			if err != nil {
+				return false, err.Error(), nil
+			}
+			now := health(p)
+			return now[target] == corev1.ResourceHealthStatusHealthy, fmt.Sprintf("device %s did not turn healthy again: %s", target, formatHealth(now)), nil
+		})
+		if rerr != nil {
+			joinCleanup(&err, rerr)
+		} else if err == nil {
+			c.detail("device %s repaired: Healthy again", target)
 		}
 	}()
 	err = poll(ctx, time.Second, 90*time.Second, func(ctx context.Context) (bool, string, error) {
@@ -364,4 +395,47 @@ func pluginState(ctx context.Context, c *run) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, "; ")
+}
+
+// readyEndpoints counts a Service's ready endpoints; with none, the reason
+// names the state of the Service's pods (ErrImagePull, Pending, …).
+func readyEndpoints(ctx context.Context, c *run, ns, service string) (int, string, error) {
+	slices, err := c.client().DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
+	if err != nil {
+		return 0, "", fmt.Errorf("list EndpointSlices of %s/%s: %w", ns, service, err)
+	}
+	n := 0
+	for _, s := range slices.Items {
+		for _, e := range s.Endpoints {
+			if e.Conditions.Ready != nil && *e.Conditions.Ready {
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		return n, "", nil
+	}
+	svc, err := c.client().CoreV1().Services(ns).Get(ctx, service, metav1.GetOptions{})
+	if err != nil {
+		return 0, "", fmt.Errorf("get Service %s/%s: %w", ns, service, err)
+	}
+	pods, err := c.client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labelsString(svc.Spec.Selector)})
+	if err != nil {
+		return 0, "", fmt.Errorf("list pods of %s/%s: %w", ns, service, err)
+	}
+	var states []string
+	for i := range pods.Items {
+		states = append(states, pods.Items[i].Name+": "+podState(&pods.Items[i]))
+	}
+	sort.Strings(states)
+	return 0, fmt.Sprintf("Service %s/%s has no ready endpoints (pods: %s)", ns, service, strings.Join(states, "; ")), nil
+}
+
+func labelsString(sel map[string]string) string {
+	var parts []string
+	for k, v := range sel {
+		parts = append(parts, k+"="+v)
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }

@@ -140,6 +140,9 @@ func checkImageVolume(ctx context.Context, c *run) error {
 			return false, "", fmt.Errorf("get pod %s/%s: %w", imageVolumeNamespace, imageVolumePod, err)
 		}
 		done, why := initDone(p, imageVolumeReader)
+		if msg, ok := runtimeRefusesImageMount(p); ok {
+			return false, "", unsupported("the container runtime cannot mount image volumes for this kubelet: containerd 2.1+ accepts only read-only image mounts and the Kubernetes 1.31 kubelet does not mark them read-only; the runtime says: %s", msg)
+		}
 		if !done {
 			if l, _ := podLogs(ctx, c, imageVolumeNamespace, imageVolumePod, imageVolumeReader); strings.TrimSpace(l) != "" {
 				why += "; reader says: " + strings.TrimSpace(l)
@@ -161,6 +164,25 @@ func checkImageVolume(ctx context.Context, c *run) error {
 	}
 	c.detail("the container read %s from the image volume: %q", file, firstLine(got))
 	return nil
+}
+
+// runtimeRefusesImageMount spots containerd refusing the 1.31 kubelet's
+// image mount (its CRI request lacks readonly: true): the pod can never
+// start there, whatever the manifest says.
+func runtimeRefusesImageMount(p *corev1.Pod) (string, bool) {
+	for _, st := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		w := st.State.Waiting
+		if w == nil || !strings.Contains(w.Message, "readonly must be true while mount image") {
+			continue
+		}
+		msg := w.Message
+		// The rest is the whole CRI mount, annotations included.
+		if i := strings.Index(msg, ": container_path"); i > 0 {
+			msg = msg[:i]
+		}
+		return msg, true
+	}
+	return "", false
 }
 
 // expectedModel finds the file the reader prints (its --file_content flag)

@@ -28,6 +28,7 @@ const (
 func checkPVLastTransitionTime(ctx context.Context, c *run) error {
 	cs := c.client()
 	var pv *corev1.PersistentVolume
+	// The PV controller binds the volume first and the claim right after.
 	err := poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 		var err error
 		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, lttVolume, metav1.GetOptions{})
@@ -37,18 +38,18 @@ func checkPVLastTransitionTime(ctx context.Context, c *run) error {
 		if err != nil {
 			return false, "", fmt.Errorf("get PersistentVolume %s: %w", lttVolume, err)
 		}
-		return pv.Status.Phase == corev1.VolumeBound,
-			fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", lttVolume, pv.Status.Phase), nil
+		if pv.Status.Phase != corev1.VolumeBound {
+			return false, fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", lttVolume, pv.Status.Phase), nil
+		}
+		claim, err := cs.CoreV1().PersistentVolumeClaims(lttNamespace).Get(ctx, lttClaim, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get PersistentVolumeClaim %s/%s: %w", lttNamespace, lttClaim, err)
+		}
+		return claim.Status.Phase == corev1.ClaimBound && claim.Spec.VolumeName == pv.Name,
+			fmt.Sprintf("claim %s/%s is %s on volume %q, want Bound on %s", lttNamespace, lttClaim, claim.Status.Phase, claim.Spec.VolumeName, pv.Name), nil
 	})
 	if err != nil {
 		return err
-	}
-	claim, err := cs.CoreV1().PersistentVolumeClaims(lttNamespace).Get(ctx, lttClaim, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get PersistentVolumeClaim %s/%s: %w", lttNamespace, lttClaim, err)
-	}
-	if claim.Status.Phase != corev1.ClaimBound || claim.Spec.VolumeName != pv.Name {
-		return fmt.Errorf("claim %s/%s is %s on volume %q, want Bound on %s", lttNamespace, lttClaim, claim.Status.Phase, claim.Spec.VolumeName, pv.Name)
 	}
 	ltt := pv.Status.LastPhaseTransitionTime
 	if ltt == nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -53,7 +54,7 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 			res.Removed = append(res.Removed, fmt.Sprintf("Forgot cluster %s (it was already gone)", opts.Cluster))
 		}
 		if rec.Registry && !opts.KeepRegistry {
-			removed, err := releaseRegistry(ctx, p, store, rec.RegistryPort)
+			removed, err := releaseRegistry(ctx, p, rec.RegistryPort)
 			if err != nil {
 				return res, err
 			}
@@ -65,23 +66,26 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 	return res, nil
 }
 
-// registryUsers counts the recorded labs, still running, that use the registry.
-func registryUsers(p *cluster.Provider, store state.Store) (int, error) {
-	recs, err := store.List()
-	if err != nil {
-		return 0, err
-	}
+// registryUsers counts the running kind clusters whose nodes are wired to
+// the registry. The nodes are asked, not kindlab's records: a lab brought up
+// by another user or with another state directory uses the registry too.
+func registryUsers(ctx context.Context, p *cluster.Provider, port int) (int, error) {
 	running, err := p.List()
 	if err != nil {
 		return 0, err
 	}
-	alive := map[string]bool{}
-	for _, n := range running {
-		alive[n] = true
-	}
+	hostsToml := fmt.Sprintf("%s/localhost:%d/hosts.toml", registry.CertsDir, port)
 	n := 0
-	for _, r := range recs {
-		if r.Registry && alive[r.Cluster] {
+	for _, name := range running {
+		h, err := p.Connect(name)
+		if err != nil {
+			continue // deleted meanwhile
+		}
+		nodes, err := h.Nodes(ctx)
+		if err != nil || len(nodes) == 0 {
+			continue
+		}
+		if _, err := h.Exec(ctx, nodes[0], nil, "test", "-f", hostsToml); err == nil {
 			n++
 		}
 	}

@@ -5,13 +5,12 @@ import (
 
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/registry"
-	"github.com/kindlab/kindlab/provision/state"
 )
 
 // releaseRegistry removes the shared registry, and what was pushed to it,
 // once no running lab uses it any more.
-func releaseRegistry(ctx context.Context, p *cluster.Provider, store state.Store, port int) (string, error) {
-	n, err := registryUsers(p, store)
+func releaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string, error) {
+	n, err := registryUsers(ctx, p, port)
 	if err != nil || n > 0 {
 		return "", err
 	}

@@ -9,10 +9,9 @@ import (
 // OverrideImages points lab images at other references, e.g. images built
 // offline and pushed to the local registry, whose digests cannot match the
 // upstream ones. overrides maps an image name (spec.images[].name) to a
-// reference pinned by digest. It returns the rewrite from each original
-// reference to its replacement, for manifests that name the original.
-func (r *Resolved) OverrideImages(overrides map[string]string) (map[string]string, error) {
-	rewrite := map[string]string{}
+// reference pinned by digest. Manifests name images as "@image/NAME", so
+// they follow.
+func (r *Resolved) OverrideImages(overrides map[string]string) error {
 	names := make([]string, 0, len(r.Images))
 	for _, img := range r.Images {
 		names = append(names, img.Name)
@@ -22,15 +21,14 @@ func (r *Resolved) OverrideImages(overrides map[string]string) (map[string]strin
 		ref := overrides[name]
 		i := indexOf(r.Images, func(x Image) bool { return x.Name == name })
 		if i < 0 {
-			return nil, fmt.Errorf("--image-override %s: lab %q has no image %q (valid: %s)", name, r.Name, name, strings.Join(names, ", "))
+			return fmt.Errorf("--image-override %s: lab %q has no image %q (valid: %s)", name, r.Name, name, strings.Join(names, ", "))
 		}
 		if err := ValidatePinnedImage(ref); err != nil {
-			return nil, fmt.Errorf("--image-override %s: %w", name, err)
+			return fmt.Errorf("--image-override %s: %w", name, err)
 		}
-		rewrite[r.Images[i].Reference] = ref
 		r.Images[i].Reference = ref
 	}
-	return rewrite, nil
+	return nil
 }
 
 // Image returns the reference of the lab image with that name.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io/fs"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -120,7 +121,7 @@ func (c *Catalog) Resolve(name string, opts ResolveOptions) (*Resolved, error) {
 	}
 	if opts.KnownChecks != nil {
 		for _, ch := range r.Checks {
-			if !contains(opts.KnownChecks, ch) {
+			if !slices.Contains(opts.KnownChecks, ch) {
 				return nil, fail("spec.checks", "unknown check %q (valid: %s)", ch, strings.Join(opts.KnownChecks, ", "))
 			}
 		}
@@ -259,7 +260,7 @@ func (m *merger) merge(name string, stack []string) error {
 			Dir: File{FS: l.Origin.FS, Path: dir, Display: w.Path}})
 	}
 	for _, ch := range s.Checks {
-		if !contains(m.r.Checks, ch) {
+		if !slices.Contains(m.r.Checks, ch) {
 			m.r.Checks = append(m.r.Checks, ch)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"path"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -71,7 +72,7 @@ func validateFile(d *document) error {
 			return e(field, "%q is not valid (valid: \"true\", \"false\")", v)
 		}
 	}
-	if m := s.Networking.KubeProxyMode; m != "" && !contains(kubeProxyMode, m) {
+	if m := s.Networking.KubeProxyMode; m != "" && !slices.Contains(kubeProxyMode, m) {
 		return e("spec.networking.kubeProxyMode", "%q is not a kube-proxy mode (valid: %s)", m, strings.Join(kubeProxyMode, ", "))
 	}
 	if p := s.APIServer.AuthenticationConfig; p != "" {
@@ -276,15 +277,6 @@ func countRole(nodes []Node, role string) int {
 		}
 	}
 	return n
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -37,6 +37,8 @@ type Options struct {
 	NodeImage string
 	// RegistryPort is the host port of the local registry.
 	RegistryPort int
+	// ImageOverrides point lab images (by name) at other pinned references.
+	ImageOverrides map[string]string
 }
 
 // File is a file written on the host and mounted into nodes.
@@ -63,6 +65,8 @@ type Plan struct {
 	Workloads    []string          `json:"workloads,omitempty"`
 	Checks       []string          `json:"checks,omitempty"`
 	Instructions []lab.Instruction `json:"instructions,omitempty"`
+	// ImageOverrides are the overrides applied to Images.
+	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
 	// Resolved is the lab the plan was made from.
 	Resolved *lab.Resolved `json:"-"`
 }
@@ -101,6 +105,14 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		}
 		image = opts.NodeImage
 	}
+	if len(opts.ImageOverrides) > 0 {
+		copied := *r // the caller's lab stays as it was
+		copied.Images = append([]lab.Image(nil), r.Images...)
+		r = &copied
+		if err := r.OverrideImages(opts.ImageOverrides); err != nil {
+			return nil, err
+		}
+	}
 	port := opts.RegistryPort
 	if port == 0 {
 		port = DefaultRegistryPort
@@ -117,16 +129,17 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		},
 	}
 	plan := &Plan{
-		ClusterName:  name,
-		Context:      "kind-" + name,
-		Lab:          r.Name,
-		Labs:         r.Labs,
-		NodeImage:    image,
-		Config:       cfg,
-		Images:       r.Images,
-		Checks:       r.Checks,
-		Instructions: r.Instructions,
-		Resolved:     r,
+		ClusterName:    name,
+		Context:        "kind-" + name,
+		Lab:            r.Name,
+		Labs:           r.Labs,
+		NodeImage:      image,
+		Config:         cfg,
+		Images:         r.Images,
+		Checks:         r.Checks,
+		Instructions:   r.Instructions,
+		ImageOverrides: opts.ImageOverrides,
+		Resolved:       r,
 	}
 	var cpMounts []v1alpha4.Mount
 	if r.AuthenticationConfig != nil {

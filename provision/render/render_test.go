@@ -183,3 +183,30 @@ func TestRenderOptions(t *testing.T) {
 		t.Errorf("nftables lab renders extras: %+v", p)
 	}
 }
+
+func TestRenderImageOverrides(t *testing.T) {
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("nftables", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := r.Image("agnhost")
+	local := "localhost:5001/kindlab/agnhost:2.52@sha256:" + strings.Repeat("cd", 32)
+	p, err := render.Render(r, render.Options{ImageOverrides: map[string]string{"agnhost": local}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := p.Resolved.Image("agnhost"); got != local || p.ImageOverrides["agnhost"] != local {
+		t.Errorf("plan image %s, overrides %v", got, p.ImageOverrides)
+	}
+	if got, _ := r.Image("agnhost"); got != orig {
+		t.Errorf("render changed the caller's lab: %s", got)
+	}
+	if _, err := render.Render(r, render.Options{ImageOverrides: map[string]string{"nope": local}}); err == nil ||
+		!strings.Contains(err.Error(), `no image "nope"`) {
+		t.Errorf("unknown image: %v", err)
+	}
+}

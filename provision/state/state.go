@@ -21,11 +21,14 @@ type Record struct {
 	NodeImage string `json:"nodeImage"`
 	Context   string `json:"kubeconfigContext"`
 	// Kubeconfig is the file the context was written to ("" = kind's default).
-	Kubeconfig   string    `json:"kubeconfig,omitempty"`
-	Registry     bool      `json:"registry"`
-	RegistryPort int       `json:"registryPort,omitempty"`
-	Checks       []string  `json:"checks,omitempty"`
-	CreatedAt    time.Time `json:"createdAt"`
+	Kubeconfig   string `json:"kubeconfig,omitempty"`
+	Registry     bool   `json:"registry"`
+	RegistryPort int    `json:"registryPort,omitempty"`
+	// ImageOverrides are the --image-override pairs the lab came up with, so
+	// `check` runs its pods from the same images.
+	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
+	Checks         []string          `json:"checks,omitempty"`
+	CreatedAt      time.Time         `json:"createdAt"`
 }
 
 // Store is the state directory.

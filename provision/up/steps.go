@@ -67,11 +67,11 @@ func workloadsStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st
 		return nil
 	}
 	st.start("Applying workloads 🚀")
-	err := workload.Apply(ctx, h.RESTConfig, plan.Resolved.Workloads, func(msg string) {
+	err := workload.ApplyLab(ctx, h.RESTConfig, plan.Resolved, workload.Options{Progress: func(msg string) {
 		if st.w != nil {
 			fmt.Fprintf(st.w, "   %s\n", msg)
 		}
-	})
+	}})
 	if err != nil {
 		st.fail()
 		return err

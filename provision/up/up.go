@@ -65,6 +65,11 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 				plan.ClusterName, rec.Lab, plan.Lab, plan.ClusterName)
 		}
 		st.done("Reusing cluster %s (lab %s) ♻️", plan.ClusterName, rec.Lab)
+		// What this up runs with is what later checks must use.
+		rec.ImageOverrides = plan.ImageOverrides
+		if err := opts.Store.Save(rec); err != nil {
+			return nil, err
+		}
 	} else {
 		if err := createCluster(p, plan, opts, st); err != nil {
 			return nil, err
@@ -117,14 +122,15 @@ func createCluster(p *cluster.Provider, plan *render.Plan, opts Options, st *sta
 		}
 	}
 	rec := state.Record{
-		Cluster:    plan.ClusterName,
-		Lab:        plan.Lab,
-		LabSource:  plan.Resolved.Source,
-		NodeImage:  plan.NodeImage,
-		Context:    plan.Context,
-		Kubeconfig: opts.Kubeconfig,
-		Checks:     plan.Checks,
-		CreatedAt:  time.Now().UTC(),
+		Cluster:        plan.ClusterName,
+		Lab:            plan.Lab,
+		LabSource:      plan.Resolved.Source,
+		NodeImage:      plan.NodeImage,
+		Context:        plan.Context,
+		Kubeconfig:     opts.Kubeconfig,
+		Checks:         plan.Checks,
+		ImageOverrides: plan.ImageOverrides,
+		CreatedAt:      time.Now().UTC(),
 	}
 	if plan.Registry != nil {
 		rec.Registry = true

@@ -40,8 +40,16 @@ const WaitAnnotation = "kindlab.dev/wait"
 // DefaultTimeout bounds the readiness wait of one Apply call.
 const DefaultTimeout = 5 * time.Minute
 
+// ImagePrefix marks an image a manifest takes from the lab's images: list
+// (`image: "@image/agnhost"`), so every workload image is pinned once, in
+// the lab. It cannot be mistaken for a pullable reference.
+const ImagePrefix = "@image/"
+
 // Options tune ApplyWith.
 type Options struct {
+	// Images resolve the manifests' "@image/NAME" references; ApplyLab
+	// passes the lab's.
+	Images []lab.Image
 	// NoWait applies without waiting for readiness: an apiserver without
 	// nodes (tests) never runs the pods.
 	NoWait bool
@@ -52,9 +60,16 @@ type Options struct {
 }
 
 // Apply server-side-applies every workload's manifests and waits until the
-// objects are ready.
+// objects are ready. Manifests that take images from the lab ("@image/NAME")
+// need ApplyLab (or Options.Images) instead.
 func Apply(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload, progress func(string)) error {
 	return ApplyWith(ctx, cfg, ws, Options{Progress: progress})
+}
+
+// ApplyLab applies every workload of a resolved lab, with the lab's images.
+func ApplyLab(ctx context.Context, cfg *rest.Config, r *lab.Resolved, opts Options) error {
+	opts.Images = r.Images
+	return ApplyWith(ctx, cfg, r.Workloads, opts)
 }
 
 // ApplyWith is Apply with options.
@@ -75,6 +90,9 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 		}
 		progress(fmt.Sprintf("applying workload %s (%d objects)", w.Name, len(objs)))
 		for _, o := range objs {
+			if err := ResolveImages(o, opts.Images); err != nil {
+				return fmt.Errorf("workload %s: %s: %w", w.Name, describe(o), err)
+			}
 			res, err := a.apply(ctx, o)
 			if err != nil {
 				return fmt.Errorf("workload %s: %w", w.Name, err)
@@ -399,4 +417,49 @@ func condMessage(obj map[string]any, typ string) string {
 		}
 	}
 	return ""
+}
+
+// ResolveImages replaces every "@image/NAME" value of an "image" field with
+// the reference the lab declares for NAME.
+func ResolveImages(u *unstructured.Unstructured, images []lab.Image) error {
+	var walk func(v any) error
+	walk = func(v any) error {
+		switch t := v.(type) {
+		case map[string]any:
+			for k, x := range t {
+				if s, ok := x.(string); ok && k == "image" && strings.HasPrefix(s, ImagePrefix) {
+					name := strings.TrimPrefix(s, ImagePrefix)
+					ref := ""
+					for _, img := range images {
+						if img.Name == name {
+							ref = img.Reference
+						}
+					}
+					if len(images) == 0 {
+						return fmt.Errorf("image %q comes from the lab's images, which were not given (apply with workload.ApplyLab or Options.Images)", name)
+					}
+					if ref == "" {
+						var known []string
+						for _, img := range images {
+							known = append(known, img.Name)
+						}
+						return fmt.Errorf("image %q is not in the lab's images (declared: %v)", name, known)
+					}
+					t[k] = ref
+					continue
+				}
+				if err := walk(x); err != nil {
+					return err
+				}
+			}
+		case []any:
+			for _, x := range t {
+				if err := walk(x); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return walk(u.Object)
 }

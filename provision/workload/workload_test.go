@@ -88,3 +88,25 @@ func TestNeedsWait(t *testing.T) {
 		t.Error("a claim that is not pre-bound may wait for its first consumer")
 	}
 }
+
+func TestResolveImages(t *testing.T) {
+	u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+		"containers": []any{map[string]any{"name": "a", "image": "@image/agnhost"}, map[string]any{"name": "b", "image": "busybox"}},
+		"volumes":    []any{map[string]any{"name": "v", "image": map[string]any{"reference": "localhost:5001/x:v1"}}},
+	}}}
+	imgs := []lab.Image{{Name: "agnhost", Reference: "registry.k8s.io/e2e-test-images/agnhost:2.52@sha256:b173c7d0ffe3d805d49f4dfe48375169b7b8d2e1feb81783efd61eb9d08042e6"}}
+	if err := ResolveImages(u, imgs); err != nil {
+		t.Fatal(err)
+	}
+	cs, _, _ := unstructured.NestedSlice(u.Object, "spec", "containers")
+	if got := cs[0].(map[string]any)["image"]; got != imgs[0].Reference {
+		t.Errorf("container a image %v", got)
+	}
+	if got := cs[1].(map[string]any)["image"]; got != "busybox" {
+		t.Errorf("a literal image changed: %v", got)
+	}
+	bad := &unstructured.Unstructured{Object: map[string]any{"image": "@image/nope"}}
+	if err := ResolveImages(bad, imgs); err == nil || !strings.Contains(err.Error(), `image "nope" is not in the lab's images (declared: [agnhost])`) {
+		t.Errorf("unknown image: %v", err)
+	}
+}

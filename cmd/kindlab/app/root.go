@@ -3,7 +3,6 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -81,13 +80,7 @@ func wrapArgs(c *cobra.Command) {
 // Run executes the command line and returns the exit code; errors are one
 // line on stderr, never a stack trace.
 func Run(ctx context.Context, s *cli.Streams, args []string) int {
-	root := NewRootCommand(s)
-	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
-	if err != nil {
-		fmt.Fprintf(s.ErrOut, "ERROR: %v\n", err)
-	}
-	return cli.CodeOf(err)
+	return cli.Execute(ctx, NewRootCommand(s), s, args)
 }
 
 // Main runs kindlab with the process's streams; Ctrl-C cancels the context

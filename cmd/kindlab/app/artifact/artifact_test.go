@@ -18,16 +18,8 @@ func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	s := &cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
-	cmd := artifact.NewCommand(s)
-	cmd.SetArgs(args)
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err := cmd.ExecuteContext(context.Background())
-	if err != nil {
-		errOut.WriteString("ERROR: " + err.Error() + "\n")
-	}
-	return out.String(), errOut.String(), cli.CodeOf(err)
+	code = cli.Execute(context.Background(), artifact.NewCommand(s), s, args)
+	return out.String(), errOut.String(), code
 }
 
 func TestPushJSON(t *testing.T) {

@@ -3,7 +3,9 @@
 package check
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,7 +15,8 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
-	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/state"
 )
 
 // NewCommand returns the check command.
@@ -47,7 +50,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			names := r.Checks
 			if len(only) > 0 {
 				for _, o := range only {
-					if !contains(r.Checks, o) {
+					if !slices.Contains(r.Checks, o) {
 						return cli.Usagef("--only: lab %s has no check %q (its checks: %s)", r.Name, o, strings.Join(r.Checks, ", "))
 					}
 				}
@@ -64,9 +67,25 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Check with what the lab came up with: its images and registry port.
+			port := registry.DefaultHostPort
+			store, err := state.Default()
+			if err != nil {
+				return err
+			}
+			if rec, err := store.Load(name); err == nil {
+				if err := r.OverrideImages(rec.ImageOverrides); err != nil {
+					return err
+				}
+				if rec.RegistryPort != 0 {
+					port = rec.RegistryPort
+				}
+			} else if !errors.Is(err, state.ErrNotFound) {
+				return err
+			}
 			env := check.Env{Config: h.RESTConfig, Lab: r, Nodes: h, Timeout: timeout}
 			if r.Registry {
-				env.RegistryHost = fmt.Sprintf("localhost:%d", render.DefaultRegistryPort)
+				env.RegistryHost = fmt.Sprintf("localhost:%d", port)
 			}
 			if !out.JSON() {
 				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
@@ -91,13 +110,4 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these checks of the lab (comma-separated)")
 	cmd.Flags().DurationVar(&timeout, "timeout", check.DefaultTimeout, "time limit of each check")
 	return cmd
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

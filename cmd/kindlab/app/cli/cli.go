@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -71,6 +72,21 @@ func CodeOf(err error) int {
 		return ExitUsage
 	}
 	return ExitError
+}
+
+// Execute runs cmd with args and returns the exit code; an error is one
+// "ERROR: …" line on ErrOut, never a usage dump or a stack trace.
+func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string) int {
+	cmd.SetArgs(args)
+	cmd.SetIn(s.In)
+	cmd.SetOut(s.Out)
+	cmd.SetErr(s.ErrOut)
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	err := cmd.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintf(s.ErrOut, "ERROR: %v\n", err)
+	}
+	return CodeOf(err)
 }
 
 // Output is the --output flag shared by commands that print for scripts.

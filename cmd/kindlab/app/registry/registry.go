@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/docker/docker/client"
@@ -99,8 +100,12 @@ type upFlags struct {
 // flags `kindlab up` should share so the same words move the registry.
 func AddRegistryFlags(cmd *cobra.Command, port *int, image *string) {
 	cmd.Flags().IntVar(port, "registry-port", registry.DefaultHostPort, "port on 127.0.0.1 the shared registry is published on")
-	cmd.Flags().StringVar(image, "registry-image", registry.DefaultImage,
-		"registry image (offline: `kindlab registry build-image` and pass "+offlineimage.Tag+")")
+	def := registry.DefaultImage
+	if env := os.Getenv("KINDLAB_REGISTRY_IMAGE"); env != "" {
+		def = env
+	}
+	cmd.Flags().StringVar(image, "registry-image", def,
+		"registry image; offline, run 'kindlab registry build-image' and pass "+offlineimage.Tag+" (default from $KINDLAB_REGISTRY_IMAGE)")
 }
 
 func newUpCommand(s *cli.Streams, t *target) *cobra.Command {

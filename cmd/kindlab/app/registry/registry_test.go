@@ -19,16 +19,8 @@ func run(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	s := &cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
-	cmd := registry.NewCommand(s)
-	cmd.SetArgs(args)
-	cmd.SetOut(&out)
-	cmd.SetErr(&errOut)
-	cmd.SilenceUsage, cmd.SilenceErrors = true, true
-	err := cmd.ExecuteContext(context.Background())
-	if err != nil {
-		errOut.WriteString("ERROR: " + err.Error() + "\n")
-	}
-	return out.String(), errOut.String(), cli.CodeOf(err)
+	code := cli.Execute(context.Background(), registry.NewCommand(s), s, args)
+	return out.String(), errOut.String(), code
 }
 
 func TestUpStatusDown(t *testing.T) {

@@ -18,10 +18,11 @@ import (
 
 // Flags are the flags that select and shape a lab's cluster; `up` shares them.
 type Flags struct {
-	Labs         cli.LabFlags
-	Name         string
-	Image        string
-	RegistryPort int
+	Labs           cli.LabFlags
+	Name           string
+	Image          string
+	RegistryPort   int
+	ImageOverrides []string
 }
 
 // AddFlags registers the shared flags.
@@ -30,6 +31,9 @@ func (f *Flags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.Name, "name", "", "cluster name (default: the lab name)")
 	cmd.Flags().StringVar(&f.Image, "image", os.Getenv("KINDLAB_NODE_IMAGE"),
 		"node image to use instead of the lab's pinned one, e.g. one built offline (default $KINDLAB_NODE_IMAGE)")
+	cmd.Flags().StringArrayVar(&f.ImageOverrides, "image-override", envList("KINDLAB_IMAGE_OVERRIDES"),
+		"NAME=REF: run the lab's image NAME from REF instead, pinned by digest, e.g. an image built offline and pushed\n"+
+			"to the local registry (repeatable; default from $KINDLAB_IMAGE_OVERRIDES, space-separated)")
 	cmd.Flags().IntVar(&f.RegistryPort, "registry-port", render.DefaultRegistryPort, "host port of the shared local registry (127.0.0.1 only)")
 }
 
@@ -43,6 +47,10 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 	if err != nil {
 		return nil, state.Store{}, err
 	}
+	overrides, err := lab.ParseOverrides(f.ImageOverrides)
+	if err != nil {
+		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
+	}
 	if f.RegistryPort < 1 || f.RegistryPort > 65535 {
 		return nil, state.Store{}, cli.Usagef("--registry-port: %d is not a port (valid: 1-65535)", f.RegistryPort)
 	}
@@ -55,16 +63,19 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 		cluster = r.Name
 	}
 	plan, err := render.Render(r, render.Options{
-		Name:         cluster,
-		StateDir:     store.ClusterDir(cluster),
-		NodeImage:    f.Image,
-		RegistryPort: f.RegistryPort,
+		Name:           cluster,
+		StateDir:       store.ClusterDir(cluster),
+		NodeImage:      f.Image,
+		RegistryPort:   f.RegistryPort,
+		ImageOverrides: overrides,
 	})
 	if err != nil {
 		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
 	}
 	return plan, store, nil
 }
+
+func envList(key string) []string { return strings.Fields(os.Getenv(key)) }
 
 // NewCommand returns the render command.
 func NewCommand(s *cli.Streams) *cobra.Command {
