@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -23,6 +25,12 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	// One line whatever the file holds: a key or value with a newline in it
+	// must not break the message (found by FuzzParse).
+	return strings.ReplaceAll(e.line(), "\n", `\n`)
+}
+
+func (e *Error) line() string {
 	loc := e.File
 	if e.Line > 0 {
 		loc = fmt.Sprintf("%s:%d", loc, e.Line)
@@ -138,12 +146,19 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string) error {
 	return nil
 }
 
+// join appends a key to a field path; a key that is not a plain name is
+// written quoted in brackets, as kubectl's JSONPath does.
 func join(path, key string) string {
+	if !plainKey.MatchString(key) {
+		return path + `[` + strconv.Quote(key) + `]`
+	}
 	if path == "" {
 		return key
 	}
 	return path + "." + key
 }
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // line finds the line of a field path such as "spec.nodes[1].role" or
 // "spec.featureGates.Foo" in the document, or 0 when it is not there.
