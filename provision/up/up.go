@@ -13,6 +13,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/down"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -75,13 +76,16 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 			return nil, err
 		}
 		res.Created = true
-		// From here on a failure must not leave a half-made lab behind.
+		// From here on a failure must not leave a half-made lab behind: take
+		// it down as `kindlab down` would (cluster, context, record, and the
+		// registry if no other cluster uses it), even after Ctrl-C.
 		defer func() {
 			if err != nil && !opts.Retain {
-				if derr := p.Delete(plan.ClusterName, opts.Kubeconfig); derr != nil {
+				_, derr := down.Run(context.WithoutCancel(ctx), p, opts.Store,
+					down.Options{Cluster: plan.ClusterName, Kubeconfig: opts.Kubeconfig})
+				if derr != nil {
 					err = fmt.Errorf("%w (and cleaning up failed: %v)", err, derr)
 				}
-				_ = opts.Store.Remove(plan.ClusterName)
 			}
 		}()
 	}
@@ -99,12 +103,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		return res, nil
 	}
 	st.start("Running checks 🔍")
-	env, err := checkEnv(h, plan)
-	if err != nil {
-		st.fail()
-		return nil, err
-	}
-	res.Checks = check.Run(ctx, env, plan.Checks)
+	res.Checks = check.Run(ctx, checkEnv(h, plan), plan.Checks)
 	st.end(true)
 	return res, nil
 }
@@ -149,12 +148,12 @@ func createCluster(p *cluster.Provider, plan *render.Plan, opts Options, st *sta
 	return nil
 }
 
-func checkEnv(h *cluster.Handle, plan *render.Plan) (check.Env, error) {
+func checkEnv(h *cluster.Handle, plan *render.Plan) check.Env {
 	env := check.Env{Config: h.RESTConfig, Lab: plan.Resolved, Nodes: h}
 	if plan.Registry != nil {
 		env.RegistryHost = fmt.Sprintf("localhost:%d", plan.Registry.HostPort)
 	}
-	return env, nil
+	return env
 }
 
 // status prints kind-style step lines.

@@ -2,9 +2,11 @@ package app_test
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -146,4 +148,44 @@ func assertChecks(t *testing.T, what string, results []checkResult) {
 func hostHasAppArmor() bool {
 	b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled")
 	return err == nil && strings.TrimSpace(string(b)) == "Y"
+}
+
+// A lab whose registry cannot start (its port is taken by another program)
+// fails after kind created the cluster: up must take everything down again.
+func TestEndToEndFailedUpLeavesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test skipped in -short mode")
+	}
+	img := requireE2E(t)
+	dir := isolate(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	name := "kindlab-e2e-fail"
+	t.Cleanup(func() { run(t, "down", "--name", name) })
+
+	code, _, errOut := run(t, "up", "image-volume", "--name", name, "--image", img, "--registry-port", port)
+	if code == 0 {
+		t.Fatal("up succeeded with the registry port taken")
+	}
+	last := strings.TrimSpace(errOut[strings.LastIndex(strings.TrimSpace(errOut), "\n")+1:])
+	if !strings.HasPrefix(last, "ERROR: ") || !strings.Contains(last, port) || !strings.Contains(last, "--registry-port") {
+		t.Errorf("error line %q does not name the port and the way out", last)
+	}
+	left, _ := exec.Command("docker", "ps", "-a", "--filter", "label=io.x-k8s.kind.cluster="+name, "--format", "{{.Names}}").Output()
+	if s := strings.TrimSpace(string(left)); s != "" {
+		t.Errorf("nodes left behind: %s", s)
+	}
+	if kc, _ := os.ReadFile(filepath.Join(dir, "kubeconfig")); strings.Contains(string(kc), "kind-"+name) {
+		t.Error("kubeconfig context left behind")
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "state", "clusters")); len(entries) != 0 {
+		t.Errorf("state left behind: %v", entries)
+	}
+	if reg, _ := exec.Command("docker", "ps", "-a", "--filter", "publish="+port, "--format", "{{.Names}}").Output(); strings.TrimSpace(string(reg)) != "" {
+		t.Errorf("registry container left behind: %s", reg)
+	}
 }
