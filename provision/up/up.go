@@ -14,6 +14,7 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -72,10 +73,6 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 			return nil, err
 		}
 	} else {
-		if err := createCluster(p, plan, opts, st); err != nil {
-			return nil, err
-		}
-		res.Created = true
 		// From here on a failure must not leave a half-made lab behind: take
 		// it down as `kindlab down` would (cluster, context, record, and the
 		// registry if no other cluster uses it), even after Ctrl-C.
@@ -88,6 +85,10 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 				}
 			}
 		}()
+		if err := createCluster(ctx, p, plan, opts, st); err != nil {
+			return nil, err
+		}
+		res.Created = true
 	}
 
 	h, err := p.Connect(plan.ClusterName)
@@ -114,12 +115,11 @@ type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *st
 // steps are the stages between the cluster and the checks, in order (steps.go).
 var steps []step
 
-func createCluster(p *cluster.Provider, plan *render.Plan, opts Options, st *status) error {
-	for _, f := range plan.Files {
-		if err := state.WriteFile(f.HostPath, f.Content); err != nil {
-			return fmt.Errorf("write %s for the nodes: %w", f.HostPath, err)
-		}
-	}
+// createCluster records the lab, starts the registry, then has kind create
+// the nodes. The registry comes first because it does not need the cluster:
+// a registry that cannot start (its port taken) fails in a second, before a
+// minute of node creation.
+func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, opts Options, st *status) error {
 	rec := state.Record{
 		Cluster:        plan.ClusterName,
 		Lab:            plan.Lab,
@@ -135,17 +135,24 @@ func createCluster(p *cluster.Provider, plan *render.Plan, opts Options, st *sta
 		rec.Registry = true
 		rec.RegistryPort = plan.Registry.HostPort
 	}
-	// Recorded before create so a failed create can be cleaned up by `down`.
+	// Recorded first, so that cleaning up a failure finds everything to remove.
 	if err := opts.Store.Save(rec); err != nil {
 		return err
 	}
-	if err := p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig}); err != nil {
-		if !opts.Retain {
-			_ = opts.Store.Remove(plan.ClusterName)
+	for _, f := range plan.Files {
+		if err := state.WriteFile(f.HostPath, f.Content); err != nil {
+			return fmt.Errorf("write %s for the nodes: %w", f.HostPath, err)
 		}
-		return err
 	}
-	return nil
+	if plan.Registry != nil {
+		st.start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}); err != nil {
+			st.fail()
+			return err
+		}
+		st.end(true)
+	}
+	return p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
 }
 
 func checkEnv(h *cluster.Handle, plan *render.Plan) check.Env {

@@ -151,7 +151,9 @@ func hostHasAppArmor() bool {
 }
 
 // A lab whose registry cannot start (its port is taken by another program)
-// fails after kind created the cluster: up must take everything down again.
+// must fail with one line that names the way out, and leave nothing behind:
+// no nodes (the registry starts before kind creates any), no context, no
+// record, no registry container.
 func TestEndToEndFailedUpLeavesNothing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
