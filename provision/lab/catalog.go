@@ -6,7 +6,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 )
 
@@ -143,11 +142,4 @@ var rootFS = os.DirFS("/")
 
 func diskFS(abs string) (fs.FS, string) {
 	return rootFS, strings.TrimPrefix(filepath.ToSlash(abs), "/")
-}
-
-// SortedNames is a helper for callers that print maps in a stable order.
-func SortedNames[V any](m map[string]V) []string {
-	keys := sortedKeys(m)
-	sort.Strings(keys)
-	return keys
 }

@@ -5,9 +5,9 @@ package render
 
 import (
 	"fmt"
+	"maps"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
@@ -226,18 +226,11 @@ func (p *Plan) KindConfigYAML() ([]byte, error) {
 	return b, nil
 }
 
+// copyMap keeps the plan from sharing maps with the lab; empty becomes nil
+// so the kind config omits the field.
 func copyMap[V any](m map[string]V) map[string]V {
 	if len(m) == 0 {
 		return nil
 	}
-	out := make(map[string]V, len(m))
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		out[k] = m[k]
-	}
-	return out
+	return maps.Clone(m)
 }

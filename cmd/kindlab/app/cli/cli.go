@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -179,14 +180,9 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 
 func isPath(arg string) bool {
 	for _, suffix := range []string{".yaml", ".yml"} {
-		if len(arg) > len(suffix) && arg[len(arg)-len(suffix):] == suffix {
+		if len(arg) > len(suffix) && strings.HasSuffix(arg, suffix) {
 			return true
 		}
 	}
-	for _, r := range arg {
-		if r == '/' {
-			return true
-		}
-	}
-	return false
+	return strings.ContainsRune(arg, '/')
 }
