@@ -44,7 +44,9 @@ down: build
 # Tools the tests talk to for real: a distribution registry binary, skopeo
 # (a reader of OCI images that is not ours), containerd's ctr (pulls through
 # the hosts.toml kindlab writes), busybox (tiny test containers) and a
-# Docker engine; debootstrap and libseccomp build the offline node image.
+# Docker engine; debootstrap and libseccomp build the offline node image;
+# sshd (openssh-server) lets the tests reach this engine as a remote one
+# over DOCKER_HOST=ssh://.
 .PHONY: deps
 deps:
 	@missing=""; \
@@ -54,6 +56,8 @@ deps:
 	[ -x /usr/bin/busybox ] || missing="$$missing busybox-static"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
+	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	pkg-config --exists libseccomp 2>/dev/null || missing="$$missing libseccomp-dev pkg-config"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
@@ -78,8 +82,12 @@ unit: ## tests that need nothing but Go
 OFFLINE_NODE_IMAGE     ?= kindlab.local/node:$(K8S_VERSION)
 OFFLINE_REGISTRY_IMAGE ?= kindlab.local/registry:2.8-debian
 # agnhost from k8s.io/kubernetes $(K8S_VERSION)'s test/images; its digest is
-# what build-image gives with this repo's pinned modules and toolchain.
-OFFLINE_AGNHOST ?= localhost:5001/kindlab/agnhost:2.52-k8s-v1.31.14@sha256:9331c2bfe6a6d16ed04e86305c774c1fd2a6babed6905e8cd57f87ffb00799db
+# what build-image gives with this repo's pinned modules and toolchain. It is
+# named after a registry nobody can reach (kindlab.local) and pushed to the
+# local registry's mirror path for it, so nodes pull it the way they pull
+# registry.k8s.io images from a kit: through their containerd mirror config.
+OFFLINE_AGNHOST ?= kindlab.local/e2e-test-images/agnhost:2.52-k8s-v1.31.14@sha256:9331c2bfe6a6d16ed04e86305c774c1fd2a6babed6905e8cd57f87ffb00799db
+OFFLINE_AGNHOST_TAG := $(firstword $(subst @, ,$(OFFLINE_AGNHOST)))
 DEVICEPLUGIN := fixtures/allocated-resources-status/deviceplugin
 
 .PHONY: node-image
@@ -92,11 +100,14 @@ offline-images: build docker ## build the labs' workload images from source and 
 	./$(BIN) registry up --registry-image $(OFFLINE_REGISTRY_IMAGE)
 	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -push localhost:5001/kindlab/health-device-plugin:v1.31.14
 	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -pkg k8s.io/kubernetes/test/images/agnhost -name agnhost -cmd pause \
-	  -tag $(firstword $(subst @, ,$(OFFLINE_AGNHOST))) -push $(firstword $(subst @, ,$(OFFLINE_AGNHOST)))
+	  -tag $(OFFLINE_AGNHOST_TAG) -push localhost:5001/mirror/$(OFFLINE_AGNHOST_TAG)
 
-# The end-to-end run: all-features on a 3-node kind cluster built offline,
-# every check against it, then down (asserting nothing is left behind).
-E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) \
+# The end-to-end run: a kit saved from the offline-built images, the engine
+# and registry emptied of them, the kit loaded back (a tampered copy refused
+# first), then all-features on a 3-node kind cluster from what the kit
+# loaded, every check against it, then down (asserting nothing is left).
+E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
+E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
@@ -116,8 +127,9 @@ test: deps docker k8s-bins node-image ## every test, including the offline end-t
 	$(MAKE) --no-print-directory e2e
 
 .PHONY: bench
-bench: deps docker
+bench: deps docker ## artifact push vs crane, kit save/load vs the disk and docker save/load (same run)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./provision/artifact/...
+	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 30m ./provision/kit/...
 
 .PHONY: fmt
 fmt:

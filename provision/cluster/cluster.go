@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
 	"sigs.k8s.io/kind/pkg/log"
 
+	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/render"
 )
 
@@ -30,9 +31,11 @@ type Provider struct {
 	logger log.Logger
 }
 
-// NewProvider checks that a Docker engine answers (kind shells out to the
-// docker CLI, which honours DOCKER_HOST and docker contexts) and returns a
-// provider over it. Without an engine it fails in one line that says how to fix it.
+// NewProvider checks that a Docker engine answers and returns a provider
+// over it. kind shells out to the docker CLI, which honours DOCKER_HOST and
+// docker contexts; the ping goes through package dockerhost, which resolves
+// the same engine for kindlab's own client. Without an engine it fails in
+// one line that names the endpoint and says how to fix it.
 func NewProvider(ctx context.Context, logger log.Logger) (*Provider, error) {
 	if err := ping(ctx); err != nil {
 		return nil, err
@@ -48,19 +51,22 @@ func NewProvider(ctx context.Context, logger log.Logger) (*Provider, error) {
 
 func ping(ctx context.Context) error {
 	if _, err := exec.LookPath("docker"); err != nil {
+		// kind drives the CLI, so it is needed even where the API answers.
 		return fmt.Errorf("%w: the docker CLI is not on PATH (install Docker, then run `kindlab doctor`)", ErrNoEngine)
 	}
+	c, ep, err := dockerhost.NewClient()
+	if err != nil {
+		return fmt.Errorf("%w: %s (fix DOCKER_HOST or the docker context, see `docker context ls`)", ErrNoEngine, firstLine(err.Error()))
+	}
+	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "docker", "version", "--format", "{{.Server.Version}}")
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(firstLine(stderr.String()))
-		if msg == "" {
-			msg = err.Error()
+	if _, err := c.Ping(ctx); err != nil {
+		fix := "start the Docker daemon, or point DOCKER_HOST at one"
+		if ep.Remote() {
+			fix = "check that the engine runs there and that `docker version` reaches it from here"
 		}
-		return fmt.Errorf("%w: %s (start the Docker daemon, or point DOCKER_HOST at one)", ErrNoEngine, msg)
+		return fmt.Errorf("%w at %s: %s (%s)", ErrNoEngine, ep, firstLine(err.Error()), fix)
 	}
 	return nil
 }

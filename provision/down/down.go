@@ -46,6 +46,15 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		}
 		res.Removed = append(res.Removed, fmt.Sprintf("Deleted cluster %s and kubeconfig context kind-%s", opts.Cluster, opts.Cluster))
 	}
+	// A fleet's per-cluster kubeconfig file was made for that cluster
+	// alone (up --kubeconfig-dir): once its context is gone, so is the file.
+	if recErr == nil && rec.Fleet != "" && opts.Kubeconfig != "" {
+		if removed, err := RemoveEmptyKubeconfig(opts.Kubeconfig); err != nil {
+			return res, err
+		} else if removed {
+			res.Removed = append(res.Removed, "Removed kubeconfig file "+opts.Kubeconfig)
+		}
+	}
 	if recErr == nil {
 		if err := store.Remove(opts.Cluster); err != nil {
 			return nil, err
@@ -54,7 +63,7 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 			res.Removed = append(res.Removed, fmt.Sprintf("Forgot cluster %s (it was already gone)", opts.Cluster))
 		}
 		if rec.Registry && !opts.KeepRegistry {
-			removed, err := releaseRegistry(ctx, p, rec.RegistryPort)
+			removed, err := ReleaseRegistry(ctx, p, rec.RegistryPort)
 			if err != nil {
 				return res, err
 			}

@@ -2,14 +2,21 @@ package down
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
-// releaseRegistry removes the shared registry, and what was pushed to it,
-// once no running lab uses it any more.
-func releaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string, error) {
+// ReleaseRegistry removes the shared registry, and what was pushed to it,
+// once no running lab uses it any more; it returns what it removed ("" for
+// nothing). Fleets take their clusters down keeping the registry, then
+// call it once.
+func ReleaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string, error) {
 	n, err := registryUsers(ctx, p, port)
 	if err != nil || n > 0 {
 		return "", err
@@ -18,8 +25,40 @@ func releaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string
 	if err != nil || st.Absent() {
 		return "", err
 	}
-	if err := registry.Remove(ctx, registry.Options{HostPort: port}, registry.RemoveOptions{DeleteData: true}); err != nil {
+	// A loaded kit's images cannot be pushed again from lab files: the
+	// next up of the lab needs them, so only the container goes.
+	d, err := registry.NewDockerClient()
+	if err != nil {
 		return "", err
 	}
+	defer d.Close()
+	keep := registry.HoldsKits(ctx, registry.Options{Docker: d}, d)
+	if err := registry.Remove(ctx, registry.Options{HostPort: port, Docker: d}, registry.RemoveOptions{DeleteData: !keep}); err != nil {
+		return "", err
+	}
+	if keep {
+		return fmt.Sprintf("Removed registry %s (no other lab uses it); kept volume %s: it holds a loaded kit (`kindlab registry down --delete-data` removes it)",
+			registry.ContainerName, st.Volume), nil
+	}
 	return "Removed registry " + registry.ContainerName + " (no other lab uses it)", nil
+}
+
+// RemoveEmptyKubeconfig deletes a kubeconfig file that holds no context,
+// cluster or user any more (kind leaves the emptied file behind). A file
+// that is missing, or still holds something, is left alone.
+func RemoveEmptyKubeconfig(path string) (bool, error) {
+	cfg, err := clientcmd.LoadFromFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read kubeconfig %s: %w", path, err)
+	}
+	if len(cfg.Contexts)+len(cfg.Clusters)+len(cfg.AuthInfos) > 0 {
+		return false, nil
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("remove emptied kubeconfig: %w", err)
+	}
+	return true, nil
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/kindlab/kindlab/provision/artifact"
 	"github.com/kindlab/kindlab/provision/registry"
@@ -98,5 +99,46 @@ func TestContainerdResolvesThroughHostsTOML(t *testing.T) {
 	want, _ := os.ReadFile("../../fixtures/image-volume/files/model/model.txt")
 	if !bytes.Equal(got, want) || len(strings.TrimSpace(string(want))) == 0 {
 		t.Errorf("mounted model.txt %q, fixture %q", got, want)
+	}
+}
+
+// TestContainerdPullsUpstreamNameThroughMirror proves, with a real
+// containerd, the hosts.toml kit loads rely on: an image named after an
+// upstream registry that cannot be reached is pulled, by its upstream name
+// and digest, from the local registry's mirror/<host>/ path.
+func TestContainerdPullsUpstreamNameThroughMirror(t *testing.T) {
+	sock := containerdSocket(t)
+	reg := registrytest.StartDistribution(t)
+	ctx := context.Background()
+	const upstream = "kindlab-upstream.invalid"
+	img, err := artifact.Build(fstest.MapFS{"hello.txt": {Data: []byte("from the mirror\n")}}, artifact.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := artifact.Push(ctx, img, reg.Addr+"/mirror/"+upstream+"/e2e/app:v1", artifact.PushOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostsDir := t.TempDir()
+	dir := filepath.Join(hostsDir, upstream)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(registry.MirrorHostsTOML(upstream, reg.Addr, nil)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ns := fmt.Sprintf("kindlab-test-%x", rand.Uint32())
+	ref := upstream + "/e2e/app:v1@" + res.Digest
+	t.Cleanup(func() {
+		_, _ = exec.Command("ctr", "--address", sock, "-n", ns, "images", "rm", "--sync", ref).CombinedOutput()
+		_, _ = exec.Command("ctr", "--address", sock, "namespaces", "rm", ns).CombinedOutput()
+	})
+	out, err := exec.Command("ctr", "--address", sock, "-n", ns, "images", "pull", "--hosts-dir", hostsDir, ref).CombinedOutput()
+	if err != nil {
+		t.Fatalf("containerd pull of %s through the mirror: %v\n%s", ref, err, out)
+	}
+	list, _ := exec.Command("ctr", "--address", sock, "-n", ns, "images", "ls", "-q").CombinedOutput()
+	if !strings.Contains(string(list), upstream+"/e2e/app") {
+		t.Errorf("containerd lists %q, want the upstream name", list)
 	}
 }

@@ -59,7 +59,7 @@ func TestUp(t *testing.T) {
 	}
 	ns := startNodes(t, c, o, 2)
 
-	st, err := registry.Up(ctx, o, ns, env.Client)
+	st, err := registry.Up(ctx, o, ns, env.Client, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

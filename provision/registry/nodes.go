@@ -143,14 +143,18 @@ func PushReference(ref string, hostPort int) string {
 }
 
 // Up is the registry's part of `kindlab up` for a lab with a registry, in
-// order: Ensure (start or reuse), wire every node to it, publish the
-// KEP-1755 ConfigMap. cs may be nil to skip the ConfigMap.
-func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interface) (*Status, error) {
+// order: Ensure (start or reuse), wire every node to it (its own hosts and,
+// as a mirror, each upstream in mirrors, with the pull-through caches that
+// run), publish the KEP-1755 ConfigMap. cs may be nil to skip the ConfigMap.
+func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interface, mirrors []string) (*Status, error) {
 	st, err := Ensure(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
 	if err := WireNodesTo(ctx, ns, RegistryHosts(st.HostPort), st.ClusterEndpoint); err != nil {
+		return nil, err
+	}
+	if err := WireMirrors(ctx, opts, ns, mirrors, st.ClusterEndpoint); err != nil {
 		return nil, err
 	}
 	if cs != nil {
@@ -159,4 +163,32 @@ func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interf
 		}
 	}
 	return st, nil
+}
+
+// WireMirrors writes, on every node, the hosts.toml of each upstream
+// registry: the local registry's mirror path, then the upstream's
+// pull-through cache if one runs, then the upstream.
+func WireMirrors(ctx context.Context, opts Options, ns []nodes.Node, upstreams []string, endpoint string) error {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	proxies, err := Proxies(ctx, o)
+	if err != nil {
+		return err
+	}
+	for _, up := range upstreams {
+		var via []string
+		if p, ok := proxies[up]; ok {
+			via = append(via, p)
+		}
+		content := MirrorHostsTOML(up, endpoint, via)
+		for _, n := range ns {
+			dir := CertsDir + "/" + up
+			if err := writeFile(ctx, n, dir, dir+"/hosts.toml", content); err != nil {
+				return fmt.Errorf("wire node %s to mirror %s: %w", n, up, err)
+			}
+		}
+	}
+	return nil
 }

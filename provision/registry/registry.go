@@ -35,6 +35,7 @@ import (
 	"github.com/docker/go-connections/nat"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
 )
 
@@ -77,11 +78,12 @@ type Docker interface {
 	DaemonHost() string
 }
 
-// NewDockerClient connects to the engine the way the docker CLI does
-// (DOCKER_HOST, DOCKER_CERT_PATH, ...), negotiating the API version so
-// engines as old as API 1.41 (dockerd 20.10) work.
+// NewDockerClient connects to the engine the docker CLI (and so kind)
+// uses: DOCKER_HOST (unix://, tcp:// with DOCKER_CERT_PATH, ssh://), else
+// the docker context, negotiating the API version so engines as old as
+// API 1.41 (dockerd 20.10) work. See package dockerhost.
 func NewDockerClient() (*client.Client, error) {
-	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, _, err := dockerhost.NewClient()
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
@@ -105,16 +107,19 @@ type Options struct {
 	Network string
 	// ReadyTimeout bounds the wait for the registry to answer; 0 means 30s.
 	ReadyTimeout time.Duration
+	// proxy, when set, makes the container a pull-through cache of an
+	// upstream registry (see EnsureProxy): not published on the host.
+	proxy *Proxy
 }
 
 func (o Options) withDefaults() (Options, error) {
 	if o.Image == "" {
 		o.Image = DefaultImage
 	}
-	if o.HostPort == 0 {
+	if o.HostPort == 0 && o.proxy == nil {
 		o.HostPort = DefaultHostPort
 	}
-	if o.HostPort < 1 || o.HostPort > 65535 {
+	if o.proxy == nil && (o.HostPort < 1 || o.HostPort > 65535) {
 		return o, fmt.Errorf("--registry-port %d: want a TCP port between 1 and 65535", o.HostPort)
 	}
 	if o.Name == "" {
@@ -313,7 +318,7 @@ func Ensure(ctx context.Context, opts Options) (*Status, error) {
 		}
 		st.Created = created
 	}
-	if st.HostPort != opts.HostPort {
+	if opts.proxy == nil && st.HostPort != opts.HostPort {
 		return nil, fmt.Errorf("registry %s already publishes 127.0.0.1:%d, not %d: pass --registry-port %d to share it, or remove it first with `kindlab registry down`",
 			opts.Name, st.HostPort, opts.HostPort, st.HostPort)
 	}
@@ -351,11 +356,13 @@ func start(ctx context.Context, opts Options, id string) error {
 var errRaced = errors.New("registry container created concurrently")
 
 func create(ctx context.Context, opts Options) error {
-	if owner := portOwner(ctx, opts); owner != "" {
-		return portTaken(ctx, opts, owner)
-	}
-	if localDaemon(opts.Docker) && !portFree(opts.HostPort) {
-		return portTaken(ctx, opts, "")
+	if opts.proxy == nil {
+		if owner := portOwner(ctx, opts); owner != "" {
+			return portTaken(ctx, opts, owner)
+		}
+		if localDaemon(opts.Docker) && !portFree(opts.HostPort) {
+			return portTaken(ctx, opts, "")
+		}
 	}
 	if err := ensureImage(ctx, opts); err != nil {
 		return err
@@ -373,6 +380,12 @@ func create(ctx context.Context, opts Options) error {
 		PortBindings:  nat.PortMap{containerPort(): {{HostIP: "127.0.0.1", HostPort: strconv.Itoa(opts.HostPort)}}},
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyAlways},
 		Mounts:        []mount.Mount{{Type: mount.TypeVolume, Source: opts.Volume, Target: dataPath}},
+	}
+	if p := opts.proxy; p != nil {
+		// Nodes reach a cache on the kind network; the host has no use for it.
+		host.PortBindings = nil
+		cfg.Labels[LabelProxy] = p.Upstream
+		cfg.Env = []string{"REGISTRY_PROXY_REMOTEURL=" + p.RemoteURL}
 	}
 	netCfg := &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{opts.Network: {}}}
 	resp, err := opts.Docker.ContainerCreate(ctx, cfg, host, netCfg, nil, opts.Name)
@@ -473,7 +486,7 @@ func isAlreadyConnected(err error) bool {
 }
 
 func waitReady(ctx context.Context, opts Options) error {
-	if !localDaemon(opts.Docker) {
+	if !localDaemon(opts.Docker) || opts.proxy != nil {
 		// Ports published by a remote engine are not on this loopback.
 		return nil
 	}

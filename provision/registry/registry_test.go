@@ -29,32 +29,10 @@ import (
 // testOptions names a registry of the test's own, so tests never touch the
 // machine's shared kind-registry or kind network.
 func testOptions(t *testing.T, c *client.Client) registry.Options {
-	t.Helper()
-	id := fmt.Sprintf("%x", rand.Uint32())
-	o := registry.Options{
-		Docker:   c,
-		Image:    registrytest.RegistryImage(t, c),
-		HostPort: freePort(t),
-		Name:     "kindlab-test-registry-" + id,
-		Network:  "kindlab-test-net-" + id,
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_ = registry.Remove(ctx, o, registry.RemoveOptions{DeleteData: true})
-		_ = c.NetworkRemove(ctx, o.Network)
-	})
-	return o
+	return registrytest.Options(t, c)
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return registrytest.FreePort(t) }
 
 func push(t *testing.T, port int, repo string) string {
 	t.Helper()

@@ -6,6 +6,7 @@ package render
 import (
 	"fmt"
 	"maps"
+	"net"
 	"path"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,11 @@ type Options struct {
 	RegistryPort int
 	// ImageOverrides point lab images (by name) at other pinned references.
 	ImageOverrides map[string]string
+	// APIServerAddress is kind's networking.apiServerAddress: the IP on
+	// the Docker engine's host where the API server is published and
+	// which the kubeconfig names. "" keeps kind's 127.0.0.1, which only
+	// works when the engine is this machine's.
+	APIServerAddress string
 }
 
 // File is a file written on the host and mounted into nodes.
@@ -113,6 +119,11 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 			return nil, err
 		}
 	}
+	if a := opts.APIServerAddress; a != "" && net.ParseIP(a) == nil {
+		// Docker publishes ports on an IP only, and kind puts it in the
+		// API server's certificate as an IP SAN.
+		return nil, fmt.Errorf("--api-server-address: %q is not an IP address", a)
+	}
 	port := opts.RegistryPort
 	if port == 0 {
 		port = DefaultRegistryPort
@@ -126,6 +137,8 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 			KubeProxyMode: v1alpha4.ProxyMode(r.Networking.KubeProxyMode),
 			PodSubnet:     r.Networking.PodSubnet,
 			ServiceSubnet: r.Networking.ServiceSubnet,
+			// Before SetDefaultsCluster, which fills in 127.0.0.1 when empty.
+			APIServerAddress: opts.APIServerAddress,
 		},
 	}
 	plan := &Plan{

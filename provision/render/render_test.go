@@ -210,3 +210,26 @@ func TestRenderImageOverrides(t *testing.T) {
 		t.Errorf("unknown image: %v", err)
 	}
 }
+
+// A remote engine publishes the API server on its own address, which kind
+// takes as networking.apiServerAddress; the kind config must carry it.
+func TestRenderAPIServerAddress(t *testing.T) {
+	if p := renderLab(t, "nftables", render.Options{}); p.Config.Networking.APIServerAddress != "127.0.0.1" {
+		t.Errorf("default apiServerAddress %q, want kind's 127.0.0.1", p.Config.Networking.APIServerAddress)
+	}
+	p := renderLab(t, "nftables", render.Options{APIServerAddress: "192.0.2.10"})
+	raw, err := p.KindConfigYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := kindDecode(t, raw); cfg.Networking.APIServerAddress != "192.0.2.10" {
+		t.Errorf("apiServerAddress %q in\n%s", cfg.Networking.APIServerAddress, raw)
+	}
+	c := lab.NewCatalog()
+	_ = c.AddBuiltin(kindlab.Files, kindlab.LabsDir)
+	r, _ := c.Resolve("base", lab.ResolveOptions{})
+	_, err = render.Render(r, render.Options{APIServerAddress: "docker.example.com"})
+	if err == nil || !strings.Contains(err.Error(), "--api-server-address") {
+		t.Errorf("a host name was accepted as apiServerAddress: %v", err)
+	}
+}

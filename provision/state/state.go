@@ -29,6 +29,10 @@ type Record struct {
 	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
 	Checks         []string          `json:"checks,omitempty"`
 	CreatedAt      time.Time         `json:"createdAt"`
+	// Fleet names the fleet (`kindlab up --count`) the cluster was made
+	// in, so that status can group its clusters and `down --fleet` can find
+	// them all without being told how many there were.
+	Fleet string `json:"fleet,omitempty"`
 }
 
 // Store is the state directory.
@@ -132,4 +136,58 @@ func WriteFile(path, content string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(content), 0o644)
+}
+
+// Checks is a cluster's last check run, as `up` or `check` saved it. The
+// results stay raw JSON so that this package does not depend on the checks
+// that produce them.
+type Checks struct {
+	SavedAt time.Time       `json:"savedAt"`
+	Results json.RawMessage `json:"results"`
+}
+
+const checksFile = "checks.json"
+
+// SaveChecks records results (any JSON-encodable value) as the last check run
+// of a cluster. Only clusters kindlab has a record of keep results: a
+// foreign cluster must not get a state directory that down never removes.
+func (s Store) SaveChecks(cluster string, results any) error {
+	dir := s.ClusterDir(cluster)
+	if _, err := os.Stat(filepath.Join(dir, "cluster.json")); errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("save check results of %s: cluster %q: %w", cluster, cluster, ErrNotFound)
+	}
+	raw, err := json.Marshal(results)
+	if err != nil {
+		return fmt.Errorf("save check results of %s: %w", cluster, err)
+	}
+	b, err := json.MarshalIndent(Checks{SavedAt: time.Now().UTC(), Results: raw}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("save check results of %s: %w", cluster, err)
+	}
+	tmp := filepath.Join(dir, "."+checksFile+".tmp")
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save check results of %s: %w", cluster, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, checksFile)); err != nil {
+		return fmt.Errorf("save check results of %s: %w", cluster, err)
+	}
+	return nil
+}
+
+// LoadChecks returns the last check run saved for a cluster; ErrNotFound
+// when none was.
+func (s Store) LoadChecks(cluster string) (Checks, error) {
+	var c Checks
+	file := filepath.Join(s.ClusterDir(cluster), checksFile)
+	b, err := os.ReadFile(file)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, fmt.Errorf("check results of cluster %q: %w", cluster, ErrNotFound)
+	}
+	if err != nil {
+		return c, fmt.Errorf("load check results of %s: %w", cluster, err)
+	}
+	if err := json.Unmarshal(b, &c); err != nil {
+		return c, fmt.Errorf("load check results of %s: %s: %w", cluster, file, err)
+	}
+	return c, nil
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/kindlab/kindlab/provision/artifact"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/workload"
@@ -19,63 +21,84 @@ func init() {
 
 // registryStep starts or reuses the shared registry and wires every node
 // and the cluster (KEP-1755) to it.
-func registryStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *status, opts Options) error {
+func registryStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error {
 	if plan.Registry == nil {
 		return nil
 	}
-	st.start("Wiring local registry 127.0.0.1:%d to the nodes 🗄", plan.Registry.HostPort)
+	st.Start("Wiring local registry 127.0.0.1:%d to the nodes 🗄", plan.Registry.HostPort)
 	ns, err := h.KindNodes()
 	if err != nil {
-		st.fail()
+		st.Fail()
 		return err
 	}
 	cs, err := kubernetes.NewForConfig(h.RESTConfig)
 	if err != nil {
-		st.fail()
+		st.Fail()
 		return err
 	}
-	if _, err := registry.Up(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}, ns, cs); err != nil {
-		st.fail()
+	var refs []string
+	for _, im := range plan.Images {
+		refs = append(refs, im.Reference)
+	}
+	ro := registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}
+	if _, err := registry.Up(ctx, ro, ns, cs, registry.MirrorHosts(refs)); err != nil {
+		st.Fail()
 		return err
 	}
-	st.end(true)
+	st.End(true)
 	return nil
 }
 
 // artifactsStep builds each artifact and pushes what the registry lacks.
-func artifactsStep(ctx context.Context, _ *cluster.Handle, plan *render.Plan, st *status, _ Options) error {
+func artifactsStep(ctx context.Context, _ *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error {
 	if len(plan.Resolved.Artifacts) == 0 {
 		return nil
 	}
-	st.start("Pushing %d artifact(s) 📦", len(plan.Resolved.Artifacts))
-	res, err := artifact.PushLab(ctx, plan.Resolved.Artifacts, plan.Registry.HostPort, nil)
+	st.Start("Pushing %d artifact(s) 📦", len(plan.Resolved.Artifacts))
+	res, err := pushArtifacts(ctx, plan, opts)
 	if err != nil {
-		st.fail()
+		st.Fail()
 		return err
 	}
 	for _, r := range res {
-		st.label += fmt.Sprintf("; %s %s (%d of %d layers sent)", r.Reference, r.Digest[:19], r.LayersPushed, r.Layers)
+		st.Label += fmt.Sprintf("; %s %s (%d of %d layers sent)", r.Reference, r.Digest[:19], r.LayersPushed, r.Layers)
 	}
-	st.end(true)
+	st.End(true)
 	return nil
 }
 
 // workloadsStep applies every workload with server-side apply and waits
 // until it is ready.
-func workloadsStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *status, _ Options) error {
+func workloadsStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, _ Options) error {
 	if len(plan.Resolved.Workloads) == 0 {
 		return nil
 	}
-	st.start("Applying workloads 🚀")
+	st.Start("Applying workloads 🚀")
 	err := workload.ApplyLab(ctx, h.RESTConfig, plan.Resolved, workload.Options{Progress: func(msg string) {
-		if st.w != nil {
-			fmt.Fprintf(st.w, "   %s\n", msg)
+		if st.W != nil {
+			fmt.Fprintf(st.W, "   %s\n", msg)
 		}
 	}})
 	if err != nil {
-		st.fail()
+		st.Fail()
 		return err
 	}
-	st.end(true)
+	st.End(true)
 	return nil
+}
+
+// pushArtifacts pushes over HTTP to the registry's port on this machine,
+// or, when the engine is remote (its published ports are on its own
+// loopback), writes them into the registry through the Engine API.
+func pushArtifacts(ctx context.Context, plan *render.Plan, opts Options) ([]artifact.LabResult, error) {
+	if ep, err := dockerhost.Resolve(); err != nil || !ep.Remote() {
+		return artifact.PushLab(ctx, plan.Resolved.Artifacts, plan.Registry.HostPort, nil)
+	}
+	c, err := registry.NewDockerClient()
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return artifact.ImportLab(ctx, plan.Resolved.Artifacts,
+		registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: c}, c)
 }

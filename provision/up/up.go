@@ -14,6 +14,8 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/kit"
+	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -35,6 +37,8 @@ type Options struct {
 	RegistryImage string
 	// Status receives one line per step.
 	Status io.Writer
+	// Fleet is recorded with a cluster this up creates (see state.Record).
+	Fleet string
 }
 
 // Result is what an up did.
@@ -48,8 +52,12 @@ type Result struct {
 // Run brings the lab up on a provider.
 func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, err error) {
 	plan := opts.Plan
+	if opts.RegistryImage == "" {
+		opts.RegistryImage = registry.DefaultImage
+	}
+	opts.RegistryImage = kit.LocalImage(ctx, nil, opts.Store, opts.RegistryImage)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
-	st := &status{w: opts.Status}
+	st := &progress.Status{W: opts.Status}
 
 	exists, err := p.Exists(plan.ClusterName)
 	if err != nil {
@@ -66,7 +74,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 			return nil, fmt.Errorf("cluster %q already runs lab %q, not %q; pick another name with --name or `kindlab down %s` first",
 				plan.ClusterName, rec.Lab, plan.Lab, plan.ClusterName)
 		}
-		st.done("Reusing cluster %s (lab %s) ♻️", plan.ClusterName, rec.Lab)
+		st.Done("Reusing cluster %s (lab %s) ♻️", plan.ClusterName, rec.Lab)
 		// What this up runs with is what later checks must use.
 		rec.ImageOverrides = plan.ImageOverrides
 		if err := opts.Store.Save(rec); err != nil {
@@ -103,14 +111,19 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	if opts.SkipChecks || len(plan.Checks) == 0 {
 		return res, nil
 	}
-	st.start("Running checks 🔍")
+	st.Start("Running checks 🔍")
 	res.Checks = check.Run(ctx, checkEnv(h, plan), plan.Checks)
-	st.end(true)
+	// Kept for `kindlab bundle`; the lab is up either way, so a failed write
+	// is a warning, not a reason to take it down.
+	if err := opts.Store.SaveChecks(plan.ClusterName, res.Checks); err != nil && st.W != nil {
+		fmt.Fprintf(st.W, "   warning: %v\n", err)
+	}
+	st.End(true)
 	return res, nil
 }
 
 // step is one stage after the cluster exists.
-type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *status, opts Options) error
+type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error
 
 // steps are the stages between the cluster and the checks, in order (steps.go).
 var steps []step
@@ -119,7 +132,7 @@ var steps []step
 // the nodes. The registry comes first because it does not need the cluster:
 // a registry that cannot start (its port taken) fails in a second, before a
 // minute of node creation.
-func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, opts Options, st *status) error {
+func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, opts Options, st *progress.Status) error {
 	rec := state.Record{
 		Cluster:        plan.ClusterName,
 		Lab:            plan.Lab,
@@ -130,6 +143,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		Checks:         plan.Checks,
 		ImageOverrides: plan.ImageOverrides,
 		CreatedAt:      time.Now().UTC(),
+		Fleet:          opts.Fleet,
 	}
 	if plan.Registry != nil {
 		rec.Registry = true
@@ -145,12 +159,22 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		}
 	}
 	if plan.Registry != nil {
-		st.start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
+		st.Start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
 		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}); err != nil {
-			st.fail()
+			st.Fail()
 			return err
 		}
-		st.end(true)
+		st.End(true)
+	}
+	// After `kit load` the engine has the pinned node image under a tag
+	// only (a load records no digest); kind gets that tag, the record keeps
+	// the pin.
+	if local := kit.LocalImage(ctx, nil, opts.Store, plan.NodeImage); local != plan.NodeImage {
+		for i := range plan.Config.Nodes {
+			if plan.Config.Nodes[i].Image == plan.NodeImage {
+				plan.Config.Nodes[i].Image = local
+			}
+		}
 	}
 	return p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
 }
@@ -161,38 +185,4 @@ func checkEnv(h *cluster.Handle, plan *render.Plan) check.Env {
 		env.RegistryHost = fmt.Sprintf("localhost:%d", plan.Registry.HostPort)
 	}
 	return env
-}
-
-// status prints kind-style step lines.
-type status struct {
-	w     io.Writer
-	label string
-	began time.Time
-}
-
-func (s *status) start(format string, args ...any) {
-	s.label = fmt.Sprintf(format, args...)
-	s.began = time.Now()
-	if s.w != nil {
-		fmt.Fprintf(s.w, " • %s\n", s.label)
-	}
-}
-
-func (s *status) end(ok bool) {
-	if s.w == nil {
-		return
-	}
-	mark := "✓"
-	if !ok {
-		mark = "✗"
-	}
-	fmt.Fprintf(s.w, " %s %s (%s)\n", mark, s.label, time.Since(s.began).Round(100*time.Millisecond))
-}
-
-func (s *status) fail() { s.end(false) }
-
-func (s *status) done(format string, args ...any) {
-	if s.w != nil {
-		fmt.Fprintf(s.w, " ✓ %s\n", fmt.Sprintf(format, args...))
-	}
 }

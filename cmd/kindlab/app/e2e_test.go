@@ -49,6 +49,7 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	}
 	img := requireE2E(t)
 	dir := isolate(t)
+	e2eKit(t, img)
 	name := "kindlab-e2e"
 	t.Cleanup(func() {
 		run(t, "down", "--name", name)
@@ -74,6 +75,12 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	if !strings.Contains(string(kubeconfig), "kind-"+name) {
 		t.Errorf("kubeconfig lacks context kind-%s", name)
 	}
+
+	// A bug report of the running lab, replayed once the lab is gone.
+	bundle := e2eBundleCreate(t, name, dir)
+
+	// An attendee breaks the lab; reset puts it back without a recreate.
+	e2eReset(t, name)
 
 	// A second up converges: same cluster, not a new one.
 	start = time.Now()
@@ -102,14 +109,23 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	if s := strings.TrimSpace(string(leftovers)); s != "" {
 		t.Errorf("containers left behind: %s", s)
 	}
-	// It was the registry's only user: the registry and what was pushed go too.
-	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"},
-		{"volume", "ls", "-q", "--filter", "name=^kind-registry-data$"},
-	} {
-		if left, _ := exec.Command("docker", args...).Output(); strings.TrimSpace(string(left)) != "" {
-			t.Errorf("left behind after the last lab went: %s", strings.TrimSpace(string(left)))
-		}
+	// It was the registry's only user: the registry goes, and what was
+	// pushed goes too, unless a kit was loaded into it (lab files cannot
+	// push that again); then `registry down --delete-data` removes it.
+	dockerLists := func(args ...string) string {
+		out, _ := exec.Command("docker", args...).Output()
+		return strings.TrimSpace(string(out))
+	}
+	if left := dockerLists("ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"); left != "" {
+		t.Errorf("registry container left behind after the last lab went: %s", left)
+	}
+	volume := dockerLists("volume", "ls", "-q", "--filter", "name=^kind-registry-data$")
+	kit := os.Getenv("KINDLAB_E2E_KIT") != ""
+	switch {
+	case kit && volume == "":
+		t.Error("down deleted the registry data holding the loaded kit")
+	case !kit && volume != "":
+		t.Errorf("registry data left behind: %s", volume)
 	}
 	kubeconfig, _ = os.ReadFile(filepath.Join(dir, "kubeconfig"))
 	if strings.Contains(string(kubeconfig), "kind-"+name) {
@@ -117,6 +133,31 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(dir, "state", "clusters")); len(entries) != 0 {
 		t.Errorf("state left behind: %v", entries)
+	}
+
+	// Someone else, with the bundle alone (and the kit's images), gets the
+	// same lab and the same check results. It pulls from the registry the
+	// kit filled, so that goes last, with what the kit put in it.
+	if !kit {
+		t.Log("bundle replay not run: it pulls the offline images from the registry a kit filled (make e2e sets KINDLAB_E2E_KIT)")
+		return
+	}
+	// The replaying machine has the kit loaded: load it again (it verifies
+	// and starts the registry on the data it kept; nothing is re-sent).
+	if code, _, errOut := run(t, "kit", "load", os.Getenv("KINDLAB_E2E_KIT")); code != 0 {
+		t.Fatalf("kit load before replay: %s", errOut)
+	}
+	e2eBundleReplay(t, bundle, img)
+	if code, _, errOut := run(t, "registry", "down", "--delete-data"); code != 0 {
+		t.Errorf("registry down --delete-data: %s", errOut)
+	}
+	for _, args := range [][]string{
+		{"ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"},
+		{"volume", "ls", "-q", "--filter", "name=^kind-registry-data$"},
+	} {
+		if left := dockerLists(args...); left != "" {
+			t.Errorf("left behind after registry down --delete-data: %s", left)
+		}
 	}
 }
 

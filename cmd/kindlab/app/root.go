@@ -10,14 +10,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/artifact"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/bundle"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/check"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/kit"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/labs"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/migrate"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/registry"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/render"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/reset"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/status"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/up"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/validate"
@@ -50,10 +53,13 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		down.NewCommand(s),
 		status.NewCommand(s),
 		check.NewCommand(s),
+		reset.NewCommand(s),
 		artifact.NewCommand(s),
 		registry.NewCommand(s),
 		migrate.NewCommand(s),
 		doctor.NewCommand(s),
+		bundle.NewCommand(s, Version),
+		kit.NewCommand(s),
 	)
 	// Flag and argument errors are usage errors: exit 2, as kubectl does.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

@@ -4,7 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
+	"math/rand/v2"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -19,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
+	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
 )
 
@@ -26,7 +31,8 @@ import (
 // waiting up to a minute for it to answer (CI starts it concurrently).
 func Docker(t testing.TB) *client.Client {
 	t.Helper()
-	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	// The engine kindlab itself would use: DOCKER_HOST, else the docker context.
+	c, _, err := dockerhost.NewClient()
 	if err != nil {
 		SkipOrFail(t, "docker client: "+err.Error())
 	}
@@ -153,4 +159,37 @@ func sweepStale(ctx context.Context, c *client.Client) {
 			}
 		}
 	}
+}
+
+// Options are a registry of the test's own: a unique container, volume and
+// network (names the stale sweep knows) on a free loopback port, removed
+// when the test ends.
+func Options(t testing.TB, c *client.Client) registry.Options {
+	t.Helper()
+	id := fmt.Sprintf("%x", rand.Uint32())
+	o := registry.Options{
+		Docker:   c,
+		Image:    RegistryImage(t, c),
+		HostPort: FreePort(t),
+		Name:     "kindlab-test-registry-" + id,
+		Network:  "kindlab-test-net-" + id,
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = registry.RemoveProxies(ctx, o, registry.RemoveOptions{DeleteData: true})
+		_ = registry.Remove(ctx, o, registry.RemoveOptions{DeleteData: true})
+		_ = c.NetworkRemove(ctx, o.Network)
+	})
+	return o
+}
+
+// FreePort is a loopback port free just now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

@@ -3,6 +3,7 @@
 package check
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -73,7 +74,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if rec, err := store.Load(name); err == nil {
+			rec, err := store.Load(name)
+			recorded := err == nil
+			if recorded {
 				if err := r.OverrideImages(rec.ImageOverrides); err != nil {
 					return err
 				}
@@ -91,6 +94,14 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
 			}
 			results := check.Run(cmd.Context(), env, names)
+			if recorded {
+				// The last results are what `kindlab bundle create` puts in a bug
+				// report; the lab's state is unchanged either way, so a failed
+				// write is only a warning.
+				if err := saveChecks(store, name, results, len(only) > 0); err != nil {
+					fmt.Fprintf(s.ErrOut, "warning: %v\n", err)
+				}
+			}
 			if out.JSON() {
 				if err := cli.PrintJSON(s.Out, results); err != nil {
 					return err
@@ -110,4 +121,36 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these checks of the lab (comma-separated)")
 	cmd.Flags().DurationVar(&timeout, "timeout", check.DefaultTimeout, "time limit of each check")
 	return cmd
+}
+
+// saveChecks records results as the cluster's last check run. A partial run
+// (--only) replaces only the checks it ran, so the record still covers
+// every check of the lab.
+func saveChecks(store state.Store, cluster string, results []check.Result, partial bool) error {
+	if partial {
+		prev, err := store.LoadChecks(cluster)
+		var old []check.Result
+		if err == nil {
+			if err := json.Unmarshal(prev.Results, &old); err != nil {
+				return fmt.Errorf("load check results of %s: %w", cluster, err)
+			}
+		} else if !errors.Is(err, state.ErrNotFound) {
+			return err
+		}
+		merged := make([]check.Result, 0, len(old)+len(results))
+		for _, o := range old {
+			i := slices.IndexFunc(results, func(r check.Result) bool { return r.Name == o.Name })
+			if i >= 0 {
+				o = results[i]
+			}
+			merged = append(merged, o)
+		}
+		for _, r := range results {
+			if !slices.ContainsFunc(old, func(o check.Result) bool { return o.Name == r.Name }) {
+				merged = append(merged, r)
+			}
+		}
+		results = merged
+	}
+	return store.SaveChecks(cluster, results)
 }

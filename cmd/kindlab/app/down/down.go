@@ -11,28 +11,43 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
 // NewCommand returns the down command.
 func NewCommand(s *cli.Streams) *cobra.Command {
-	var name, kubeconfig string
+	var name, kubeconfig, fleetName string
+	var count int
 	var keepRegistry bool
 	cmd := &cobra.Command{
 		Use:   "down [LAB]",
-		Short: "Delete a lab's cluster, its kubeconfig context, and the registry when no other lab uses it",
+		Short: "Delete a lab's cluster (or a fleet's), its kubeconfig context, and the registry when no other lab uses it",
 		Long: "Delete the kind cluster of a lab (by lab name, or --name for a cluster given another name),\n" +
 			"remove its kubeconfig context and kindlab's record of it, and remove the shared registry\n" +
-			"container when no other running lab uses it. Deleting a lab that is not running is not an error.",
-		Example: "  kindlab down all-features\n  kindlab down --name sandbox-1",
+			"container when no other running lab uses it. Deleting a lab that is not running is not an error.\n\n" +
+			"A fleet (`up --count`) goes with --fleet NAME: every cluster kindlab recorded in it, however\n" +
+			"many, with its kubeconfig file from --kubeconfig-dir. `down LAB --count N` mirrors the up\n" +
+			"that made it and takes down <name>-1 … <name>-N.",
+		Example: "  kindlab down all-features\n  kindlab down --name sandbox-1\n  kindlab down --fleet nftables\n  kindlab down nftables --count 12",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cluster_ := name
 			if cluster_ == "" && len(args) == 1 {
 				cluster_ = args[0]
 			}
-			if cluster_ == "" {
-				return cli.Usagef("name the lab to take down (kindlab down LAB) or its cluster (--name)")
+			counted := cmd.Flags().Changed("count")
+			switch {
+			case fleetName != "" && (cluster_ != "" || counted):
+				return cli.Usagef("--fleet: names what to take down on its own (not with a LAB argument, --name or --count)")
+			case fleetName != "" && kubeconfig != "", counted && kubeconfig != "":
+				return cli.Usagef("--kubeconfig: not for a fleet, whose clusters are taken down from the kubeconfig each was written to")
+			case counted && count < 1:
+				return cli.Usagef("--count: %d is not a number of clusters (valid: 1 or more)", count)
+			case counted && cluster_ == "":
+				return cli.Usagef("--count: name the fleet (kindlab down LAB --count N, or --name NAME --count N)")
+			case fleetName == "" && cluster_ == "":
+				return cli.Usagef("name the lab to take down (kindlab down LAB), its cluster (--name) or its fleet (--fleet)")
 			}
 			store, err := state.Default()
 			if err != nil {
@@ -41,6 +56,18 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			p, err := cluster.NewProvider(cmd.Context(), kindcmd.NewLogger())
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
+			}
+			if fleetName != "" || counted {
+				opts := fleet.DownOptions{Name: fleetName, KeepRegistry: keepRegistry}
+				if counted {
+					opts.Name, opts.Clusters = cluster_, fleet.Members(cluster_, count)
+				}
+				res, err := fleet.Down(cmd.Context(), p, store, opts)
+				printRemoved(s, res)
+				if res != nil && len(res.Removed) == 0 && err == nil {
+					fmt.Fprintf(s.ErrOut, "Nothing to remove: no cluster of fleet %q.\n", opts.Name)
+				}
+				return err
 			}
 			if kubeconfig == "" {
 				if rec, err := store.Load(cluster_); err == nil {
@@ -53,17 +80,30 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, line := range res.Removed {
-				fmt.Fprintf(s.ErrOut, " ✓ %s\n", line)
-			}
+			printRemoved(s, res)
 			if len(res.Removed) == 0 {
-				fmt.Fprintf(s.ErrOut, "Nothing to remove: no cluster %q.\n", cluster_)
+				msg := fmt.Sprintf("Nothing to remove: no cluster %q.", cluster_)
+				if members, _ := fleet.FleetMembers(store, cluster_); len(members) > 0 {
+					msg += fmt.Sprintf(" Fleet %s has %d cluster(s): kindlab down --fleet %s", cluster_, len(members), cluster_)
+				}
+				fmt.Fprintln(s.ErrOut, msg)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "cluster name (default: the lab name)")
+	cmd.Flags().StringVar(&fleetName, "fleet", "", "take down every cluster of this fleet (kindlab up --count)")
+	cmd.Flags().IntVar(&count, "count", 0, "take down <name>-1 … <name>-N, as `up --count N` made them")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file the context was written to (default: as recorded at up)")
 	cmd.Flags().BoolVar(&keepRegistry, "keep-registry", false, "keep the shared registry container even if no lab uses it any more")
 	return cmd
+}
+
+func printRemoved(s *cli.Streams, res *down.Result) {
+	if res == nil {
+		return
+	}
+	for _, line := range res.Removed {
+		fmt.Fprintf(s.ErrOut, " ✓ %s\n", line)
+	}
 }

@@ -6,15 +6,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
+	"github.com/kindlab/kindlab/provision/state"
 )
 
 // NewCommand returns `kindlab registry`.
@@ -66,10 +70,21 @@ func newStatusCommand(s *cli.Streams, t *target) *cobra.Command {
 			if err != nil {
 				return dockerErr(err)
 			}
+			caches, err := registry.Proxies(c.Context(), o)
+			if err != nil {
+				return dockerErr(err)
+			}
 			if out.JSON() {
-				return cli.PrintJSON(s.Out, st)
+				return cli.PrintJSON(s.Out, struct {
+					*registry.Status
+					// Proxies maps each cached upstream to the endpoint nodes use.
+					Proxies map[string]string `json:"proxies,omitempty"`
+				}{st, caches})
 			}
 			printStatus(s, st)
+			for _, up := range slices.Sorted(maps.Keys(caches)) {
+				fmt.Fprintf(s.Out, "  caches:     %s through %s\n", up, caches[up])
+			}
 			return nil
 		},
 	}
@@ -94,6 +109,9 @@ type upFlags struct {
 	port  int
 	image string
 	out   cli.Output
+	// pullThrough starts registry.DefaultProxies; proxies adds others.
+	pullThrough bool
+	proxies     []string
 }
 
 // AddRegistryFlags registers --registry-port and --registry-image, the
@@ -116,6 +134,8 @@ func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
 		Long: "Start the shared registry, or reuse it: a stopped one is started, one off the kind network is connected.\n" +
 			"Refuses a container named " + registry.ContainerName + " that kindlab did not create, and a port another program holds.",
 		Example: `  kindlab registry up
+  # Cache docker.io and registry.k8s.io layers locally (kept across labs)
+  kindlab registry up --pull-through
   # Port 5001 taken on this machine
   kindlab registry up --registry-port 5002
   # No registry reachable to pull registry:2 from
@@ -126,13 +146,45 @@ func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o.HostPort, o.Image = f.port, f.image
+			var proxies []registry.Proxy
+			if f.pullThrough {
+				proxies = append(proxies, registry.DefaultProxies...)
+			}
+			for _, p := range f.proxies {
+				px, err := registry.ParseProxy(p)
+				if err != nil {
+					return cli.Usagef("%v", err)
+				}
+				proxies = append(proxies, px)
+			}
+			store, err := state.Default()
+			if err != nil {
+				return err
+			}
+			o.HostPort = f.port
+			// After `kit load` a pinned registry image is known by tag only.
+			o.Image = kit.LocalImage(c.Context(), o.Docker, store, f.image)
 			st, err := registry.Ensure(c.Context(), o)
 			if err != nil {
 				return dockerErr(err)
 			}
+			var caches []*registry.Status
+			for _, p := range proxies {
+				ps, err := registry.EnsureProxy(c.Context(), o, p)
+				if err != nil {
+					return dockerErr(fmt.Errorf("pull-through cache of %s: %w", p.Upstream, err))
+				}
+				caches = append(caches, ps)
+			}
 			if f.out.JSON() {
-				return cli.PrintJSON(s.Out, st)
+				return cli.PrintJSON(s.Out, struct {
+					*registry.Status
+					Proxies []*registry.Status `json:"proxies,omitempty"`
+				}{st, caches})
+			}
+			for i, ps := range caches {
+				fmt.Fprintf(s.Out, "pull-through cache %s of %s (%s): nodes of labs brought up from now on pull %s images through it\n",
+					ps.Name, proxies[i].Upstream, proxies[i].RemoteURL, proxies[i].Upstream)
 			}
 			verb := "reused"
 			switch {
@@ -146,6 +198,9 @@ func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
 		},
 	}
 	AddRegistryFlags(cmd, &f.port, &f.image)
+	cmd.Flags().BoolVar(&f.pullThrough, "pull-through", false,
+		"also run pull-through caches of docker.io and registry.k8s.io on the kind network, so a lab recreated downloads each layer once")
+	cmd.Flags().StringArrayVar(&f.proxies, "proxy", nil, "UPSTREAM=URL: also run a pull-through cache of another registry, e.g. quay.io=https://quay.io (repeatable)")
 	f.out.AddFlag(cmd, "text", "json")
 	return cmd
 }
@@ -154,7 +209,7 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 	var deleteData, force bool
 	cmd := &cobra.Command{
 		Use:   "down",
-		Short: "Remove the registry container (its data volume is kept unless --delete-data)",
+		Short: "Remove the registry and its pull-through caches (their volumes are kept unless --delete-data)",
 		Long: "Remove the shared registry container. What was pushed stays on its volume for the next `registry up`\n" +
 			"unless --delete-data is given. Refuses while kind clusters run (they pull from it) unless --force.",
 		Example: `  kindlab registry down
@@ -182,6 +237,13 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 			}
 			if err := registry.Remove(ctx, o, registry.RemoveOptions{DeleteData: deleteData}); err != nil {
 				return dockerErr(err)
+			}
+			caches, err := registry.RemoveProxies(ctx, o, registry.RemoveOptions{DeleteData: deleteData})
+			if err != nil {
+				return dockerErr(err)
+			}
+			for _, c := range caches {
+				fmt.Fprintf(s.Out, "pull-through cache %s removed\n", c)
 			}
 			switch {
 			case st.Absent() && !deleteData:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -23,6 +24,9 @@ type Flags struct {
 	Image          string
 	RegistryPort   int
 	ImageOverrides []string
+	// APIServerAddress is --api-server-address; "" means 127.0.0.1, or the
+	// engine's host when the engine is remote.
+	APIServerAddress string
 }
 
 // AddFlags registers the shared flags.
@@ -35,6 +39,9 @@ func (f *Flags) AddFlags(cmd *cobra.Command) {
 		"NAME=REF: run the lab's image NAME from REF instead, pinned by digest, e.g. an image built offline and pushed\n"+
 			"to the local registry (repeatable; default from $KINDLAB_IMAGE_OVERRIDES, space-separated)")
 	cmd.Flags().IntVar(&f.RegistryPort, "registry-port", render.DefaultRegistryPort, "host port of the shared local registry (127.0.0.1 only)")
+	cmd.Flags().StringVar(&f.APIServerAddress, "api-server-address", "",
+		"IP on the Docker engine's host where the API server is published and the kubeconfig points (default 127.0.0.1,\n"+
+			"or the engine host's IP when DOCKER_HOST or the docker context names a remote engine)")
 }
 
 // Plan resolves the lab an argument names and renders it.
@@ -62,17 +69,43 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 	if cluster == "" {
 		cluster = r.Name
 	}
+	apiAddr, err := f.apiServerAddress()
+	if err != nil {
+		return nil, state.Store{}, err
+	}
 	plan, err := render.Render(r, render.Options{
-		Name:           cluster,
-		StateDir:       store.ClusterDir(cluster),
-		NodeImage:      f.Image,
-		RegistryPort:   f.RegistryPort,
-		ImageOverrides: overrides,
+		Name:             cluster,
+		StateDir:         store.ClusterDir(cluster),
+		NodeImage:        f.Image,
+		RegistryPort:     f.RegistryPort,
+		ImageOverrides:   overrides,
+		APIServerAddress: apiAddr,
 	})
 	if err != nil {
 		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
 	}
 	return plan, store, nil
+}
+
+// apiServerAddress is --api-server-address, else, for a remote engine,
+// its host's IP: kind publishes the API server on the engine's host, and
+// that host's 127.0.0.1 is not this machine's. Resolving reads only the
+// environment and the docker config (and asks ssh and DNS for the host's
+// address), so render still needs no engine; an endpoint that cannot be
+// resolved is left for the engine connection to report.
+func (f *Flags) apiServerAddress() (string, error) {
+	if f.APIServerAddress != "" {
+		return f.APIServerAddress, nil
+	}
+	ep, err := dockerhost.Resolve()
+	if err != nil || !ep.Remote() {
+		return "", nil
+	}
+	ip, err := ep.HostIP()
+	if err != nil {
+		return "", fmt.Errorf("the Docker engine is remote, so the API server must be published on its address: %v (pass --api-server-address IP)", err)
+	}
+	return ip, nil
 }
 
 func envList(key string) []string { return strings.Fields(os.Getenv(key)) }

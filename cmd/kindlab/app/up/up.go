@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -14,17 +15,22 @@ import (
 	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/fleet"
+	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/up"
 )
 
 type flags struct {
 	renderapp.Flags
-	retain     bool
-	wait       time.Duration
-	kubeconfig string
-	skipChecks bool
-	regImage   string
-	out        cli.Output
+	retain        bool
+	wait          time.Duration
+	kubeconfig    string
+	skipChecks    bool
+	regImage      string
+	count         int
+	kubeconfigDir string
+	out           cli.Output
 }
 
 // NewCommand returns the up command.
@@ -37,10 +43,24 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"reuse the shared local registry, push the lab's artifacts, apply its workloads and run its\n" +
 			"checks. Running it again converges: nothing is duplicated. A failed up removes what it\n" +
 			"created unless --retain is given. The kubeconfig context kind-<name> is merged into\n" +
-			"$KUBECONFIG (or ~/.kube/config), as kind does.",
-		Example: "  kindlab up all-features\n  kindlab up nftables --name sandbox-1\n  kindlab up ./my-lab.yaml --retain",
-		Args:    cobra.ExactArgs(1),
+			"$KUBECONFIG (or ~/.kube/config), as kind does.\n\n" +
+			"--count N makes a fleet: N clusters of the lab, <name>-1 … <name>-N, each with its own API\n" +
+			"server port, created in parallel as far as the host takes (one per CPU), sharing one registry.\n" +
+			"A count the host cannot run (inotify instances, memory) is refused before anything is created.\n" +
+			"With --kubeconfig-dir DIR each cluster gets its own DIR/<cluster>.kubeconfig to hand out;\n" +
+			"otherwise the contexts are merged into the default kubeconfig. A cluster that fails is removed\n" +
+			"(unless --retain) and named in the error; the others stay up and the exit code is 1.\n" +
+			"Take a fleet down with `kindlab down --fleet <name>`.",
+		Example: "  kindlab up all-features\n  kindlab up nftables --name sandbox-1\n  kindlab up ./my-lab.yaml --retain\n" +
+			"  kindlab up nftables --count 12 --kubeconfig-dir ./attendees   # nftables-1 … nftables-12",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if cmd.Flags().Changed("count") {
+				return f.runFleet(cmd, s, args[0])
+			}
+			if f.kubeconfigDir != "" {
+				return cli.Usagef("--kubeconfig-dir: only with --count (for one cluster, use --kubeconfig FILE)")
+			}
 			plan, store, err := f.Plan(args[0])
 			if err != nil {
 				return err
@@ -89,6 +109,115 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().BoolVar(&f.skipChecks, "skip-checks", false, "apply workloads but do not run the checks")
 	cmd.Flags().StringVar(&f.regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
 		"registry image to run instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
+	cmd.Flags().IntVar(&f.count, "count", 0, "bring up N clusters of the lab, <name>-1 … <name>-N (a fleet, one per attendee)")
+	cmd.Flags().StringVar(&f.kubeconfigDir, "kubeconfig-dir", "", "with --count: write one kubeconfig file per cluster, DIR/<cluster>.kubeconfig")
 	f.out.AddFlag(cmd, "table", "json")
 	return cmd
+}
+
+// runFleet is `up --count N`.
+func (f *flags) runFleet(cmd *cobra.Command, s *cli.Streams, arg string) error {
+	if f.count < 1 {
+		return cli.Usagef("--count: %d is not a number of clusters (valid: 1 or more)", f.count)
+	}
+	if f.kubeconfig != "" {
+		return cli.Usagef("--kubeconfig: not with --count, where each cluster has its own context (use --kubeconfig-dir DIR for one file per cluster)")
+	}
+	_, labName, err := f.Labs.LabArg(arg)
+	if err != nil {
+		return err
+	}
+	name := f.Name
+	if name == "" {
+		name = labName
+	}
+	// The first render reports a bad lab or flag as a single up would.
+	if _, _, err := f.Plan(arg); err != nil {
+		return err
+	}
+	store, err := state.Default()
+	if err != nil {
+		return err
+	}
+	res, err := fleet.Up(cmd.Context(), fleet.Options{
+		Name:  name,
+		Count: f.count,
+		Render: func(cluster string) (*render.Plan, error) {
+			g := f.Flags
+			g.Name = cluster
+			plan, _, err := g.Plan(arg)
+			return plan, err
+		},
+		Store:         store,
+		KubeconfigDir: f.kubeconfigDir,
+		Retain:        f.retain,
+		Wait:          f.wait,
+		SkipChecks:    f.skipChecks,
+		RegistryImage: f.regImage,
+		Status:        s.ErrOut,
+	})
+	var ie *fleet.InputError
+	if errors.As(err, &ie) {
+		return cli.WithCode(cli.ExitUsage, err)
+	}
+	if errors.Is(err, cluster.ErrNoEngine) {
+		return cli.WithCode(cli.ExitNoDocker, err)
+	}
+	if res == nil {
+		return err
+	}
+	if f.out.JSON() {
+		if perr := cli.PrintJSON(s.Out, res); perr != nil {
+			return perr
+		}
+	} else if perr := printFleet(s, res); perr != nil {
+		return perr
+	}
+	if err != nil {
+		return err
+	}
+	if res.ChecksFailed() {
+		return cli.WithCode(cli.ExitCheckFailed, errors.New("some feature checks failed (see the table)"))
+	}
+	return nil
+}
+
+func printFleet(s *cli.Streams, res *fleet.Result) error {
+	w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "CLUSTER\tRESULT\tCHECKS\tSERVER\tKUBECONFIG\tTIME")
+	for _, m := range res.Clusters {
+		checks := "-"
+		if len(m.Checks) > 0 {
+			pass := 0
+			for _, c := range m.Checks {
+				if c.Status != check.Fail {
+					pass++
+				}
+			}
+			checks = fmt.Sprintf("%d/%d ok", pass, len(m.Checks))
+		}
+		kc := m.Kubeconfig
+		if kc == "" {
+			kc = "(default) " + m.Context
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", m.Cluster, m.Result, checks, orDash(m.Server), kc, m.Duration.Round(time.Second))
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	for _, m := range res.Clusters {
+		if m.Error != "" {
+			fmt.Fprintf(s.Out, "\n%s: %s\n", m.Cluster, m.Error)
+		}
+	}
+	fmt.Fprintf(s.ErrOut, "Fleet %s: %d of %d cluster(s) up in %s (%d at a time). Take it down with: kindlab down --fleet %s\n",
+		res.Fleet, len(res.Clusters)-res.Failed(), len(res.Clusters), res.Duration.Round(time.Second), res.Parallel, res.Fleet)
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -1,0 +1,184 @@
+// Package kit is `kindlab kit`: offline kits for workshops.
+package kit
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
+	"github.com/kindlab/kindlab/provision/kit"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/state"
+)
+
+// NewCommand returns the kit command group.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "kit",
+		Short: "Save a lab's images into one file and load it where there is no network",
+		Long: "An offline kit is one tar file (an OCI image layout) holding everything a lab needs: the node\n" +
+			"image, the registry image, every workload image and every artifact, each by digest. Make it\n" +
+			"once where there is a network; on each machine `kindlab kit load` puts the node and registry\n" +
+			"images into Docker and the rest into the local registry, after verifying every digest. Then\n" +
+			"`kindlab up LAB` pulls nothing from the internet: nodes resolve registry.k8s.io, docker.io and\n" +
+			"every registry the lab names through the local registry first.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	cmd.AddCommand(newSave(s), newLoad(s), newInspect(s))
+	return cmd
+}
+
+type saveFlags struct {
+	renderapp.Flags
+	output    string
+	platforms []string
+	regImage  string
+}
+
+func newSave(s *cli.Streams) *cobra.Command {
+	f := &saveFlags{}
+	cmd := &cobra.Command{
+		Use:   "save LAB|FILE -o KIT",
+		Short: "Write a lab's offline kit",
+		Long: "Collect the lab's node image and registry image (from the Docker engine, else their registry),\n" +
+			"its workload images (from the local registry, else upstream) and its artifacts (built from the\n" +
+			"lab's files) into one tar file. Images are cached by digest under $KINDLAB_CACHE/kit, so saving\n" +
+			"an unchanged lab again reads nothing and leaves an up-to-date kit file untouched.",
+		Example: "  kindlab kit save all-features -o workshop-kit.tar\n" +
+			"  kindlab kit save nftables -o kit.tar --platform linux/amd64,linux/arm64",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.output == "" {
+				return cli.Usagef("--output (-o): name the kit file to write, e.g. -o workshop-kit.tar")
+			}
+			platforms, err := kit.ParsePlatforms(f.platforms)
+			if err != nil {
+				return cli.Usagef("%v", err)
+			}
+			plan, store, err := f.Plan(args[0])
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := kit.Save(cmd.Context(), kit.SaveOptions{
+				Plan: plan, RegistryImage: f.regImage, Platforms: platforms, Output: f.output, Store: &store,
+				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
+			})
+			if err != nil {
+				return err
+			}
+			verb := "Wrote"
+			if res.Unchanged {
+				verb = "Up to date:"
+			}
+			fmt.Fprintf(s.ErrOut, "%s %s: lab %s, %d images, %.1f MiB, %v (%s)\n", verb, res.File, res.Lab, len(res.Entries),
+				float64(res.Size)/(1<<20), res.Platforms, time.Since(start).Round(100*time.Millisecond))
+			return nil
+		},
+	}
+	f.AddFlags(cmd)
+	cmd.Flags().StringVarP(&f.output, "output", "o", "", "kit file to write (required)")
+	cmd.Flags().StringSliceVar(&f.platforms, "platform", nil, "platforms to carry, e.g. linux/amd64,linux/arm64 (default: the Docker engine's)")
+	cmd.Flags().StringVar(&f.regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
+		"registry image to carry instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
+	return cmd
+}
+
+type loadFlags struct {
+	lab  string
+	port int
+	out  cli.Output
+}
+
+func newLoad(s *cli.Streams) *cobra.Command {
+	f := &loadFlags{}
+	cmd := &cobra.Command{
+		Use:   "load KIT",
+		Short: "Verify a kit and load it into Docker and the local registry",
+		Long: "Verify every blob of the kit against its digest, then load the node and registry images into\n" +
+			"the Docker engine and the workload images and artifacts into the local registry (started if\n" +
+			"needed). A damaged or tampered kit is refused before anything is loaded. Loading the same kit\n" +
+			"again loads nothing.",
+		Example: "  kindlab kit load workshop-kit.tar && kindlab up all-features",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, err := state.Default()
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			res, err := kit.Load(cmd.Context(), kit.LoadOptions{
+				File: args[0], Lab: f.lab, Store: store,
+				Registry: registry.Options{HostPort: f.port},
+				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
+			})
+			if err != nil {
+				var ke *kit.Error
+				if errors.As(err, &ke) {
+					return err
+				}
+				return fmt.Errorf("load kit %s: %w", args[0], err)
+			}
+			if f.out.JSON() {
+				return cli.PrintJSON(s.Out, res)
+			}
+			printLoaded(s.Out, res)
+			fmt.Fprintf(s.ErrOut, "Loaded %s (lab %s): %.1f MiB verified, %.1f MiB loaded in %s. Next: kindlab up %s\n",
+				res.File, res.Lab, float64(res.BytesVerified)/(1<<20), float64(res.BytesLoaded)/(1<<20),
+				time.Since(start).Round(100*time.Millisecond), res.Lab)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&f.lab, "lab", "", "refuse the kit unless it is for this lab")
+	cmd.Flags().IntVar(&f.port, "registry-port", registry.DefaultHostPort, "host port of the shared local registry (127.0.0.1 only)")
+	f.out.AddFlag(cmd, "table", "json")
+	return cmd
+}
+
+func printLoaded(w io.Writer, res *kit.LoadResult) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tREFERENCE\tINTO\tSTATE")
+	for _, im := range res.Images {
+		st := "loaded"
+		if im.AlreadyThere {
+			st = "already there"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Role, im.Reference, im.Into, st)
+	}
+	tw.Flush()
+}
+
+func newInspect(s *cli.Streams) *cobra.Command {
+	var out cli.Output
+	cmd := &cobra.Command{
+		Use:   "inspect KIT",
+		Short: "List what a kit holds (without verifying content)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			man, err := kit.Open(args[0])
+			if err != nil {
+				return err
+			}
+			if out.JSON() {
+				return cli.PrintJSON(s.Out, man)
+			}
+			fmt.Fprintf(s.Out, "Lab %s, kit format %d, platforms %v, %.1f MiB\n", man.Lab, man.Format, man.Platforms, float64(man.Size)/(1<<20))
+			tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ROLE\tNAME\tREFERENCE\tDIGEST\tMIB")
+			for _, e := range man.Entries {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\n", e.Role, e.Name, e.Reference, e.Digest[:19], float64(e.Size)/(1<<20))
+			}
+			return tw.Flush()
+		},
+	}
+	out.AddFlag(cmd, "table", "json")
+	return cmd
+}

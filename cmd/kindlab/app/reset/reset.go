@@ -1,0 +1,148 @@
+// Package reset is `kindlab reset LAB`: put a running lab back to how `up`
+// left it without recreating the cluster.
+package reset
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/reset"
+	"github.com/kindlab/kindlab/provision/state"
+	"github.com/kindlab/kindlab/provision/workload"
+)
+
+// NewCommand returns the reset command.
+func NewCommand(s *cli.Streams) *cobra.Command {
+	var (
+		labs       cli.LabFlags
+		out        cli.Output
+		name       string
+		regImage   string
+		full       bool
+		skipChecks bool
+		timeout    time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "reset LAB",
+		Short: "Put a running lab's workloads, artifacts and checks back to how up left them, in seconds",
+		Long: "An attendee broke the lab: reset puts it back to its start without recreating the cluster.\n\n" +
+			"Objects of the lab that were deleted are created again; objects someone changed (kubectl edit,\n" +
+			"scale, patch, label …) and pods that restarted or are not ready are deleted and created again;\n" +
+			"anything else in the lab's namespaces (a stray pod, an added Service) is deleted. Pods go with\n" +
+			"grace period 0 where that is safe. The lab's artifacts are pushed again (a tag overwritten in the\n" +
+			"registry is put back), the workloads applied and waited for, and the checks run as `kindlab check`\n" +
+			"does. Nodes, control plane, registry and cluster-wide objects an attendee made are left alone;\n" +
+			"--full recreates every object of the lab's namespaces, changed or not.\n\n" +
+			"Only a cluster kindlab brought up with this lab is reset.\n\n" +
+			"Exit codes: 0 reset and every check passed, 3 a check failed, 2 not a cluster of this lab.",
+		Example: "  kindlab reset all-features\n  kindlab reset nftables --name ws-3 -o json\n  kindlab reset all-features --full --skip-checks",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, labName, err := labs.LabArg(args[0])
+			if err != nil {
+				return err
+			}
+			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
+			if err != nil {
+				return err
+			}
+			if name == "" {
+				name = r.Name
+			}
+			store, err := state.Default()
+			if err != nil {
+				return err
+			}
+			rec, err := store.Load(name)
+			if errors.Is(err, state.ErrNotFound) {
+				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
+			}
+			if err != nil {
+				return err
+			}
+			if rec.Lab != r.Name {
+				return cli.Usagef("cluster %s runs lab %s, not %s (kindlab reset %s --name %s)", name, rec.Lab, r.Name, rec.Lab, name)
+			}
+			// Reset to what the lab came up with: its images and registry port.
+			if err := r.OverrideImages(rec.ImageOverrides); err != nil {
+				return err
+			}
+			p, err := cluster.NewProvider(cmd.Context(), nil)
+			if err != nil {
+				return cli.WithCode(cli.ExitNoDocker, err)
+			}
+			h, err := p.Connect(name)
+			if err != nil {
+				return err
+			}
+			port := 0
+			if r.Registry {
+				port = rec.RegistryPort
+				if port == 0 {
+					port = registry.DefaultHostPort
+				}
+			}
+			if !out.JSON() {
+				fmt.Fprintf(s.ErrOut, "Resetting lab %s on cluster %s…\n", r.Name, name)
+			}
+			res, err := reset.Run(cmd.Context(), name, h.RESTConfig, reset.Options{
+				Lab:           r,
+				RegistryPort:  port,
+				RegistryImage: regImage,
+				Full:          full,
+				SkipChecks:    skipChecks,
+				Timeout:       timeout,
+				Status:        s.ErrOut,
+				Nodes:         h,
+			})
+			if err != nil {
+				return fmt.Errorf("reset %s: %w", name, err)
+			}
+			// The last check run is what `kindlab bundle` reports, as after
+			// up and check; the lab is reset either way, so only a warning.
+			if len(res.Checks) > 0 {
+				if err := store.SaveChecks(name, res.Checks); err != nil {
+					fmt.Fprintf(s.ErrOut, "warning: %v\n", err)
+				}
+			}
+			if out.JSON() {
+				if err := cli.PrintJSON(s.Out, res); err != nil {
+					return err
+				}
+			} else {
+				for _, ch := range res.Changes {
+					fmt.Fprintf(s.ErrOut, "   %s %s: %s\n", ch.Action, ch.Object, ch.Why)
+				}
+				if len(res.Checks) > 0 {
+					if err := check.PrintTable(s.Out, res.Checks); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(s.ErrOut, "Lab %s on cluster %s is back to its start (%d object(s) put back, workloads ready in %s).\n",
+					r.Name, name, len(res.Changes), res.Restore.Round(100*time.Millisecond))
+			}
+			if n := check.Failed(res.Checks); n > 0 {
+				return cli.WithCode(cli.ExitCheckFailed, fmt.Errorf("%d of %d checks failed after the reset", n, len(res.Checks)))
+			}
+			return nil
+		},
+	}
+	labs.AddFlags(cmd)
+	out.AddFlag(cmd, "table", "json")
+	cmd.Flags().StringVar(&name, "name", "", "cluster name (default: the lab's name)")
+	cmd.Flags().BoolVar(&full, "full", false, "recreate every object of the lab's namespaces, changed or not")
+	cmd.Flags().BoolVar(&skipChecks, "skip-checks", false, "stop once the workloads are ready again")
+	cmd.Flags().DurationVar(&timeout, "timeout", workload.DefaultTimeout, "how long to wait for deletions and for the workloads to be ready")
+	cmd.Flags().StringVar(&regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
+		"registry image to start should the registry be gone (default $KINDLAB_REGISTRY_IMAGE)")
+	return cmd
+}

@@ -1,0 +1,355 @@
+package bundle
+
+import (
+	"archive/tar"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// maxManifest bounds bundle.json: it lists files, it does not hold them.
+const maxManifest = 64 << 20
+
+// writeArchive lists every file under stage in the manifest (size and
+// sha256, so a damaged bundle is refused as a whole) and writes the tar.gz,
+// bundle.json first so a reader learns the format version before anything
+// else. It writes beside out and renames, so a failure never leaves a
+// half-written bundle under the name the user asked for.
+func writeArchive(stage, out string, m *Manifest) (err error) {
+	m.Files = nil
+	err = filepath.WalkDir(stage, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(stage, p)
+		rel = filepath.ToSlash(rel)
+		if rel == "." {
+			return nil
+		}
+		switch {
+		case d.IsDir():
+			// Only the lab tree's directories are entries: an empty one
+			// counts in an artifact's digest. Others are implied by files.
+			if strings.HasPrefix(rel, LabDir+"/") {
+				m.Files = append(m.Files, FileEntry{Path: rel, Dir: true})
+			}
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			m.Files = append(m.Files, FileEntry{Path: rel, Link: target})
+		case d.Type().IsRegular():
+			f, err := os.Open(p)
+			if err != nil {
+				return err
+			}
+			h := sha256.New()
+			n, err := io.Copy(h, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+			m.Files = append(m.Files, FileEntry{Path: rel, Size: n, SHA256: hex.EncodeToString(h.Sum(nil))})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("list bundle files: %w", err)
+	}
+	sort.Slice(m.Files, func(i, j int) bool { return m.Files[i].Path < m.Files[j].Path })
+	manifest, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", ManifestFile, err)
+	}
+	manifest = append(manifest, '\n')
+
+	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	gz, _ := gzip.NewWriterLevel(tmp, gzip.BestCompression)
+	tw := tar.NewWriter(gz)
+	mtime := m.CreatedAt
+	hdr := func(name string, typ byte, size int64, mode int64) *tar.Header {
+		return &tar.Header{Name: name, Typeflag: typ, Size: size, Mode: mode, ModTime: mtime, Format: tar.FormatPAX}
+	}
+	if err := tw.WriteHeader(hdr(ManifestFile, tar.TypeReg, int64(len(manifest)), 0o644)); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	if _, err := tw.Write(manifest); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	for _, f := range m.Files {
+		switch {
+		case f.Dir:
+			err = tw.WriteHeader(hdr(f.Path+"/", tar.TypeDir, 0, 0o755))
+		case f.Link != "":
+			h := hdr(f.Path, tar.TypeSymlink, 0, 0o777)
+			h.Linkname = f.Link
+			err = tw.WriteHeader(h)
+		default:
+			err = copyInto(tw, hdr(f.Path, tar.TypeReg, f.Size, 0o644), filepath.Join(stage, filepath.FromSlash(f.Path)))
+		}
+		if err != nil {
+			return fmt.Errorf("write bundle %s: %s: %w", out, f.Path, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	if err := gz.Close(); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	// CreateTemp makes the file 0600; a bundle is a file to hand on.
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	if err := os.Rename(tmp.Name(), out); err != nil {
+		return fmt.Errorf("write bundle %s: %w", out, err)
+	}
+	return nil
+}
+
+func copyInto(tw *tar.Writer, h *tar.Header, file string) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := tw.WriteHeader(h); err != nil {
+		return err
+	}
+	_, err = io.CopyN(tw, f, h.Size)
+	return err
+}
+
+// Bundle is a bundle read and verified by Open.
+type Bundle struct {
+	// Path is the file it was read from.
+	Path     string
+	Manifest Manifest
+	// files holds the small entries replay needs; logs and objects are
+	// verified but not kept.
+	files map[string][]byte
+}
+
+// File returns the content of one of the bundle's small entries (anything
+// outside logs/ and objects/).
+func (b *Bundle) File(name string) ([]byte, bool) {
+	d, ok := b.files[name]
+	return d, ok
+}
+
+func kept(name string) bool {
+	return !strings.HasPrefix(name, LogsDir+"/") && !strings.HasPrefix(name, ObjectsDir+"/")
+}
+
+// Open reads a bundle and verifies all of it before anything is done with
+// it: the format version first (a newer one is refused without reading
+// further), then every entry against the sizes and digests bundle.json
+// lists, and the gzip checksum at the very end. A truncated, damaged or
+// altered bundle is an ErrBadBundle error of one line naming the file.
+func Open(file string) (*Bundle, error) {
+	b := &Bundle{Path: file, files: map[string][]byte{}}
+	m, err := read(file, func(name string, data []byte) error {
+		if kept(name) {
+			b.files[name] = data
+		}
+		return nil
+	}, kept)
+	if err != nil {
+		return nil, err
+	}
+	b.Manifest = *m
+	return b, nil
+}
+
+// Walk reads and verifies a bundle like Open and calls fn with every regular
+// file in it, bundle.json first. Tests and tools use it to look at all of a
+// bundle, logs included.
+func Walk(file string, fn func(name string, data []byte) error) error {
+	_, err := read(file, fn, func(string) bool { return true })
+	return err
+}
+
+// read streams the archive once. want says which entries fn gets (and so
+// which are held in memory); every entry is verified either way.
+func read(file string, fn func(name string, data []byte) error, want func(string) bool) (*Manifest, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("open bundle: %w", err)
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		return nil, badf(file, "not a kindlab bundle: not gzip-compressed (%v); `kindlab bundle create` writes a .tar.gz", err)
+	}
+	tr := tar.NewReader(gz)
+	h, err := tr.Next()
+	if err != nil {
+		return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
+	}
+	if h.Name != ManifestFile {
+		return nil, badf(file, "not a kindlab bundle: its first entry is %q, not %s", h.Name, ManifestFile)
+	}
+	if h.Size > maxManifest {
+		return nil, badf(file, "%s is %d bytes, more than a bundle's manifest can be (%d)", ManifestFile, h.Size, maxManifest)
+	}
+	raw, err := io.ReadAll(tr)
+	if err != nil {
+		return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
+	}
+	// The version is read on its own first: a newer manifest may not decode
+	// into this kindlab's types at all.
+	var v struct {
+		FormatVersion *int `json:"formatVersion"`
+	}
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, badf(file, "%s is not valid JSON: %v", ManifestFile, err)
+	}
+	switch {
+	case v.FormatVersion == nil || *v.FormatVersion < 1:
+		return nil, badf(file, "%s has no formatVersion (valid: 1 to %d)", ManifestFile, FormatVersion)
+	case *v.FormatVersion > FormatVersion:
+		return nil, badf(file, "bundle format version %d is newer than this kindlab reads (%d): use a newer kindlab", *v.FormatVersion, FormatVersion)
+	}
+	var m Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, badf(file, "%s: %v", ManifestFile, err)
+	}
+	if err := fn(ManifestFile, raw); err != nil {
+		return nil, err
+	}
+	expect := map[string]FileEntry{}
+	for _, e := range m.Files {
+		if !validEntryPath(e.Path) || e.Path == ManifestFile {
+			return nil, badf(file, "%s lists %q, which is not a path inside a bundle", ManifestFile, e.Path)
+		}
+		if e.Link != "" && !linkStaysInLab(e.Path, e.Link) {
+			return nil, badf(file, "symlink %s -> %s leaves the lab tree", e.Path, e.Link)
+		}
+		expect[e.Path] = e
+	}
+	for p := range expect {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			if expect[d].Link != "" {
+				return nil, badf(file, "%s is listed below the symlink %s (the bundle was altered)", p, d)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
+		}
+		name := strings.TrimSuffix(h.Name, "/")
+		e, ok := expect[name]
+		if !ok || seen[name] {
+			return nil, badf(file, "entry %q is not listed in %s (the bundle was altered)", h.Name, ManifestFile)
+		}
+		seen[name] = true
+		switch h.Typeflag {
+		case tar.TypeDir:
+			if !e.Dir {
+				return nil, badf(file, "entry %q is a directory, %s lists a file", name, ManifestFile)
+			}
+		case tar.TypeSymlink:
+			if e.Link == "" || e.Link != h.Linkname {
+				return nil, badf(file, "symlink %q does not match %s", name, ManifestFile)
+			}
+		case tar.TypeReg:
+			if e.Dir || e.Link != "" || h.Size != e.Size {
+				return nil, badf(file, "entry %q does not match its size in %s", name, ManifestFile)
+			}
+			hash := sha256.New()
+			var data []byte
+			if want(name) {
+				data = make([]byte, 0, h.Size)
+				buf := &sliceWriter{b: data}
+				_, err = io.Copy(io.MultiWriter(hash, buf), tr)
+				data = buf.b
+			} else {
+				_, err = io.Copy(hash, tr)
+			}
+			if err != nil {
+				return nil, badf(file, "corrupt or truncated bundle: %s: %v", name, readErr(err))
+			}
+			if hex.EncodeToString(hash.Sum(nil)) != e.SHA256 {
+				return nil, badf(file, "%s does not match its sha256 in %s (the bundle was damaged or altered)", name, ManifestFile)
+			}
+			if want(name) {
+				if err := fn(name, data); err != nil {
+					return nil, err
+				}
+			}
+		default:
+			return nil, badf(file, "entry %q has tar type %q; bundles hold files, directories and symlinks", h.Name, h.Typeflag)
+		}
+	}
+	// The tar end marker comes before gzip's checksum and length: read on,
+	// or a damaged tail goes unnoticed.
+	if _, err := io.Copy(io.Discard, gz); err != nil {
+		return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
+	}
+	if len(seen) != len(expect) {
+		var missing []string
+		for p := range expect {
+			if !seen[p] {
+				missing = append(missing, p)
+			}
+		}
+		sort.Strings(missing)
+		return nil, badf(file, "truncated bundle: %d of the %d files %s lists are missing (first: %s)", len(missing), len(expect), ManifestFile, missing[0])
+	}
+	return &m, nil
+}
+
+type sliceWriter struct{ b []byte }
+
+func (w *sliceWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
+
+func readErr(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+func validEntryPath(p string) bool {
+	return fs.ValidPath(p) && p != "." && !strings.Contains(p, "\\")
+}
+
+// linkStaysInLab says whether a symlink of the lab tree points inside the
+// same tree (lab/builtin or lab/disk), so extracting it cannot reach out.
+func linkStaysInLab(p, target string) bool {
+	parts := strings.SplitN(p, "/", 3)
+	if len(parts) < 3 || parts[0] != LabDir || path.IsAbs(target) {
+		return false
+	}
+	root := parts[0] + "/" + parts[1] + "/"
+	return strings.HasPrefix(path.Join(path.Dir(p), target)+"/", root)
+}

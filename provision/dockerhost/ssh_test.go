@@ -1,0 +1,339 @@
+package dockerhost_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/registry/registrytest"
+)
+
+// sshEngine is this machine's engine seen as a remote one: a real sshd of
+// the test's own on a loopback port, reached by plain ssh with a key of
+// the test's own, running `docker system dial-stdio` on "the remote".
+type sshEngine struct {
+	// URL is the DOCKER_HOST to use: ssh://root@127.0.0.1:PORT/<socket>.
+	URL string
+	// Opts is KINDLAB_SSH_OPTS for the test's key.
+	Opts string
+	// Dir holds the keys.
+	Dir string
+	// InfoID is the engine's ID, as the local socket reports it.
+	InfoID string
+}
+
+func startSSHEngine(t *testing.T) *sshEngine {
+	t.Helper()
+	local := registrytest.Docker(t) // the engine, before the test points DOCKER_HOST elsewhere
+	info, err := local.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(local.DaemonHost(), "unix://") {
+		registrytest.SkipOrFail(t, "the engine is not on a local socket ("+local.DaemonHost()+"): sshd here cannot reach it")
+	}
+	sshd := "/usr/sbin/sshd"
+	if _, err := os.Stat(sshd); err != nil {
+		registrytest.SkipOrFail(t, "sshd not installed (apt-get install openssh-server, or `make deps`)")
+	}
+	for _, tool := range []string{"ssh", "ssh-keygen", "docker"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			registrytest.SkipOrFail(t, tool+" not on PATH (apt-get install openssh-client; the docker CLI runs dial-stdio)")
+		}
+	}
+	if os.Geteuid() != 0 {
+		registrytest.SkipOrFail(t, "sshd for the test runs as root (it logs in as root)")
+	}
+	// sshd refuses to start without its privilege separation directory,
+	// which the Debian service would create.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, key := range []string{"host_key", "id"} {
+		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kindlab-test", "-f", filepath.Join(dir, key)).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen: %v: %s", err, out)
+		}
+	}
+	pub, err := os.ReadFile(filepath.Join(dir, "id.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`HostKey %[1]s/host_key
+AuthorizedKeysFile %[1]s/authorized_keys
+ListenAddress 127.0.0.1
+PidFile none
+StrictModes no
+UsePAM no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+LogLevel ERROR
+`, dir)
+	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := registrytest.FreePort(t)
+	// Logs to a file: a pipe would be held open by the per-connection
+	// sshd processes that idle clients (registry.Options with a nil Docker
+	// makes its own) keep alive, and Wait would wait for them.
+	logFile := filepath.Join(dir, "sshd.log")
+	cmd := exec.Command(sshd, "-D", "-E", logFile, "-f", filepath.Join(dir, "sshd_config"), "-p", strconv.Itoa(port))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logFile)
+			t.Fatalf("sshd did not listen on %s: %v; its log: %s", addr, err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return &sshEngine{
+		URL:    fmt.Sprintf("ssh://root@%s%s", addr, strings.TrimPrefix(local.DaemonHost(), "unix://")),
+		Opts:   fmt.Sprintf("-F /dev/null -i %s -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR", filepath.Join(dir, "id")),
+		Dir:    dir,
+		InfoID: info.ID,
+	}
+}
+
+// TestSSHEngine drives this machine's engine as DOCKER_HOST=ssh://…: the
+// API answers through ssh, and the registry is created, inspected and
+// removed over it.
+func TestSSHEngine(t *testing.T) {
+	e := startSSHEngine(t)
+	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
+	t.Setenv("DOCKER_CONTEXT", "")
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	t.Setenv("DOCKER_HOST", e.URL)
+
+	c, ep, err := dockerhost.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if ep.Source != dockerhost.SourceEnv || !ep.Remote() || ep.Hostname() != "127.0.0.1" {
+		t.Errorf("endpoint %+v: want remote 127.0.0.1 from DOCKER_HOST", ep)
+	}
+	if !dockerhost.IsRemote(c.DaemonHost()) {
+		t.Errorf("DaemonHost %s counts as local", c.DaemonHost())
+	}
+	pingAndInfo(t, c, e)
+	registryRoundTrip(t, registrytest.Options(t, c))
+}
+
+// TestSSHContext reaches the same engine through a docker context whose
+// endpoint is the ssh URL, as `docker context use` leaves it, and runs the
+// registry through registry.NewDockerClient (Options.Docker nil).
+func TestSSHContext(t *testing.T) {
+	e := startSSHEngine(t)
+	cfg := t.TempDir()
+	writeContext(t, cfg, "kindlab-ssh-test", e.URL, false)
+	writeCurrent(t, cfg, "kindlab-ssh-test")
+	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
+	t.Setenv("DOCKER_HOST", "")
+	t.Setenv("DOCKER_CONTEXT", "")
+	t.Setenv("DOCKER_CONFIG", cfg)
+
+	c, ep, err := dockerhost.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if !ep.FromContext() || ep.Context != "kindlab-ssh-test" || ep.Host != e.URL || !ep.Remote() {
+		t.Errorf("endpoint %+v: want the context's ssh URL", ep)
+	}
+	pingAndInfo(t, c, e)
+	rc, err := registry.NewDockerClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if !dockerhost.IsRemote(rc.DaemonHost()) {
+		t.Errorf("registry.NewDockerClient did not follow the context: %s", rc.DaemonHost())
+	}
+	o := registrytest.Options(t, c)
+	o.Docker = nil // registry.NewDockerClient, from the context
+	registryRoundTrip(t, o)
+
+	// DOCKER_CONTEXT names the same context with config.json saying otherwise.
+	writeCurrent(t, cfg, "default")
+	t.Setenv("DOCKER_CONTEXT", "kindlab-ssh-test")
+	c2, ep, err := dockerhost.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if ep.ContextFrom != "DOCKER_CONTEXT" {
+		t.Errorf("endpoint %+v", ep)
+	}
+	pingAndInfo(t, c2, e)
+}
+
+func pingAndInfo(t *testing.T, c *client.Client, e *sshEngine) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatalf("ping over %s: %v", c.DaemonHost(), err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatalf("info over %s: %v", c.DaemonHost(), err)
+	}
+	if info.ID != e.InfoID {
+		t.Errorf("engine %s over ssh, %s locally: not the same engine", info.ID, e.InfoID)
+	}
+}
+
+// registryRoundTrip runs Ensure, Inspect and Remove on a remote engine.
+// Its ports are not probed from here (they are the remote's), so the test
+// checks the registry answers itself: "the remote" is this machine.
+func registryRoundTrip(t *testing.T, o registry.Options) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	st, err := registry.Ensure(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || !st.Created || st.HostPort != o.HostPort {
+		t.Errorf("ensure: %+v", st)
+	}
+	st, err = registry.Inspect(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Running || st.HostPort != o.HostPort || st.Ready {
+		t.Errorf("inspect: %+v (a remote registry is running but not probed from here)", st)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/v2/", o.HostPort)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := hc.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry made over ssh does not answer on %s: %v", url, err)
+		}
+	}
+	if err := registry.Remove(ctx, o, registry.RemoveOptions{DeleteData: true}); err != nil {
+		t.Fatal(err)
+	}
+	st, err = registry.Inspect(ctx, o)
+	if err != nil || !st.Absent() {
+		t.Errorf("after remove: %+v %v", st, err)
+	}
+}
+
+// TestSSHFailuresAndCleanup: a refused key fails in one line with ssh's
+// own reason, and closing a client ends its ssh processes.
+func TestSSHFailuresAndCleanup(t *testing.T) {
+	e := startSSHEngine(t)
+	t.Setenv("DOCKER_HOST", e.URL)
+	before := sshChildren(t)
+
+	t.Setenv(dockerhost.SSHOptsEnv, strings.Replace(e.Opts, filepath.Join(e.Dir, "id"), filepath.Join(e.Dir, "host_key"), 1))
+	bad, _, err := dockerhost.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err = bad.Ping(ctx)
+	bad.Close()
+	if err == nil || !strings.Contains(err.Error(), "Permission denied") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("a refused key: %v, want one line with ssh's reason", err)
+	}
+
+	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
+	c, _, err := dockerhost.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var started []int
+	for pid := range sshChildren(t) {
+		if !before[pid] {
+			started = append(started, pid)
+		}
+	}
+	if len(started) == 0 {
+		t.Fatal("no ssh process ran the connection")
+	}
+	c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := sshChildren(t)
+		alive := 0
+		for _, pid := range started {
+			if left[pid] {
+				alive++
+			}
+		}
+		if alive == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d ssh processes outlived the closed client", alive)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sshChildren are the ssh processes this test process started.
+func sshChildren(t *testing.T) map[int]bool {
+	t.Helper()
+	out := map[int]bool{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
+		}
+		fields := strings.Fields(s[end+1:])
+		if s[open+1:end] != "ssh" || len(fields) < 2 {
+			continue
+		}
+		if ppid, _ := strconv.Atoi(fields[1]); ppid == os.Getpid() {
+			pid, _ := strconv.Atoi(strings.Fields(s)[0])
+			out[pid] = true
+		}
+	}
+	return out
+}

@@ -1,0 +1,585 @@
+// Package fleet brings up several clusters of one lab side by side, one per
+// attendee (`kindlab up LAB --count N`): clusters NAME-1 … NAME-N, each with
+// its own API server port and, with a kubeconfig directory, its own
+// kubeconfig file to hand out. Every cluster is an ordinary `up` (package
+// up); the fleet adds what only several clusters need: refusing more than
+// the host can run before anything is created, creating them in parallel up
+// to what the host takes, the shared registry started once, and a report
+// per cluster.
+//
+// A cluster that fails does not stop the others: it is cleaned up as a
+// failed `up` is (unless Retain), the others stay up, and Up returns an
+// error naming it and why, so the caller exits non-zero.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+	kindcluster "sigs.k8s.io/kind/pkg/cluster"
+	kindexec "sigs.k8s.io/kind/pkg/exec"
+
+	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/state"
+	"github.com/kindlab/kindlab/provision/up"
+)
+
+// Options shape one fleet.
+type Options struct {
+	// Name is the fleet's name; its clusters are Name-1 … Name-Count.
+	Name  string
+	Count int
+	// Render renders the plan of one cluster of the fleet.
+	Render func(cluster string) (*render.Plan, error)
+	Store  state.Store
+	// KubeconfigDir, if set, gets one kubeconfig file per cluster,
+	// DIR/<cluster>.kubeconfig; otherwise the contexts are merged into the
+	// default kubeconfig as a single `up` does.
+	KubeconfigDir string
+	// Retain keeps the nodes of a cluster that failed, for debugging.
+	Retain        bool
+	Wait          time.Duration
+	SkipChecks    bool
+	RegistryImage string
+	// Status receives every cluster's step lines, each prefixed with its name.
+	Status io.Writer
+	// Host is the machine's capacity; nil measures it (tests pass their own).
+	Host *Host
+}
+
+// Member results.
+const (
+	ResultUp          = "up"
+	ResultCheckFailed = "check-failed"
+	ResultFailed      = "failed"
+	ResultNotStarted  = "not-started"
+)
+
+// Member is one cluster of the fleet and what became of it.
+type Member struct {
+	Cluster string `json:"cluster"`
+	Context string `json:"kubeconfigContext"`
+	// Kubeconfig is the file holding the context ("" = the default kubeconfig).
+	Kubeconfig string `json:"kubeconfig"`
+	// Server is the cluster's API server on the host, e.g. https://127.0.0.1:40123.
+	Server  string         `json:"server,omitempty"`
+	Created bool           `json:"created"`
+	Result  string         `json:"result"`
+	Error   string         `json:"error,omitempty"`
+	Checks  []check.Result `json:"checks,omitempty"`
+	// CleanedUp says a failed cluster was taken down again.
+	CleanedUp bool          `json:"cleanedUp,omitempty"`
+	Duration  time.Duration `json:"duration"`
+}
+
+// Result is what a fleet up did.
+type Result struct {
+	Fleet    string        `json:"fleet"`
+	Lab      string        `json:"lab"`
+	Parallel int           `json:"parallel"`
+	Clusters []Member      `json:"clusters"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Failed counts the clusters that are not up.
+func (r *Result) Failed() int {
+	n := 0
+	for _, m := range r.Clusters {
+		if m.Result == ResultFailed || m.Result == ResultNotStarted {
+			n++
+		}
+	}
+	return n
+}
+
+// ChecksFailed reports whether a cluster that is up failed a check.
+func (r *Result) ChecksFailed() bool {
+	for _, m := range r.Clusters {
+		if m.Result == ResultCheckFailed {
+			return true
+		}
+	}
+	return false
+}
+
+// InputError is a fleet that cannot be made as asked (a flag's value): the
+// caller reports it as a usage error. Nothing was created.
+type InputError struct {
+	Flag string
+	Msg  string
+}
+
+func (e *InputError) Error() string { return e.Flag + ": " + e.Msg }
+
+// Members names the clusters of a fleet.
+func Members(name string, count int) []string {
+	out := make([]string, count)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%d", name, i+1)
+	}
+	return out
+}
+
+// member is a cluster being brought up.
+type member struct {
+	Member
+	plan       *render.Plan
+	create     bool          // false: the cluster runs this fleet's lab already (converge)
+	exists     bool          // a kind cluster of that name runs
+	rec        *state.Record // kindlab's record of it, if any
+	kubeconfig string        // where kind writes the context during creation
+}
+
+// Up creates (or converges) every cluster of the fleet. Errors about the
+// request come back as *InputError before anything exists; once clusters
+// are being made the result lists each, and the error names those that failed.
+func Up(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	if opts.Count < 1 {
+		return nil, &InputError{"--count", fmt.Sprintf("%d is not a number of clusters (valid: 1 or more)", opts.Count)}
+	}
+	p, err := cluster.NewProvider(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	ms, err := prepare(ctx, p, opts)
+	if err != nil {
+		return nil, err
+	}
+	toCreate := 0
+	for _, m := range ms {
+		if m.create {
+			toCreate++
+		}
+	}
+	first, err := opts.Render(ms[0].Cluster)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkConflicts(ms, first.Lab, opts); err != nil {
+		return nil, err
+	}
+	host := opts.Host
+	if host == nil {
+		h := MeasureHost(ctx)
+		host = &h
+	}
+	limit := host.MaxClusters(shapeOf(first))
+	if toCreate > limit.Clusters {
+		return nil, &InputError{"--count", fmt.Sprintf("%d needs %d new cluster(s) of lab %s but this host has room for %d (valid: --count %d or less here): %s; %s",
+			opts.Count, toCreate, first.Lab, limit.Clusters, opts.Count-toCreate+limit.Clusters, limit.Reason, limit.Fix)}
+	}
+	// Plans only for a fleet that fits: rendering is cheap, but not a
+	// thousand times over for a count that is refused anyway.
+	for i, m := range ms {
+		if i == 0 {
+			m.plan = first
+		} else if m.plan, err = opts.Render(m.Cluster); err != nil {
+			return nil, err
+		}
+		m.Context = m.plan.Context
+		if m.plan.Lab != first.Lab {
+			return nil, fmt.Errorf("cluster %s renders lab %s, not %s", m.Cluster, m.plan.Lab, first.Lab)
+		}
+	}
+	if err := checkDir(opts.KubeconfigDir); err != nil {
+		return nil, err
+	}
+	if err := assignPorts(ms); err != nil {
+		return nil, err
+	}
+	res := &Result{Fleet: opts.Name, Lab: ms[0].plan.Lab, Parallel: host.Parallel(toCreate, limit)}
+	out := &lockedWriter{w: opts.Status}
+	out.printf("Fleet %s: %d cluster(s) of lab %s (%d to create, %d at a time; this host has room for %d more)\n",
+		opts.Name, opts.Count, res.Lab, toCreate, res.Parallel, limit.Clusters)
+
+	// The shared registry is started once, before any node exists: a
+	// registry that cannot start fails the fleet in a second, and the
+	// clusters only reuse it (registry.Ensure is locked besides).
+	var regPort int
+	if reg := ms[0].plan.Registry; reg != nil {
+		regPort = reg.HostPort
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: reg.HostPort, Image: opts.RegistryImage}); err != nil {
+			return nil, err
+		}
+	}
+
+	sem := make(chan struct{}, res.Parallel)
+	var wg sync.WaitGroup
+	var kubeconfigMu sync.Mutex // kind's own kubeconfig lock fails at once instead of waiting
+	for _, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				m.Result, m.Error = ResultNotStarted, context.Cause(ctx).Error()
+				return
+			}
+			defer func() { <-sem }()
+			if ctx.Err() != nil {
+				m.Result, m.Error = ResultNotStarted, context.Cause(ctx).Error()
+				return
+			}
+			bringUp(ctx, opts, m, out.prefixed(m.Cluster), &kubeconfigMu)
+		}()
+	}
+	wg.Wait()
+
+	var failed []string
+	cleaned := false
+	for _, m := range ms {
+		res.Clusters = append(res.Clusters, m.Member)
+		if m.Result == ResultFailed || m.Result == ResultNotStarted {
+			failed = append(failed, fmt.Sprintf("%s: %s", m.Cluster, m.Error))
+		}
+		cleaned = cleaned || m.CleanedUp
+	}
+	// Clusters that failed were taken down keeping the registry, since
+	// others were still using or about to use it; now that all are done it
+	// goes if nothing uses it, as after a failed single up.
+	if cleaned && regPort != 0 {
+		if _, err := down.ReleaseRegistry(context.WithoutCancel(ctx), p, regPort); err != nil {
+			failed = append(failed, "releasing the registry: "+err.Error())
+		}
+	}
+	res.Duration = time.Since(start)
+	if len(failed) > 0 {
+		return res, fmt.Errorf("fleet %s: %d of %d cluster(s) failed (the others are up): %s",
+			opts.Name, res.Failed(), len(ms), strings.Join(failed, "; "))
+	}
+	return res, nil
+}
+
+// prepare names the fleet's clusters and finds which exist already.
+func prepare(ctx context.Context, p *cluster.Provider, opts Options) ([]*member, error) {
+	names := Members(opts.Name, opts.Count)
+	// The longest name fails first if any does.
+	if err := lab.ValidateName(names[len(names)-1]); err != nil {
+		return nil, &InputError{"--name", fmt.Sprintf("%q with --count %d makes cluster names up to %q: %v", opts.Name, opts.Count, names[len(names)-1], err)}
+	}
+	running, err := p.List()
+	if err != nil {
+		return nil, fmt.Errorf("list kind clusters: %w", err)
+	}
+	var ms []*member
+	for _, name := range names {
+		m := &member{Member: Member{Cluster: name, Context: "kind-" + name}, create: true}
+		rec, err := opts.Store.Load(name)
+		if err != nil && !errors.Is(err, state.ErrNotFound) {
+			return nil, err
+		}
+		// A record without its cluster is stale (up overwrites it); only a
+		// cluster that exists can be in the way.
+		if contains(running, name) {
+			m.create = false
+			m.exists = true
+			if err == nil {
+				m.rec = &rec
+				m.Kubeconfig = rec.Kubeconfig
+			}
+		}
+		if m.create {
+			m.Kubeconfig = kubeconfigFile(opts.KubeconfigDir, name)
+			m.kubeconfig = m.Kubeconfig
+			if opts.KubeconfigDir == "" {
+				// Merged into the default kubeconfig once the cluster is up;
+				// meanwhile a file of its own keeps parallel creates apart.
+				m.kubeconfig = filepath.Join(opts.Store.ClusterDir(name), "kubeconfig")
+			}
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// checkConflicts refuses names taken by something that is not this
+// fleet's lab: a foreign kind cluster, another lab, a cluster outside the fleet.
+func checkConflicts(ms []*member, labName string, opts Options) error {
+	for _, m := range ms {
+		switch {
+		case !m.exists:
+		case m.rec == nil:
+			return &InputError{"--name", fmt.Sprintf("cluster %s of fleet %s already exists and kindlab did not create it; pick another --name", m.Cluster, opts.Name)}
+		case m.rec.Lab != labName:
+			return &InputError{"--name", fmt.Sprintf("cluster %s already runs lab %s, not %s; pick another --name, or take it down first (kindlab down --name %s)", m.Cluster, m.rec.Lab, labName, m.Cluster)}
+		case m.rec.Fleet != opts.Name:
+			return &InputError{"--name", fmt.Sprintf("cluster %s already exists outside fleet %s; pick another --name, or take it down first (kindlab down --name %s)", m.Cluster, opts.Name, m.Cluster)}
+		}
+	}
+	return nil
+}
+
+func kubeconfigFile(dir, cluster string) string {
+	if dir == "" {
+		return ""
+	}
+	return filepath.Join(dir, cluster+".kubeconfig")
+}
+
+// bringUp runs one cluster's `up` and records the outcome in m.
+func bringUp(ctx context.Context, opts Options, m *member, status io.Writer, kubeconfigMu *sync.Mutex) {
+	began := time.Now()
+	defer func() { m.Duration = time.Since(began) }()
+	fail := func(err error) {
+		m.Result, m.Error = ResultFailed, reason(err)
+	}
+	p, err := cluster.NewProvider(ctx, newKindLogger(status))
+	if err != nil {
+		fail(err)
+		return
+	}
+	res, err := up.Run(ctx, p, up.Options{
+		Plan:       m.plan,
+		Store:      opts.Store,
+		Retain:     true, // the fleet cleans up itself, keeping the registry the others use
+		Wait:       opts.Wait,
+		Kubeconfig: m.kubeconfig,
+		SkipChecks: opts.SkipChecks,
+		// The fleet started it; each cluster only reuses it.
+		RegistryImage: opts.RegistryImage,
+		Status:        status,
+		Fleet:         opts.Name,
+	})
+	if err != nil {
+		fail(err)
+		if m.create && !opts.Retain {
+			cleanUp(ctx, opts, m, p, status)
+		}
+		return
+	}
+	m.Created, m.Checks = res.Created, res.Checks
+	m.Result = ResultUp
+	if check.AnyFailed(res.Checks) {
+		m.Result = ResultCheckFailed
+	}
+	if err := publishKubeconfig(opts, m, kubeconfigMu); err != nil {
+		fail(fmt.Errorf("the cluster is up but its kubeconfig is not: %w", err))
+		return
+	}
+	fmt.Fprintf(status, " ✓ Cluster %s is up: kubectl --kubeconfig %s get nodes\n", m.Cluster, displayKubeconfig(m.Kubeconfig))
+}
+
+// cleanUp takes a failed cluster down as a failed `up` does, except for
+// the registry: other clusters of the fleet are using it.
+func cleanUp(ctx context.Context, opts Options, m *member, p *cluster.Provider, status io.Writer) {
+	_, err := down.Run(context.WithoutCancel(ctx), p, opts.Store, down.Options{Cluster: m.Cluster, Kubeconfig: m.kubeconfig, KeepRegistry: true})
+	if err != nil {
+		m.Error += fmt.Sprintf(" (and cleaning up failed: %v)", oneLine(err))
+		return
+	}
+	m.CleanedUp = true
+	if m.kubeconfig != "" {
+		_, _ = down.RemoveEmptyKubeconfig(m.kubeconfig)
+	}
+	fmt.Fprintf(status, " ✗ Cluster %s failed and was removed\n", m.Cluster)
+}
+
+// publishKubeconfig makes sure the context is where the user will look:
+// the per-cluster file, or merged into the default kubeconfig (one cluster
+// at a time: kind's kubeconfig lock fails instead of waiting).
+func publishKubeconfig(opts Options, m *member, mu *sync.Mutex) error {
+	kp := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
+	mu.Lock()
+	defer mu.Unlock()
+	path := m.Kubeconfig
+	if !hasContext(path, m.Context) {
+		if err := kp.ExportKubeConfig(m.Cluster, path, false); err != nil {
+			return fmt.Errorf("write context %s to %s: %w", m.Context, displayKubeconfig(path), err)
+		}
+	}
+	if m.create && opts.KubeconfigDir == "" {
+		// The context now lives in the default kubeconfig: down removes it
+		// from there; the creation-time file goes with the cluster's state.
+		rec, err := opts.Store.Load(m.Cluster)
+		if err != nil {
+			return err
+		}
+		rec.Kubeconfig = ""
+		if err := opts.Store.Save(rec); err != nil {
+			return err
+		}
+		_ = os.Remove(m.kubeconfig)
+	}
+	if raw, err := kp.KubeConfig(m.Cluster, false); err == nil {
+		if cfg, err := clientcmd.Load([]byte(raw)); err == nil {
+			for _, c := range cfg.Clusters {
+				m.Server = c.Server
+			}
+		}
+	}
+	return nil
+}
+
+// hasContext reports whether a kubeconfig file ("" = the default ones)
+// holds a context.
+func hasContext(path, context string) bool {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if path != "" {
+		rules = &clientcmd.ClientConfigLoadingRules{ExplicitPath: path}
+	}
+	cfg, err := rules.Load()
+	if err != nil {
+		return false
+	}
+	_, ok := cfg.Contexts[context]
+	return ok
+}
+
+func displayKubeconfig(path string) string {
+	if path == "" {
+		if env := os.Getenv("KUBECONFIG"); env != "" {
+			return env
+		}
+		return "~/.kube/config"
+	}
+	return path
+}
+
+// checkDir makes sure kubeconfig files can be written in dir, creating it
+// if needed, before any cluster is made.
+func checkDir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	bad := func(err error) error {
+		return &InputError{"--kubeconfig-dir", fmt.Sprintf("%s is not a directory kindlab can write kubeconfig files in: %v (valid: a writable directory, created if missing)", dir, unwrapPath(err))}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return bad(err)
+	}
+	f, err := os.CreateTemp(dir, ".kindlab-write-test-*")
+	if err != nil {
+		return bad(err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// assignPorts gives every cluster to create its own API server port, all
+// picked while every one is held: kind picks each by itself, and two
+// creates racing for "a free port" could get the same one.
+func assignPorts(ms []*member) error {
+	var held []net.Listener
+	defer func() {
+		for _, l := range held {
+			l.Close()
+		}
+	}()
+	for _, m := range ms {
+		if !m.create {
+			continue
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("pick an API server port for %s: %w", m.Cluster, err)
+		}
+		held = append(held, l)
+		m.plan.Config.Networking.APIServerPort = int32(l.Addr().(*net.TCPAddr).Port)
+	}
+	return nil
+}
+
+func shapeOf(p *render.Plan) Shape {
+	var s Shape
+	for _, n := range p.Config.Nodes {
+		if n.Role == "control-plane" {
+			s.ControlPlanes++
+		} else {
+			s.Workers++
+		}
+	}
+	return s
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// reason is an error in one line that says why. kind's errors for a
+// failed command are the whole command line and its exit status; the
+// command's own last words (e.g. Docker's "container name is already in
+// use") are what the user needs.
+func reason(err error) string {
+	msg := oneLine(err)
+	var re *kindexec.RunError
+	if !errors.As(err, &re) || len(re.Command) == 0 {
+		return msg
+	}
+	// The last line that reports an error (docker ends with a usage hint).
+	out := ""
+	for _, line := range strings.Split(strings.TrimSpace(string(re.Output)), "\n") {
+		if line = strings.TrimSpace(line); line != "" && (out == "" || strings.Contains(strings.ToLower(line), "error")) {
+			out = line
+		}
+	}
+	if out == "" {
+		return msg
+	}
+	cmd := re.Command[0]
+	if len(re.Command) > 1 {
+		cmd += " " + re.Command[1]
+	}
+	prefix := ""
+	if i := strings.Index(msg, `command "`); i > 0 {
+		prefix = msg[:i]
+	}
+	return fmt.Sprintf("%s`%s` failed: %s", prefix, cmd, strings.Join(strings.Fields(out), " "))
+}
+
+// FleetMembers lists the recorded clusters of a fleet, by name.
+func FleetMembers(store state.Store, name string) ([]state.Record, error) {
+	recs, err := store.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []state.Record
+	for _, r := range recs {
+		if r.Fleet == name {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return memberLess(out[i].Cluster, out[j].Cluster) })
+	return out, nil
+}
+
+// memberLess orders NAME-2 before NAME-10.
+func memberLess(a, b string) bool {
+	if len(a) != len(b) {
+		return len(a) < len(b)
+	}
+	return a < b
+}

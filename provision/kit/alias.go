@@ -1,0 +1,83 @@
+package kit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/state"
+)
+
+// Alias says under which tag a kit loaded an image the lab names by
+// digest. `docker load` cannot record a repository digest (only a pull
+// does), so the engine does not find kindest/node:v1.31.14@sha256:… after
+// a load; the alias lets up hand kind the tag instead, once it has checked
+// the tag still is the very image (same ID) the kit carried.
+type Alias struct {
+	Reference string `json:"reference"`
+	Tag       string `json:"tag"`
+	ImageID   string `json:"imageID"`
+}
+
+func aliasFile(store state.Store) string { return filepath.Join(store.Root, "images.json") }
+
+func loadAliases(store state.Store) (map[string]Alias, error) {
+	out := map[string]Alias{}
+	b, err := os.ReadFile(aliasFile(store))
+	if errors.Is(err, os.ErrNotExist) {
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("%s: %w", aliasFile(store), err)
+	}
+	return out, nil
+}
+
+func saveAlias(store state.Store, a Alias) error {
+	all, err := loadAliases(store)
+	if err != nil {
+		return err
+	}
+	all[a.Reference] = a
+	b, err := json.MarshalIndent(all, "", "  ")
+	if err != nil {
+		return err
+	}
+	return state.WriteFile(aliasFile(store), string(b)+"\n")
+}
+
+// LocalImage is what to give the Docker engine for ref: ref itself when
+// the engine knows it (or has no alias for it), else the tag a kit loaded
+// it under, if that tag still is the image the kit verified.
+func LocalImage(ctx context.Context, d registry.Docker, store state.Store, ref string) string {
+	aliases, err := loadAliases(store)
+	if err != nil {
+		return ref
+	}
+	a, ok := aliases[ref]
+	if !ok {
+		return ref
+	}
+	if d == nil {
+		c, err := registry.NewDockerClient()
+		if err != nil {
+			return ref
+		}
+		defer c.Close()
+		d = c
+	}
+	if _, err := d.ImageInspect(ctx, ref); err == nil {
+		return ref
+	}
+	if ins, err := d.ImageInspect(ctx, a.Tag); err == nil && ins.ID == a.ImageID {
+		return a.Tag
+	}
+	return ref
+}

@@ -1,0 +1,90 @@
+package kit
+
+import (
+	"archive/tar"
+	"errors"
+	"io"
+	"os"
+	"path"
+)
+
+// kitFile is a kit opened for reading in place: its tar headers are read
+// once and every member is then a section of the file, so loading never
+// unpacks the kit to disk first.
+type kitFile struct {
+	f       *os.File
+	name    string
+	size    int64
+	entries map[string]section
+}
+
+type section struct{ off, size int64 }
+
+func openKit(file string) (*kitFile, error) {
+	f, err := os.Open(file)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return nil, kitErr(file, "%v", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	k := &kitFile{f: f, name: file, size: st.Size(), entries: map[string]section{}}
+	// tar.Reader reads headers in exact blocks and seeks over content, so
+	// the file offset after Next is where the member's content starts.
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, kitErr(file, "truncated (the file ends inside a tar header): copy it again")
+			}
+			return nil, kitErr(file, "not a kit tar: %v", err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		off, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		if off+hdr.Size > k.size {
+			f.Close()
+			return nil, kitErr(file, "truncated: %s needs %d bytes, the file ends %d bytes in: copy it again", hdr.Name, hdr.Size, k.size-off)
+		}
+		k.entries[path.Clean(hdr.Name)] = section{off: off, size: hdr.Size}
+	}
+	return k, nil
+}
+
+func (k *kitFile) Close() error { return k.f.Close() }
+
+func (k *kitFile) open(name string) (*io.SectionReader, bool) {
+	s, ok := k.entries[name]
+	if !ok {
+		return nil, false
+	}
+	return io.NewSectionReader(k.f, s.off, s.size), true
+}
+
+// readSmall reads a metadata member (bounded: a kit's JSON files are small).
+func (k *kitFile) readSmall(name string) ([]byte, error) {
+	r, ok := k.open(name)
+	if !ok {
+		return nil, kitErr(k.name, "has no %s: not a kindlab kit", name)
+	}
+	if r.Size() > 64<<20 {
+		return nil, kitErr(k.name, "%s is %d bytes, too large for a kit's table of contents", name, r.Size())
+	}
+	return io.ReadAll(r)
+}
