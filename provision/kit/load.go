@@ -83,6 +83,13 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
+	if opts.Store.Root == "" {
+		st, err := state.Default()
+		if err != nil {
+			return nil, err
+		}
+		opts.Store = st
+	}
 	k, err := openKit(opts.File)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
@@ -62,8 +63,8 @@ func HoldsKits(ctx context.Context, opts Options, stat interface {
 // open returns a blob's content. Blobs the registry already serves for the
 // repository are not sent again. kit, if set, names the offline kit the
 // images come from, marking the data as holding one (HoldsKits).
-func Import(ctx context.Context, opts Options, cp Copier, kit string, imgs []ImportImage, open func(v1.Descriptor) (io.Reader, error)) (sent int64, err error) {
-	opts, err = opts.withDefaults()
+func Import(ctx context.Context, opts Options, cp Copier, kit string, imgs []ImportImage, open func(v1.Descriptor) (io.Reader, error)) (int64, error) {
+	opts, err := opts.withDefaults()
 	if err != nil {
 		return 0, err
 	}
@@ -88,6 +89,9 @@ func Import(ctx context.Context, opts Options, cp Copier, kit string, imgs []Imp
 			jobs = append(jobs, d)
 		}
 	}
+	// Counted by the writer while the engine reads: atomic, since a
+	// failed copy returns before the writer has stopped.
+	var sent atomic.Int64
 	pr, pw := io.Pipe()
 	go func() {
 		tw := tar.NewWriter(pw)
@@ -100,7 +104,7 @@ func Import(ctx context.Context, opts Options, cp Copier, kit string, imgs []Imp
 				if err := tarFile(tw, fmt.Sprintf("%s/blobs/%s/%s/%s/data", storageRoot, d.Digest.Algorithm, d.Digest.Hex[:2], d.Digest.Hex), d.Size, r); err != nil {
 					return err
 				}
-				sent += d.Size
+				sent.Add(d.Size)
 			}
 			for _, im := range imgs {
 				repo := storageRoot + "/repositories/" + im.Repository
@@ -135,9 +139,9 @@ func Import(ctx context.Context, opts Options, cp Copier, kit string, imgs []Imp
 	}()
 	if err := cp.CopyToContainer(ctx, c.ID, dataPath, pr, container.CopyToContainerOptions{}); err != nil {
 		pr.CloseWithError(err)
-		return sent, fmt.Errorf("import into registry %s: %w", opts.Name, err)
+		return sent.Load(), fmt.Errorf("import into registry %s: %w", opts.Name, err)
 	}
-	return sent, nil
+	return sent.Load(), nil
 }
 
 func tarFile(tw *tar.Writer, name string, size int64, r io.Reader) error {
