@@ -177,8 +177,8 @@ func apparmor() Finding {
 // kind's known-issues page: each cluster needs inotify instances; 8192 per
 // few clusters is the documented comfortable value.
 func inotify(clusters int) Finding {
-	instances := readInt("/proc/sys/fs/inotify/max_user_instances")
-	watches := readInt("/proc/sys/fs/inotify/max_user_watches")
+	instances := ProcInt("/proc/sys/fs/inotify/max_user_instances")
+	watches := ProcInt("/proc/sys/fs/inotify/max_user_watches")
 	needInstances, needWatches := 512*clusters, 524288
 	detail := fmt.Sprintf("max_user_instances=%d, max_user_watches=%d for %d cluster(s)", instances, watches, clusters)
 	if instances < 0 || watches < 0 {
@@ -193,7 +193,9 @@ func inotify(clusters int) Finding {
 	return Finding{Check: "inotify", Level: OK, Detail: detail}
 }
 
-func readInt(path string) int {
+// ProcInt reads an integer from a /proc or /sys file, -1 when it cannot
+// (fleets size themselves by the same inotify limits).
+func ProcInt(path string) int {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return -1

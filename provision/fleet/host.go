@@ -10,6 +10,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+
+	"github.com/kindlab/kindlab/provision/doctor"
 )
 
 // What one kind node of Kubernetes 1.31 takes from the host, measured on
@@ -69,8 +71,8 @@ func MeasureHost(ctx context.Context) Host {
 	h := Host{
 		CPUs:             runtime.NumCPU(),
 		MemAvailable:     memAvailable(),
-		InotifyInstances: readInt("/proc/sys/fs/inotify/max_user_instances"),
-		InotifyWatches:   readInt("/proc/sys/fs/inotify/max_user_watches"),
+		InotifyInstances: doctor.ProcInt("/proc/sys/fs/inotify/max_user_instances"),
+		InotifyWatches:   doctor.ProcInt("/proc/sys/fs/inotify/max_user_watches"),
 		NodesRunning:     kindNodes(ctx),
 	}
 	// Another user's descriptors are only readable by root; elsewhere the
@@ -136,18 +138,6 @@ func (h Host) MaxClusters(s Shape) Limit {
 // CPU, never more than are asked for or than fit.
 func (h Host) Parallel(count int, limit Limit) int {
 	return max(1, min(count, max(h.CPUs, 1), limit.Clusters))
-}
-
-func readInt(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return -1
-	}
-	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return -1
-	}
-	return n
 }
 
 func memAvailable() int64 {

@@ -213,7 +213,16 @@ type applier struct {
 	mapper *restmapper.DeferredDiscoveryRESTMapper
 }
 
-func newApplier(cfg *rest.Config) (*applier, error) {
+// Clients are what applying arbitrary manifests takes: a dynamic client,
+// discovery, and a REST mapper over it (reset compares with them too).
+type Clients struct {
+	Dynamic   dynamic.Interface
+	Discovery discovery.DiscoveryInterface
+	Mapper    *restmapper.DeferredDiscoveryRESTMapper
+}
+
+// NewClients connects them to a cluster.
+func NewClients(cfg *rest.Config) (*Clients, error) {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("discovery client: %w", err)
@@ -222,7 +231,15 @@ func newApplier(cfg *rest.Config) (*applier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dynamic client: %w", err)
 	}
-	return &applier{dyn: dyn, mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+	return &Clients{Dynamic: dyn, Discovery: dc, Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}, nil
+}
+
+func newApplier(cfg *rest.Config) (*applier, error) {
+	c, err := NewClients(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &applier{dyn: c.Dynamic, mapper: c.Mapper}, nil
 }
 
 func (a *applier) apply(ctx context.Context, u *unstructured.Unstructured) (applied, error) {
