@@ -16,6 +16,7 @@ import (
 
 	kindversion "sigs.k8s.io/kind/pkg/cmd/kind/version"
 
+	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
 )
 
@@ -197,9 +198,5 @@ func (e *BadBundleError) Error() string { return e.File + ": " + e.Msg }
 func (e *BadBundleError) Is(target error) bool { return target == ErrBadBundle }
 
 func badf(file, format string, args ...any) error {
-	return &BadBundleError{File: file, Msg: oneLine(fmt.Sprintf(format, args...))}
-}
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return &BadBundleError{File: file, Msg: text.OneLine(fmt.Sprintf(format, args...))}
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/render"
@@ -238,7 +239,7 @@ func nodeFacts(ctx context.Context, na check.NodeAccess) []NodeFacts {
 				b, err := na.Exec(cctx, n, nil, q.cmd...)
 				cancel()
 				if err != nil {
-					f.Errors = append(f.Errors, oneLine(err.Error()))
+					f.Errors = append(f.Errors, text.OneLine(err.Error()))
 					continue
 				}
 				first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
@@ -357,5 +358,5 @@ func binary(b []byte) bool {
 }
 
 func (s *stage) problem(format string, args ...any) {
-	s.problems = append(s.problems, oneLine(fmt.Sprintf(format, args...)))
+	s.problems = append(s.problems, text.OneLine(fmt.Sprintf(format, args...)))
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
@@ -420,7 +421,7 @@ func pullable(ctx context.Context, ref string, port int) error {
 	}
 	_, err = remote.Head(r, remote.WithContext(ctx), remote.WithTransport(rt), remote.WithAuthFromKeychain(authn.DefaultKeychain))
 	if err != nil {
-		msg := oneLine(err.Error())
+		msg := text.OneLine(err.Error())
 		if len(msg) > 200 {
 			msg = msg[:200] + "…"
 		}

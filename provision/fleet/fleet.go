@@ -32,6 +32,7 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
@@ -525,9 +526,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func oneLine(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
-}
+func oneLine(err error) string { return text.OneLine(err.Error()) }
 
 // reason is an error in one line that says why. kind's errors for a
 // failed command are the whole command line and its exit status; the
