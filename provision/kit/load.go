@@ -125,9 +125,18 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 	// Everything is verified before anything is loaded: a tampered or
 	// damaged kit leaves the engine and the registry as they were.
 	progress(fmt.Sprintf("verifying %d MiB", man.Size>>20))
+	// walk has verified the manifests already (it had to read them).
 	verified := map[v1.Hash]bool{}
 	for _, w := range ws {
-		for _, d := range append(append([]v1.Descriptor(nil), w.manifests...), w.blobs...) {
+		for _, d := range w.manifests {
+			if !verified[d.Digest] {
+				verified[d.Digest] = true
+				res.BytesVerified += d.Size
+			}
+		}
+	}
+	for _, w := range ws {
+		for _, d := range w.blobs {
 			if verified[d.Digest] {
 				continue
 			}
