@@ -11,10 +11,11 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/kindlab/kindlab/provision/internal/confine"
 )
 
 // maxManifest bounds bundle.json: it lists files, it does not hold them.
@@ -164,19 +165,55 @@ func kept(name string) bool {
 	return !strings.HasPrefix(name, LogsDir+"/") && !strings.HasPrefix(name, ObjectsDir+"/")
 }
 
+// Limits bound what reading a bundle may cost; see DefaultLimits.
+type Limits = confine.Limits
+
+// DefaultLimits are sized for real bundles (an all-features lab with kind's
+// logs is well under 100 MiB unpacked) with room to spare: 1 GiB a file,
+// 4 GiB in all unpacked, 256 MiB held in memory (the lab's files, its
+// artifacts' sources included), 100,000 entries.
+var DefaultLimits = Limits{File: 1 << 30, Total: 4 << 30, Held: 256 << 20, Entries: 100_000}
+
+// OpenOption changes how Open and Walk read a bundle.
+type OpenOption func(*openOptions)
+
+type openOptions struct{ limits Limits }
+
+// WithLimits replaces DefaultLimits; a zero field keeps its default.
+func WithLimits(l Limits) OpenOption {
+	return func(o *openOptions) {
+		if l.File > 0 {
+			o.limits.File = l.File
+		}
+		if l.Total > 0 {
+			o.limits.Total = l.Total
+		}
+		if l.Held > 0 {
+			o.limits.Held = l.Held
+		}
+		if l.Entries > 0 {
+			o.limits.Entries = l.Entries
+		}
+	}
+}
+
 // Open reads a bundle and verifies all of it before anything is done with
 // it: the format version first (a newer one is refused without reading
 // further), then every entry against the sizes and digests bundle.json
-// lists, and the gzip checksum at the very end. A truncated, damaged or
-// altered bundle is an ErrBadBundle error of one line naming the file.
-func Open(file string) (*Bundle, error) {
+// lists, and the gzip checksum at the very end. A bundle is someone else's
+// file: sizes are checked against Limits before anything is allocated and
+// counted as they stream, paths must be unique and inside the bundle, and
+// symlinks must stay inside the lab tree they belong to, even through other
+// symlinks. A truncated, damaged, altered or oversized bundle is an
+// ErrBadBundle error of one line naming the file.
+func Open(file string, opts ...OpenOption) (*Bundle, error) {
 	b := &Bundle{Path: file, files: map[string][]byte{}}
 	m, err := read(file, func(name string, data []byte) error {
 		if kept(name) {
 			b.files[name] = data
 		}
 		return nil
-	}, kept)
+	}, kept, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -187,14 +224,19 @@ func Open(file string) (*Bundle, error) {
 // Walk reads and verifies a bundle like Open and calls fn with every regular
 // file in it, bundle.json first. Tests and tools use it to look at all of a
 // bundle, logs included.
-func Walk(file string, fn func(name string, data []byte) error) error {
-	_, err := read(file, fn, func(string) bool { return true })
+func Walk(file string, fn func(name string, data []byte) error, opts ...OpenOption) error {
+	_, err := read(file, fn, func(string) bool { return true }, opts)
 	return err
 }
 
 // read streams the archive once. want says which entries fn gets (and so
 // which are held in memory); every entry is verified either way.
-func read(file string, fn func(name string, data []byte) error, want func(string) bool) (*Manifest, error) {
+func read(file string, fn func(name string, data []byte) error, want func(string) bool, opts []OpenOption) (*Manifest, error) {
+	o := openOptions{limits: DefaultLimits}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	lim := o.limits
 	f, err := os.Open(file)
 	if err != nil {
 		return nil, fmt.Errorf("open bundle: %w", err)
@@ -204,7 +246,12 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	if err != nil {
 		return nil, badf(file, "not a kindlab bundle: not gzip-compressed (%v); `kindlab bundle create` writes a .tar.gz", err)
 	}
-	tr := tar.NewReader(gz)
+	// Everything decompressed is counted, tar headers and padding included:
+	// a small file that inflates without end stops at the limit.
+	unpacked := &confine.Counter{R: gz, Max: lim.Total, Over: func() error {
+		return confine.TooLarge("the bundle unpacked", lim.Total, "--max-total-size")
+	}}
+	tr := tar.NewReader(unpacked)
 	h, err := tr.Next()
 	if err != nil {
 		return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
@@ -240,24 +287,39 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	if err := fn(ManifestFile, raw); err != nil {
 		return nil, err
 	}
-	expect := map[string]FileEntry{}
+	if len(m.Files) > lim.Entries {
+		return nil, badf(file, "%s lists %d files, more than the limit of %d", ManifestFile, len(m.Files), lim.Entries)
+	}
+	entries := make([]confine.Entry, 0, len(m.Files))
+	expect := make(map[string]FileEntry, len(m.Files))
+	var listed, held int64
 	for _, e := range m.Files {
-		if !validEntryPath(e.Path) || e.Path == ManifestFile {
-			return nil, badf(file, "%s lists %q, which is not a path inside a bundle", ManifestFile, e.Path)
+		if e.Path == ManifestFile {
+			return nil, badf(file, "%s lists itself", ManifestFile)
 		}
-		if e.Link != "" && !linkStaysInLab(e.Path, e.Link) {
-			return nil, badf(file, "symlink %s -> %s leaves the lab tree", e.Path, e.Link)
+		if e.Link != "" && !strings.HasPrefix(e.Path, LabDir+"/") {
+			return nil, badf(file, "symlink %s is outside the lab tree, the only place a bundle holds links", e.Path)
 		}
+		if e.Size < 0 || e.Size > lim.File {
+			return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("%s (%d bytes as listed)", e.Path, e.Size), lim.File, "--max-file-size"))
+		}
+		listed += e.Size
+		if want(e.Path) {
+			held += e.Size
+		}
+		entries = append(entries, confine.Entry{Path: e.Path, Dir: e.Dir, Link: e.Link})
 		expect[e.Path] = e
 	}
-	for p := range expect {
-		for d := path.Dir(p); d != "."; d = path.Dir(d) {
-			if expect[d].Link != "" {
-				return nil, badf(file, "%s is listed below the symlink %s (the bundle was altered)", p, d)
-			}
-		}
+	if err := confine.Check(entries, 2); err != nil {
+		return nil, badf(file, "%s: %v", ManifestFile, err)
 	}
-	seen := map[string]bool{}
+	if listed > lim.Total {
+		return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("the bundle's files (%d bytes as listed)", listed), lim.Total, "--max-total-size"))
+	}
+	if held > lim.Held {
+		return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("what replay keeps in memory of it (%d bytes as listed)", held), lim.Held, "--max-total-size"))
+	}
+	seen := make(map[string]bool, len(expect))
 	for {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -269,7 +331,7 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 		name := strings.TrimSuffix(h.Name, "/")
 		e, ok := expect[name]
 		if !ok || seen[name] {
-			return nil, badf(file, "entry %q is not listed in %s (the bundle was altered)", h.Name, ManifestFile)
+			return nil, badf(file, "entry %q is not listed in %s, or is there twice (the bundle was altered)", h.Name, ManifestFile)
 		}
 		seen[name] = true
 		switch h.Typeflag {
@@ -287,11 +349,10 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 			}
 			hash := sha256.New()
 			var data []byte
+			// The size was checked against the limits with the manifest's
+			// listing; the buffer still grows only with bytes that arrive.
 			if want(name) {
-				data = make([]byte, 0, h.Size)
-				buf := &sliceWriter{b: data}
-				_, err = io.Copy(io.MultiWriter(hash, buf), tr)
-				data = buf.b
+				data, err = io.ReadAll(io.TeeReader(tr, hash))
 			} else {
 				_, err = io.Copy(hash, tr)
 			}
@@ -312,7 +373,7 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	}
 	// The tar end marker comes before gzip's checksum and length: read on,
 	// or a damaged tail goes unnoticed.
-	if _, err := io.Copy(io.Discard, gz); err != nil {
+	if _, err := io.Copy(io.Discard, unpacked); err != nil {
 		return nil, badf(file, "corrupt or truncated bundle: %v", readErr(err))
 	}
 	if len(seen) != len(expect) {
@@ -328,28 +389,9 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	return &m, nil
 }
 
-type sliceWriter struct{ b []byte }
-
-func (w *sliceWriter) Write(p []byte) (int, error) { w.b = append(w.b, p...); return len(p), nil }
-
 func readErr(err error) error {
 	if errors.Is(err, io.EOF) {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-func validEntryPath(p string) bool {
-	return fs.ValidPath(p) && p != "." && !strings.Contains(p, "\\")
-}
-
-// linkStaysInLab says whether a symlink of the lab tree points inside the
-// same tree (lab/builtin or lab/disk), so extracting it cannot reach out.
-func linkStaysInLab(p, target string) bool {
-	parts := strings.SplitN(p, "/", 3)
-	if len(parts) < 3 || parts[0] != LabDir || path.IsAbs(target) {
-		return false
-	}
-	root := parts[0] + "/" + parts[1] + "/"
-	return strings.HasPrefix(path.Join(path.Dir(p), target)+"/", root)
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/internal/confine"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/progress"
@@ -103,9 +104,14 @@ func Create(ctx context.Context, in Input, out string) (*Manifest, error) {
 
 	st.Start("Copying lab %s and the files it refers to 📄", plan.Lab)
 	tree, labFiles, err := collectLab(in.Catalog, plan.Resolved)
+	if err == nil {
+		// What Open would refuse is not written: a link that leaves its tree,
+		// a file below a link, one path twice.
+		err = confine.Check(treeEntries(tree), 2)
+	}
 	if err != nil {
 		st.End(false)
-		return nil, err
+		return nil, fmt.Errorf("bundle lab %s: %w", plan.Lab, err)
 	}
 	for _, e := range tree {
 		if err := st.writeTree(e); err != nil {
@@ -264,14 +270,27 @@ type stage struct {
 func (s *stage) write(name string, data []byte) error {
 	data, found := Text(data)
 	s.redactions = append(s.redactions, redactions(name, found)...)
-	p := filepath.Join(s.dir, filepath.FromSlash(name))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return fmt.Errorf("bundle: %w", err)
-	}
-	if err := os.WriteFile(p, data, 0o644); err != nil {
+	if err := s.writeRaw(name, data); err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil
+}
+
+// writeRaw writes through an os.Root on the stage directory: a symlink the
+// lab's tree brought in can never make a write land outside the stage.
+// Each file is new (O_EXCL) or, for a log file being redacted, its own.
+func (s *stage) writeRaw(name string, data []byte) error {
+	root, err := os.OpenRoot(s.dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if d := path.Dir(name); d != "." {
+		if err := root.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	return root.WriteFile(name, data, 0o644)
 }
 
 func (s *stage) writeJSON(name string, v any) error {
@@ -283,15 +302,11 @@ func (s *stage) writeJSON(name string, v any) error {
 }
 
 func (s *stage) writeTree(e treeEntry) error {
-	p := filepath.Join(s.dir, filepath.FromSlash(e.path))
 	switch {
 	case e.dir:
-		return os.MkdirAll(p, 0o755)
+		return confine.Extract(s.dir, []confine.Entry{{Path: e.path, Dir: true}}, nil)
 	case e.link != "":
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
-		}
-		return os.Symlink(e.link, p)
+		return confine.Extract(s.dir, []confine.Entry{{Path: e.path, Link: e.link}}, nil)
 	}
 	data, n := redactManifest(e.path, e.data)
 	s.note(e.path, "Secret value", n)

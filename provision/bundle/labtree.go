@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -12,6 +11,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/kindlab/kindlab/provision/internal/confine"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/workload"
 )
@@ -156,6 +156,14 @@ func collectLab(c *lab.Catalog, r *lab.Resolved) ([]treeEntry, []string, error) 
 	return out, labPaths, nil
 }
 
+func treeEntries(tree []treeEntry) []confine.Entry {
+	out := make([]confine.Entry, len(tree))
+	for i, e := range tree {
+		out[i] = confine.Entry{Path: e.path, Dir: e.dir, Link: e.link}
+	}
+	return out
+}
+
 // commonDir is the deepest directory every one of dirs is in ("." for none).
 func commonDir(dirs []string) string {
 	if len(dirs) == 0 {
@@ -215,31 +223,24 @@ func redactManifest(name string, b []byte) ([]byte, int) {
 }
 
 // extractLab writes the bundle's lab tree under dir and returns the paths of
-// the lab files there, includes first.
+// the lab files there, includes first. Open has checked the tree (unique
+// paths, links that stay in their tree); the writes still go through an
+// os.Root on dir, so nothing can land outside it whatever the entries say.
 func (b *Bundle) extractLab(dir string) ([]string, error) {
+	var entries []confine.Entry
 	for _, f := range b.Manifest.Files {
-		if !strings.HasPrefix(f.Path, LabDir+"/") {
-			continue
+		if strings.HasPrefix(f.Path, LabDir+"/") {
+			entries = append(entries, confine.Entry{Path: f.Path, Dir: f.Dir, Link: f.Link})
 		}
-		dst := filepath.Join(dir, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return nil, fmt.Errorf("extract %s: %w", f.Path, err)
-		}
-		var err error
-		switch {
-		case f.Link != "":
-			err = os.Symlink(f.Link, dst)
-		case f.Dir:
-			err = os.MkdirAll(dst, 0o755)
-		default:
-			err = os.WriteFile(dst, b.files[f.Path], 0o644)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("extract %s: %w", f.Path, err)
-		}
+	}
+	if err := confine.Extract(dir, entries, func(p string) []byte { return b.files[p] }); err != nil {
+		return nil, badf(b.Path, "%v", err)
 	}
 	var out []string
 	for _, p := range b.Manifest.Lab.Files {
+		if !confine.ValidPath(p) || !strings.HasPrefix(p, LabDir+"/") {
+			return nil, badf(b.Path, "%s names the lab file %q, which is not in its lab tree", ManifestFile, p)
+		}
 		out = append(out, filepath.Join(dir, filepath.FromSlash(p)))
 	}
 	return out, nil

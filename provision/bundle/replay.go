@@ -49,6 +49,10 @@ type ReplayOptions struct {
 	// Versions are this kindlab's, compared with the recorded pins.
 	Versions Versions
 	Status   io.Writer
+	// Confirm is shown what the bundle would run once it has been verified
+	// and resolved, before anything is created; an error from it stops the
+	// replay with nothing created. Nil replays without asking.
+	Confirm func(*Review) error
 }
 
 // ReplayResult is how the replayed lab compares with the bundle.
@@ -161,6 +165,15 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 	if err := preflight(ctx, b, plan, opts); err != nil {
 		return nil, err
 	}
+	if opts.Confirm != nil {
+		rev, err := ReviewPlan(plan)
+		if err != nil {
+			return nil, badf(b.Path, "%v", err)
+		}
+		if err := opts.Confirm(rev); err != nil {
+			return nil, err
+		}
+	}
 
 	// The lab's files stay in the cluster's state directory as long as the
 	// cluster does: `kindlab check -f` can use them, and down removes them.
@@ -238,9 +251,11 @@ func (b *Bundle) plan(dir, name, stateDir string, opts ReplayOptions) (*render.P
 	inBundle := func(err error) string {
 		return strings.ReplaceAll(err.Error(), dir+string(filepath.Separator), "")
 	}
+	// The lab reads only the bundle: every file it refers to must be in the
+	// extracted lab tree, whatever its paths or links say.
 	c := lab.NewCatalog()
 	for _, f := range files {
-		if _, err := c.AddFile(f); err != nil {
+		if _, err := c.AddFileIn(filepath.Join(dir, LabDir), f); err != nil {
 			return nil, badf(b.Path, "its lab does not load: %s", inBundle(err))
 		}
 	}

@@ -59,7 +59,7 @@ func TestNoSecretLeavesInABundle(t *testing.T) {
 	leak(manifestPassword, manifestKey)
 
 	dir := t.TempDir()
-	labFile := filepath.Join(dir, "lab", "leaky.yaml")
+	labFile := filepath.Join(dir, "labs", "leaky.yaml")
 	mustWrite(t, labFile, `apiVersion: kindlab.dev/v1alpha1
 kind: Lab
 metadata:
@@ -268,7 +268,7 @@ users:
 		"logs/kubeadm.log":                              {"kubeadm join 10.0.0.2:6443 --token [REDACTED"},
 		"checks.json":                                   {"node-bound-token", "[REDACTED JWT]"},
 		"lab/disk/manifests/objects.yaml":               {"name: from-manifest", "password: " + Redacted},
-		"lab/disk/lab/leaky.yaml":                       {"name: leaky"},
+		"lab/disk/labs/leaky.yaml":                      {"name: leaky"},
 		"host.json":                                     {"findings"},
 	} {
 		got, ok := files[file]

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"os"
-	"path"
+	"strings"
+
+	"github.com/kindlab/kindlab/provision/internal/confine"
 )
 
 // kitFile is a kit opened for reading in place: its tar headers are read
@@ -19,6 +21,10 @@ type kitFile struct {
 }
 
 type section struct{ off, size int64 }
+
+// maxEntries bounds a kit's table in memory: an all-features kit has a few
+// hundred blobs.
+const maxEntries = 100_000
 
 func openKit(file string) (*kitFile, error) {
 	f, err := os.Open(file)
@@ -35,6 +41,7 @@ func openKit(file string) (*kitFile, error) {
 		return nil, err
 	}
 	k := &kitFile{f: f, name: file, size: st.Size(), entries: map[string]section{}}
+	seen := map[string]bool{}
 	// tar.Reader reads headers in exact blocks and seeks over content, so
 	// the file offset after Next is where the member's content starts.
 	tr := tar.NewReader(f)
@@ -50,8 +57,29 @@ func openKit(file string) (*kitFile, error) {
 			}
 			return nil, kitErr(file, "not a kit tar: %v", err)
 		}
-		if hdr.Typeflag != tar.TypeReg {
+		// A kit is an OCI layout: directories and regular files. Anything
+		// else (links, devices, FIFOs) is no kit kindlab wrote.
+		name := strings.TrimSuffix(hdr.Name, "/")
+		if !confine.ValidPath(name) {
+			f.Close()
+			return nil, kitErr(file, "holds %q, which is not a path inside a kit", hdr.Name)
+		}
+		if seen[name] {
+			f.Close()
+			return nil, kitErr(file, "holds %q twice (a kit where a later entry replaces an earlier one is refused)", name)
+		}
+		seen[name] = true
+		if len(seen) > maxEntries {
+			f.Close()
+			return nil, kitErr(file, "holds more than %d entries: not a kit kindlab wrote", maxEntries)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
 			continue
+		case tar.TypeReg:
+		default:
+			f.Close()
+			return nil, kitErr(file, "entry %q has tar type %q; kits hold only files and directories", hdr.Name, hdr.Typeflag)
 		}
 		off, err := f.Seek(0, io.SeekCurrent)
 		if err != nil {
@@ -62,7 +90,7 @@ func openKit(file string) (*kitFile, error) {
 			f.Close()
 			return nil, kitErr(file, "truncated: %s needs %d bytes, the file ends %d bytes in: copy it again", hdr.Name, hdr.Size, k.size-off)
 		}
-		k.entries[path.Clean(hdr.Name)] = section{off: off, size: hdr.Size}
+		k.entries[name] = section{off: off, size: hdr.Size}
 	}
 	return k, nil
 }

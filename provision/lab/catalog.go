@@ -16,11 +16,14 @@ import (
 type Catalog struct {
 	labs map[string]*Lab
 	docs map[string]*document
+	// roots holds one open os.Root per lab tree on disk, shared by the labs
+	// in it; they stay open for the life of the catalog (one process run).
+	roots map[string]*os.Root
 }
 
 // NewCatalog returns an empty catalog.
 func NewCatalog() *Catalog {
-	return &Catalog{labs: map[string]*Lab{}, docs: map[string]*document{}}
+	return &Catalog{labs: map[string]*Lab{}, docs: map[string]*document{}, roots: map[string]*os.Root{}}
 }
 
 // AddBuiltin adds every *.yaml directly under dir in fsys as a built-in lab.
@@ -34,7 +37,7 @@ func (c *Catalog) AddBuiltin(fsys fs.FS, dir string) error {
 			continue
 		}
 		p := path.Join(dir, e.Name())
-		if _, err := c.add(fsys, p, "builtin:"+p, true); err != nil {
+		if _, err := c.add(Origin{FS: fsys, Path: p, Display: "builtin:" + p}, true); err != nil {
 			return err
 		}
 	}
@@ -62,27 +65,68 @@ func (c *Catalog) AddDir(dir string) error {
 	return nil
 }
 
-// AddFile adds one lab file from disk and returns it.
+// AddFile adds one lab file from disk and returns it. The lab may refer
+// only to files inside its tree (TreeRoot): its folder, or the folder above
+// when the lab sits in a folder named labs/, so that a project's
+// labs/x.yaml reaches ../fixtures/. A lab file from someone else therefore
+// cannot read the rest of the machine, by `..`, an absolute path or a
+// symlink.
 func (c *Catalog) AddFile(file string) (*Lab, error) {
 	abs, err := filepath.Abs(file)
 	if err != nil {
 		return nil, &Error{File: file, Msg: err.Error()}
 	}
-	fsys, p := diskFS(abs)
+	return c.AddFileIn(TreeRoot(abs), file)
+}
+
+// TreeRoot is the directory a lab file on disk is confined to: its folder,
+// or that folder's parent when the folder is named labs.
+func TreeRoot(labFile string) string {
+	dir := filepath.Dir(labFile)
+	if filepath.Base(dir) == "labs" {
+		return filepath.Dir(dir)
+	}
+	return dir
+}
+
+// AddFileIn adds one lab file from disk whose references must stay inside
+// root, a directory that holds it (a replayed bundle's lab tree, say).
+func (c *Catalog) AddFileIn(root, file string) (*Lab, error) {
+	abs, err := filepath.Abs(file)
+	if err != nil {
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	root, err = filepath.Abs(root)
+	if err != nil {
+		return nil, &Error{File: file, Msg: err.Error()}
+	}
+	rel, err := filepath.Rel(root, abs)
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return nil, &Error{File: file, Msg: fmt.Sprintf("the lab file is not inside its tree %s", root)}
+	}
+	p := filepath.ToSlash(rel)
 	for _, l := range c.labs {
-		if l.Origin.FS == fsys && l.Origin.Path == p {
+		if l.Origin.Root == root && l.Origin.Path == p {
 			return l, nil // the same file named twice (./labs and --file)
 		}
 	}
-	return c.add(fsys, p, file, false)
+	r, ok := c.roots[root]
+	if !ok {
+		if r, err = os.OpenRoot(root); err != nil {
+			return nil, &Error{File: file, Msg: fmt.Sprintf("cannot read lab file: %v", unwrapPathError(err))}
+		}
+		c.roots[root] = r
+	}
+	return c.add(Origin{FS: r.FS(), Path: p, Display: file, Root: root}, false)
 }
 
-func (c *Catalog) add(fsys fs.FS, p, display string, builtin bool) (*Lab, error) {
-	data, err := fs.ReadFile(fsys, p)
+func (c *Catalog) add(o Origin, builtin bool) (*Lab, error) {
+	display := o.Display
+	data, err := fs.ReadFile(o.FS, o.Path)
 	if err != nil {
 		return nil, &Error{File: display, Msg: fmt.Sprintf("cannot read lab file: %v", unwrapPathError(err))}
 	}
-	doc, err := parse(data, Origin{FS: fsys, Path: p, Display: display})
+	doc, err := parse(data, o)
 	if err != nil {
 		return nil, err
 	}
@@ -134,12 +178,3 @@ func (e *NotFound) Error() string {
 }
 
 func isYAML(n string) bool { return strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml") }
-
-// rootFS is one fs.FS for the whole disk, so that a lab's relative paths
-// may reach sibling directories (labs/ -> ../fixtures/) while checks on the
-// resolved path still refuse to leave the tree.
-var rootFS = os.DirFS("/")
-
-func diskFS(abs string) (fs.FS, string) {
-	return rootFS, strings.TrimPrefix(filepath.ToSlash(abs), "/")
-}

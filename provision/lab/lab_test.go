@@ -308,3 +308,78 @@ func TestOverrideImages(t *testing.T) {
 		t.Errorf("bad pair: %v", err)
 	}
 }
+
+// A lab from someone else may read only its own tree: `..` past it, an
+// absolute path, and a symlink out of it are refused with the field path,
+// whatever the target (issue 12: /etc/passwd, /proc/self/environ).
+func TestDiskLabStaysInsideItsTree(t *testing.T) {
+	dir := t.TempDir()
+	proj := filepath.Join(dir, "proj")
+	for _, d := range []string{"labs", "fixtures/ok", "elsewhere"} {
+		if err := os.MkdirAll(filepath.Join(proj, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := filepath.Join(dir, "secret.yaml")
+	if err := os.WriteFile(secret, []byte("stolen: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(proj, "fixtures/ok/auth.yaml"), []byte("a: b\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Links that leave the tree: plainly, and through a chain that looks
+	// inside by its text (c -> ., d -> c/c/../../…).
+	if err := os.Symlink(secret, filepath.Join(proj, "fixtures/out.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(".", filepath.Join(proj, "fixtures/c")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("c/c/../../secret.yaml", filepath.Join(proj, "fixtures/chain.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(dir, filepath.Join(proj, "fixtures/outdir")); err != nil {
+		t.Fatal(err)
+	}
+	depth := strings.Repeat("../", strings.Count(proj, "/")+2)
+	cases := []struct {
+		name, file, spec, want string
+	}{
+		{"inside via labs/..", "labs/ok.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/ok/auth.yaml\n", ""},
+		{"dotdot to /etc/passwd", "labs/a.yaml", "  apiServer:\n    authenticationConfig: " + depth + "etc/passwd\n",
+			"spec.apiServer.authenticationConfig: \"" + depth + "etc/passwd\" leaves the lab's tree " + proj},
+		{"dotdot to /proc/self/environ", "labs/b.yaml", "  apiServer:\n    authenticationConfig: " + depth + "proc/self/environ\n",
+			"leaves the lab's tree " + proj},
+		{"absolute", "labs/c.yaml", "  apiServer:\n    authenticationConfig: /etc/passwd\n", "is absolute"},
+		{"symlink out", "labs/d.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/out.yaml\n",
+			"\"../fixtures/out.yaml\" cannot be read inside the lab's tree " + proj},
+		{"symlink chain out", "labs/e.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/chain.yaml\n", "cannot be read inside the lab's tree"},
+		{"artifact dir through a link out", "labs/f.yaml", "  artifacts:\n  - name: x\n    source: ../fixtures/outdir\n    reference: localhost:5001/x:v1\n",
+			"spec.artifacts[0].source: \"../fixtures/outdir\" cannot be read inside"},
+		// Outside a labs/ folder the tree is the lab's own folder.
+		{"no labs/ parent", "elsewhere/g.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/ok/auth.yaml\n",
+			"leaves the lab's tree " + filepath.Join(proj, "elsewhere")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			name := strings.TrimSuffix(filepath.Base(tc.file), ".yaml")
+			f := filepath.Join(proj, tc.file)
+			if err := os.WriteFile(f, []byte(labFile(name, goodNodes+tc.spec)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := lab.NewCatalog().AddFile(f)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("a lab inside its tree was refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("want one line containing %q, got %v", tc.want, err)
+			}
+			if !strings.HasPrefix(err.Error(), f+":") {
+				t.Fatalf("the error does not name the lab file first: %v", err)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -14,6 +15,8 @@ type File struct {
 	Path string
 	// Display names the file in errors and output.
 	Display string
+	// Root is the directory on disk FS is confined to ("" when embedded).
+	Root string
 }
 
 // Read returns the file's bytes.
@@ -32,10 +35,10 @@ func (f File) Sub() (fs.FS, error) { return fs.Sub(f.FS, f.Path) }
 // on disk rather than one embedded in the binary: callers that must check
 // symlinks against the real file system need it.
 func (f File) DiskPath() (string, bool) {
-	if f.FS != rootFS {
+	if f.Root == "" {
 		return "", false
 	}
-	return "/" + f.Path, true
+	return filepath.Join(f.Root, filepath.FromSlash(f.Path)), true
 }
 
 // ResolvedArtifact is an artifact with its source directory located.
@@ -200,7 +203,7 @@ func (m *merger) merge(name string, stack []string) error {
 	}
 	if p := s.APIServer.AuthenticationConfig; p != "" {
 		rp, _ := l.Origin.Resolve(p) // checked by validateFile
-		f := &File{FS: l.Origin.FS, Path: rp, Display: p}
+		f := &File{FS: l.Origin.FS, Path: rp, Display: p, Root: l.Origin.Root}
 		field := "spec.apiServer.authenticationConfig"
 		if prev := m.r.AuthenticationConfig; prev != nil && !top && !sameContent(*prev, *f) {
 			return conflict(field, "authentication config", prev.Display, p)
@@ -247,7 +250,7 @@ func (m *merger) merge(name string, stack []string) error {
 		}
 		src, _ := l.Origin.Resolve(a.Source)
 		m.r.Artifacts = append(m.r.Artifacts, ResolvedArtifact{Artifact: a, Lab: name,
-			Dir: File{FS: l.Origin.FS, Path: src, Display: a.Source}})
+			Dir: File{FS: l.Origin.FS, Path: src, Display: a.Source, Root: l.Origin.Root}})
 	}
 	for i, w := range s.Workloads {
 		field := fmt.Sprintf("spec.workloads[%d]", i)
@@ -257,7 +260,7 @@ func (m *merger) merge(name string, stack []string) error {
 		}
 		dir, _ := l.Origin.Resolve(w.Path)
 		m.r.Workloads = append(m.r.Workloads, ResolvedWorkload{Workload: w, Lab: name,
-			Dir: File{FS: l.Origin.FS, Path: dir, Display: w.Path}})
+			Dir: File{FS: l.Origin.FS, Path: dir, Display: w.Path, Root: l.Origin.Root}})
 	}
 	for _, ch := range s.Checks {
 		if !slices.Contains(m.r.Checks, ch) {

@@ -35,6 +35,10 @@ type Origin struct {
 	Path string
 	// Display is how errors name the file: a disk path, or "builtin:labs/x.yaml".
 	Display string
+	// Root is, for a lab on disk, the directory FS is confined to (an
+	// os.Root: no path, `..` or symlink reaches out of it); "" for a lab
+	// embedded in the binary. See Catalog.AddFile for how it is chosen.
+	Root string
 }
 
 // Metadata names the lab. The name must be a DNS label: it becomes part of

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -245,8 +246,12 @@ func checkRef(o Origin, rel string, wantDir bool) error {
 		return err
 	}
 	info, err := fs.Stat(o.FS, p)
-	if err != nil {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%q does not exist (paths are relative to the lab file)", rel)
+	case err != nil:
+		// os.Root refuses a symlink that leads out of the tree.
+		return fmt.Errorf("%q cannot be read inside %s: %v", rel, o.tree(), unwrapPathError(err))
 	}
 	if wantDir && !info.IsDir() {
 		return fmt.Errorf("%q is not a directory", rel)
@@ -264,9 +269,17 @@ func (o Origin) Resolve(rel string) (string, error) {
 	}
 	p := path.Join(path.Dir(o.Path), rel)
 	if !fs.ValidPath(p) {
-		return "", fmt.Errorf("%q leaves the directory tree the lab file is in", rel)
+		return "", fmt.Errorf("%q leaves %s", rel, o.tree())
 	}
 	return p, nil
+}
+
+// tree names, for messages, the directory a lab's paths must stay in.
+func (o Origin) tree() string {
+	if o.Root == "" {
+		return "the directory tree the lab file is in"
+	}
+	return fmt.Sprintf("the lab's tree %s (a lab reads files only under its folder, or under the folder above labs/)", o.Root)
 }
 
 func countRole(nodes []Node, role string) int {

@@ -270,8 +270,24 @@ func e2eBundleReplay(t *testing.T, path, img string) {
 	name := b.Manifest.Cluster + "-replay"
 	t.Cleanup(func() { run(t, "down", "--name", name, "--keep-registry") })
 
+	// Without --yes and without a terminal to ask on, replay lists what the
+	// bundle would run and refuses: exit 2, no cluster, no state.
+	code, _, errOut := run(t, "bundle", "replay", path, "--name", name)
+	if code != 2 || !strings.Contains(errOut, "pass --yes to replay it") ||
+		!strings.Contains(errOut, "images its workloads run:") {
+		t.Fatalf("replay without --yes: exit %d, stderr %q", code, errOut)
+	}
+	if st, err := state.Default(); err != nil {
+		t.Fatal(err)
+	} else if _, err := os.Stat(st.ClusterDir(name)); !os.IsNotExist(err) {
+		t.Fatalf("an unconfirmed replay left state: %v", err)
+	}
+	if out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label=io.x-k8s.kind.cluster="+name).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		t.Fatalf("an unconfirmed replay created nodes of %s", name)
+	}
+
 	start := time.Now()
-	code, out, errOut := run(t, "bundle", "replay", path, "--name", name, "-o", "json")
+	code, out, errOut := run(t, "bundle", "replay", path, "--yes", "--name", name, "-o", "json")
 	t.Logf("bundle replay took %s\n%s", time.Since(start).Round(time.Second), errOut)
 	var res bundle.ReplayResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {

@@ -3,6 +3,7 @@
 package bundle
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
+	"k8s.io/apimachinery/pkg/api/resource"
 	kindcmd "sigs.k8s.io/kind/pkg/cmd"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
@@ -191,6 +194,8 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 	var (
 		out  cli.Output
 		opts bundle.ReplayOptions
+		yes  bool
+		lim  sizeLimits
 	)
 	cmd := &cobra.Command{
 		Use:   "replay FILE",
@@ -201,12 +206,21 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 			"whole and every image the lab needs must be in Docker or pullable. Then the checks run and are\n" +
 			"compared, by status, with the recorded ones; the pins are compared too. The cluster stays up:\n" +
 			"take it down with `kindlab down --name NAME`.\n\n" +
-			"Exit codes: 0 every check as recorded, 3 a check differs, 2 the bundle is unusable.",
+			"A bundle is someone else's file, and replaying it runs their workloads on this machine. The\n" +
+			"bundle is read inside limits (--max-file-size, --max-total-size), its lab may read nothing but the\n" +
+			"bundle, and before anything is created replay lists what it will run (node and workload images,\n" +
+			"artifacts, privileged containers, pods with host access, feature gates) and asks; --yes replays\n" +
+			"without asking, and without a terminal to ask on, --yes is required.\n\n" +
+			"Exit codes: 0 every check as recorded, 3 a check differs, 2 the bundle is unusable or not confirmed.",
 		Example: "  kindlab bundle replay repro.tar.gz\n  kindlab bundle replay repro.tar.gz --name repro-1 -o json",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			b, err := bundle.Open(args[0])
+			limits, err := lim.limits()
+			if err != nil {
+				return cli.WithCode(cli.ExitUsage, err)
+			}
+			b, err := bundle.Open(args[0], bundle.WithLimits(limits))
 			if err != nil {
 				if errors.Is(err, bundle.ErrBadBundle) {
 					return cli.WithCode(cli.ExitUsage, err)
@@ -218,6 +232,9 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 				return err
 			}
 			opts.Store = store
+			if !yes {
+				opts.Confirm = func(r *bundle.Review) error { return confirm(s, b.Path, r) }
+			}
 			opts.Versions = versions(version)
 			opts.Status = s.ErrOut
 			p, err := cluster.NewProvider(ctx, kindcmd.NewLogger())
@@ -263,7 +280,58 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 		"registry image, if the registry has to be created (default $KINDLAB_REGISTRY_IMAGE, else the recorded one)")
 	cmd.Flags().StringVar(&opts.Kubeconfig, "kubeconfig", "", "kubeconfig file to write the context to (default: $KUBECONFIG or ~/.kube/config)")
 	cmd.Flags().DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the control plane to be Ready")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "replay without listing what the bundle runs and asking first")
+	lim.addFlags(cmd)
 	return cmd
+}
+
+// confirm shows what a bundle would run and asks on the terminal. Without
+// a terminal there is nobody to ask: the user must say --yes.
+func confirm(s *cli.Streams, file string, r *bundle.Review) error {
+	fmt.Fprintf(s.ErrOut, "Replaying %s runs, on this machine:\n", file)
+	for _, l := range r.Lines() {
+		fmt.Fprintf(s.ErrOut, "  %s\n", l)
+	}
+	f, ok := s.In.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return cli.WithCode(cli.ExitUsage, fmt.Errorf("%s: not replayed, nothing was created: a bundle runs someone else's workloads; read the list above and pass --yes to replay it", file))
+	}
+	fmt.Fprint(s.ErrOut, "Replay it? [y/N] ")
+	answer, _ := bufio.NewReader(f).ReadString('\n')
+	switch strings.ToLower(strings.TrimSpace(answer)) {
+	case "y", "yes":
+		return nil
+	}
+	return cli.WithCode(cli.ExitUsage, fmt.Errorf("%s: not replayed, nothing was created", file))
+}
+
+// sizeLimits are the flags that bound reading a bundle from someone else.
+type sizeLimits struct{ file, total string }
+
+func (l *sizeLimits) addFlags(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&l.file, "max-file-size", quantity(bundle.DefaultLimits.File),
+		"largest file a bundle may hold, as a quantity (e.g. 512Mi, 2Gi)")
+	cmd.Flags().StringVar(&l.total, "max-total-size", quantity(bundle.DefaultLimits.Total),
+		"most a bundle may unpack to, as a quantity (e.g. 8Gi)")
+}
+
+func quantity(n int64) string { return resource.NewQuantity(n, resource.BinarySI).String() }
+
+// limits parses the flags as Kubernetes quantities, naming the flag that
+// holds something else.
+func (l *sizeLimits) limits() (bundle.Limits, error) {
+	var out bundle.Limits
+	for _, f := range []struct {
+		flag, value string
+		into        *int64
+	}{{"--max-file-size", l.file, &out.File}, {"--max-total-size", l.total, &out.Total}} {
+		q, err := resource.ParseQuantity(f.value)
+		if err != nil || q.Value() <= 0 {
+			return out, fmt.Errorf("%s %q: want a positive size such as 512Mi or 4Gi", f.flag, f.value)
+		}
+		*f.into = q.Value()
+	}
+	return out, nil
 }
 
 func printReplay(w io.Writer, r *bundle.ReplayResult) error {

@@ -1,0 +1,147 @@
+package bundle
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/workload"
+)
+
+// Review is what replaying a bundle would run on this machine. A bundle
+// comes from someone else, so replaying it is running their code: Replay
+// hands this to ReplayOptions.Confirm before anything is created.
+type Review struct {
+	Lab       string `json:"lab"`
+	NodeImage string `json:"nodeImage"`
+	// Nodes counts the kind node containers, each privileged (as kind's are).
+	Nodes int `json:"nodes"`
+	// Images are the container images the lab's workloads run.
+	Images []string `json:"images"`
+	// Artifacts are "name -> reference" for what is pushed to the registry.
+	Artifacts []string `json:"artifacts,omitempty"`
+	// Privileged lists containers that ask for privileged mode or added
+	// capabilities, as "kind/namespace/name container".
+	Privileged []string `json:"privileged,omitempty"`
+	// HostAccess lists pods that reach the node: hostPath volumes,
+	// hostNetwork, hostPID, hostIPC.
+	HostAccess []string `json:"hostAccess,omitempty"`
+	// FeatureGates and APIServerFlags are what the control plane runs with.
+	FeatureGates []string `json:"featureGates,omitempty"`
+}
+
+// Lines renders the review for a terminal, one finding a line.
+func (r *Review) Lines() []string {
+	out := []string{
+		fmt.Sprintf("lab %s: %d kind node(s) from %s (node containers are privileged, as kind's always are)", r.Lab, r.Nodes, r.NodeImage),
+	}
+	add := func(title string, items []string) {
+		if len(items) == 0 {
+			return
+		}
+		out = append(out, title+":")
+		for _, i := range items {
+			out = append(out, "  "+i)
+		}
+	}
+	add("images its workloads run", r.Images)
+	add("artifacts pushed to the local registry", r.Artifacts)
+	add("privileged containers or added capabilities", r.Privileged)
+	add("pods with access to the node", r.HostAccess)
+	add("feature gates", r.FeatureGates)
+	return out
+}
+
+// ReviewPlan lists what a rendered plan runs: its nodes, images, artifacts,
+// and every container or pod whose spec reaches past its sandbox.
+func ReviewPlan(plan *render.Plan) (*Review, error) {
+	r := &Review{Lab: plan.Lab, NodeImage: plan.NodeImage, Nodes: len(plan.Resolved.Nodes)}
+	refs, err := workloadImages(plan)
+	if err != nil {
+		return nil, err
+	}
+	for _, ref := range refs {
+		r.Images = append(r.Images, ref.ref)
+	}
+	for _, a := range plan.Resolved.Artifacts {
+		r.Artifacts = append(r.Artifacts, fmt.Sprintf("%s -> %s", a.Name, a.Reference))
+	}
+	for g, on := range plan.Resolved.FeatureGates {
+		r.FeatureGates = append(r.FeatureGates, fmt.Sprintf("%s=%t", g, on))
+	}
+	sort.Strings(r.FeatureGates)
+	for _, w := range plan.Resolved.Workloads {
+		objs, err := workload.Load(w)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range objs {
+			reviewObject(r, o)
+		}
+	}
+	return r, nil
+}
+
+// reviewObject finds every pod spec in an object (a Pod, or the template of
+// a Deployment, Job, CronJob, …: any map with a containers list).
+func reviewObject(r *Review, o *unstructured.Unstructured) {
+	id := fmt.Sprintf("%s/%s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+	var walk func(v any)
+	walk = func(v any) {
+		switch t := v.(type) {
+		case map[string]any:
+			if _, ok := t["containers"].([]any); ok {
+				reviewPodSpec(r, id, t)
+			}
+			for _, x := range t {
+				walk(x)
+			}
+		case []any:
+			for _, x := range t {
+				walk(x)
+			}
+		}
+	}
+	walk(o.Object)
+}
+
+func reviewPodSpec(r *Review, id string, spec map[string]any) {
+	var host []string
+	for _, k := range []string{"hostNetwork", "hostPID", "hostIPC"} {
+		if on, _ := spec[k].(bool); on {
+			host = append(host, k)
+		}
+	}
+	vols, _ := spec["volumes"].([]any)
+	for _, v := range vols {
+		m, _ := v.(map[string]any)
+		if hp, ok := m["hostPath"].(map[string]any); ok {
+			host = append(host, fmt.Sprintf("hostPath %v", hp["path"]))
+		}
+	}
+	if len(host) > 0 {
+		r.HostAccess = append(r.HostAccess, fmt.Sprintf("%s: %s", id, strings.Join(host, ", ")))
+	}
+	for _, key := range []string{"initContainers", "containers", "ephemeralContainers"} {
+		list, _ := spec[key].([]any)
+		for _, c := range list {
+			m, _ := c.(map[string]any)
+			sc, _ := m["securityContext"].(map[string]any)
+			var what []string
+			if p, _ := sc["privileged"].(bool); p {
+				what = append(what, "privileged")
+			}
+			if caps, _ := sc["capabilities"].(map[string]any); caps != nil {
+				if add, _ := caps["add"].([]any); len(add) > 0 {
+					what = append(what, fmt.Sprintf("adds %v", add))
+				}
+			}
+			if len(what) > 0 {
+				r.Privileged = append(r.Privileged, fmt.Sprintf("%s container %v: %s", id, m["name"], strings.Join(what, ", ")))
+			}
+		}
+	}
+}

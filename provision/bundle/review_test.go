@@ -1,0 +1,71 @@
+package bundle
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/kindlab/kindlab/provision/workload"
+)
+
+// Replay's confirmation lists what a lab really runs, read from its
+// manifests: all-features' device plugin reaches the node through a
+// hostPath, and the artifacts, images and gates are named.
+func TestReviewListsWhatALabRuns(t *testing.T) {
+	c := builtinCatalog(t)
+	plan := planFor(t, c, "all-features", t.TempDir())
+	r, err := ReviewPlan(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Join(r.Lines(), "\n")
+	t.Log(text)
+	for _, want := range []string{
+		fmt.Sprintf("lab all-features: %d kind node(s) from %s", len(plan.Resolved.Nodes), plan.NodeImage),
+		"images its workloads run:",
+		"agnhost",
+		"artifacts pushed to the local registry:",
+		"hostPath /var/lib/kubelet/device-plugins",
+		"feature gates:",
+		"ImageVolume=true",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("review lacks %q", want)
+		}
+	}
+}
+
+// Every way a pod spec reaches past its sandbox is listed, in any object
+// that carries a pod template.
+func TestReviewFindsPrivilegeInAnyPodTemplate(t *testing.T) {
+	objs, err := workload.Decode([]byte(`apiVersion: batch/v1
+kind: CronJob
+metadata: {name: miner, namespace: x}
+spec:
+  schedule: "* * * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          hostPID: true
+          hostNetwork: true
+          volumes: [{name: root, hostPath: {path: /}}]
+          initContainers: [{name: init, image: a, securityContext: {capabilities: {add: [SYS_ADMIN]}}}]
+          containers: [{name: main, image: b, securityContext: {privileged: true}}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Review{}
+	reviewObject(r, objs[0])
+	got := strings.Join(append(r.HostAccess, r.Privileged...), "\n")
+	for _, want := range []string{
+		"CronJob/x/miner: hostNetwork, hostPID, hostPath /",
+		"CronJob/x/miner container init: adds [SYS_ADMIN]",
+		"CronJob/x/miner container main: privileged",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("review lacks %q; got:\n%s", want, got)
+		}
+	}
+}
