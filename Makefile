@@ -124,6 +124,9 @@ test: deps docker k8s-bins node-image ## every test, including the offline end-t
 	$(GO) vet ./...
 	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./provision/lab
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckExtract$$' -fuzztime 10s ./provision/internal/confine
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 10s ./provision/bundle
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenKit$$' -fuzztime 10s ./provision/kit
 	$(MAKE) --no-print-directory e2e
 
 .PHONY: bench

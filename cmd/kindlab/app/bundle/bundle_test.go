@@ -185,3 +185,56 @@ image-volume: recorded pass, replayed unsupported
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// Hostile bundles and bad limits end in one line and exit 2 from the CLI,
+// with nothing created (issue 12).
+func TestReplayRefusesHostileBundles(t *testing.T) {
+	dir := isolate(t)
+	forge := func(name string, manifest string, extra func(*tar.Writer)) string {
+		var buf bytes.Buffer
+		gw := gzip.NewWriter(&buf)
+		tw := tar.NewWriter(gw)
+		tw.WriteHeader(&tar.Header{Name: "bundle.json", Typeflag: tar.TypeReg, Size: int64(len(manifest)), Mode: 0o644})
+		tw.Write([]byte(manifest))
+		if extra != nil {
+			extra(tw)
+		}
+		tw.Close()
+		gw.Close()
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, buf.Bytes(), 0o644)
+		return p
+	}
+	victim := filepath.Join(dir, "authorized_keys")
+	chain := forge("chain.tar.gz", `{"formatVersion":1,"files":[
+		{"path":"lab/disk/c","link":"."},
+		{"path":"lab/disk/d","link":"c/c/c/c/../../../../`+strings.Repeat("../", 30)+strings.TrimPrefix(victim, "/")+`"},
+		{"path":"lab/disk/d","size":4,"sha256":"`+strings.Repeat("0", 64)+`"}]}`, nil)
+	huge := forge("huge.tar.gz", `{"formatVersion":1,"files":[{"path":"logs/x","size":1099511627776,"sha256":"`+strings.Repeat("0", 64)+`"}]}`, nil)
+	lying := forge("lying.tar.gz", `{"formatVersion":1,"files":[{"path":"logs/x","size":4,"sha256":"`+strings.Repeat("0", 64)+`"}]}`,
+		func(tw *tar.Writer) {
+			tw.WriteHeader(&tar.Header{Name: "logs/x", Typeflag: tar.TypeReg, Size: 1 << 40, Mode: 0o644})
+		})
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"replay", chain}, chain + `: bundle.json: "lab/disk/d" appears twice`},
+		{[]string{"replay", huge}, huge + ": logs/x (1099511627776 bytes as listed) is larger than the limit of 1Gi (raise it with --max-file-size"},
+		{[]string{"replay", lying}, lying + `: entry "logs/x" does not match its size in bundle.json`},
+		{[]string{"replay", huge, "--max-total-size", "lots"}, `--max-total-size "lots": want a positive size such as 512Mi or 4Gi`},
+		{[]string{"replay", huge, "--max-file-size", "-1"}, `--max-file-size "-1": want a positive size`},
+	} {
+		code, _, errOut := run(t, c.args...)
+		line := oneErrorLine(t, errOut)
+		if code != cli.ExitUsage || !strings.HasPrefix(line, c.want) {
+			t.Errorf("%v: exit %d, %q; want exit 2 and a line starting %q", c.args, code, line, c.want)
+		}
+	}
+	if _, err := os.Lstat(victim); !os.IsNotExist(err) {
+		t.Errorf("the victim file exists: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state")); !os.IsNotExist(err) {
+		t.Errorf("a refused replay wrote state: %v", err)
+	}
+}
