@@ -23,7 +23,7 @@ PINNED_NODE_IMAGE := $(shell sed -n 's/^ *nodeImage: *//p' labs/base.yaml)
 # machines), `make lab` builds the node and workload images from source and
 # uses them: the same Kubernetes patch, the same containerd.
 .PHONY: lab
-lab: build docker ## the main job: bring up $(LAB) (default all-features) on kind
+lab: deps-lab build docker ## the main job: bring up $(LAB) (default all-features) on kind
 	@if [ -n "$(NODE_IMAGE)" ] || docker image inspect '$(PINNED_NODE_IMAGE)' >/dev/null 2>&1 || \
 	    docker pull '$(PINNED_NODE_IMAGE)' >/dev/null 2>&1; then \
 	  ./$(BIN) up $(LAB) $(if $(NODE_IMAGE),--image $(NODE_IMAGE)); \
@@ -46,24 +46,36 @@ down: build
 # the hosts.toml kindlab writes), busybox (tiny test containers) and a
 # Docker engine; debootstrap and libseccomp build the offline node image;
 # sshd (openssh-server) lets the tests reach this engine as a remote one
-# over DOCKER_HOST=ssh://.
+# over DOCKER_HOST=ssh://. `make lab` needs only the lab's share (deps-lab).
+# On Debian as root they are installed with apt; elsewhere the packages are
+# named and make stops.
+INSTALL_MISSING = if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "make $@: missing:$$missing — install these packages (on Debian: apt-get install -y$$missing), then run make again" >&2; exit 1; fi; \
+	fi
+
+# The lab's share: a Docker engine where none answers (the local one, which
+# .ci/docker.sh starts), and what builds the node image offline.
+.PHONY: deps-lab
+deps-lab:
+	@missing=""; \
+	docker info >/dev/null 2>&1 || command -v dockerd >/dev/null || missing="$$missing docker.io"; \
+	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
+	pkg-config --exists libseccomp 2>/dev/null || missing="$$missing libseccomp-dev pkg-config"; \
+	$(INSTALL_MISSING)
+
 .PHONY: deps
-deps:
+deps: deps-lab
 	@missing=""; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v ctr >/dev/null || missing="$$missing containerd"; \
 	[ -x /usr/bin/busybox ] || missing="$$missing busybox-static"; \
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
-	command -v debootstrap >/dev/null || missing="$$missing debootstrap"; \
 	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
-	pkg-config --exists libseccomp 2>/dev/null || missing="$$missing libseccomp-dev pkg-config"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
-	  else echo "missing:$$missing (install them; tests that need them will skip)"; fi; \
-	fi
+	$(INSTALL_MISSING)
 
 .PHONY: docker
 docker: ## start a Docker engine here if none answers (CI machines)
