@@ -107,12 +107,15 @@ func (p *Provider) Exists(name string) (bool, error) {
 // List returns every kind cluster on the engine.
 func (p *Provider) List() ([]string, error) { return p.kind.List() }
 
-// Create creates the cluster a plan describes. kind removes the nodes of a
-// failed create itself unless Retain is set.
+// Create creates the cluster a plan describes, from its v1alpha4 config
+// alone: every node keeps the image the config gives it. (kind's
+// CreateWithNodeImage would overwrite each node's image with one reference,
+// pkg/cluster/internal/create fixupOptions, undoing a kit's local alias for
+// a digest-pinned image.) kind removes the nodes of a failed create itself
+// unless Retain is set.
 func (p *Provider) Create(plan *render.Plan, opts CreateOptions) error {
 	err := p.kind.Create(plan.ClusterName,
 		kindcluster.CreateWithV1Alpha4Config(plan.Config),
-		kindcluster.CreateWithNodeImage(plan.NodeImage),
 		kindcluster.CreateWithRetain(opts.Retain),
 		kindcluster.CreateWithWaitForReady(opts.Wait),
 		kindcluster.CreateWithKubeconfigPath(opts.Kubeconfig),
