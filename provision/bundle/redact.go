@@ -416,6 +416,8 @@ type scrubber struct {
 	// certificate key counts (kubeadm's output, at any column).
 	next    int
 	nextHex bool
+	// nextOne: only one value follows (a flag's), not a list.
+	nextOne bool
 	// env: column of an env `name:` naming a secret; `value:` at that
 	// column is its value. envLines bounds how far it looks.
 	env      int
@@ -440,7 +442,7 @@ func newScrubber() *scrubber {
 }
 
 func (s *scrubber) reset() {
-	s.pem, s.b64, s.block, s.next, s.nextHex, s.env = false, -1, -1, -1, false, -1
+	s.pem, s.b64, s.block, s.next, s.nextHex, s.nextOne, s.env = false, -1, -1, -1, false, false, -1
 }
 
 // line returns the line redacted, or keep=false when the whole line is part
@@ -550,8 +552,8 @@ func (s *scrubber) continued(l []byte) (out []byte, keep, done bool) {
 		s.block = -1
 	}
 	if s.next >= 0 {
-		next, hexOnly := s.next, s.nextHex
-		s.next, s.nextHex = -1, false
+		next, hexOnly, one := s.next, s.nextHex, s.nextOne
+		s.next, s.nextHex, s.nextOne = -1, false, false
 		if hexOnly {
 			if hex64.Match(trimmed) {
 				s.found["kubeadm certificate key"]++
@@ -561,8 +563,12 @@ func (s *scrubber) continued(l []byte) (out []byte, keep, done bool) {
 			// A list under a secret key, or the value after a bare flag.
 			item = bytes.TrimSpace(item)
 			if len(item) > 0 && !bytes.ContainsAny(item[:1], "-[{#") && !bytes.Contains(item, []byte(": ")) && !plainValue(string(unquote(item))) {
-				s.found["credential value"]++
-				s.next = next
+				if one {
+					s.found["credential flag"]++
+				} else {
+					s.found["credential value"]++
+					s.next = next // the rest of the list
+				}
 				return cat(l[:indent], "- ", Redacted), true, true
 			}
 		} else if indent > next && len(trimmed) > 0 && !bytes.ContainsAny(trimmed[:1], "-[{#\"'") && !bytes.Contains(trimmed, []byte(": ")) && !bytes.HasSuffix(trimmed, []byte(":")) && !plainValue(string(trimmed)) {
@@ -958,7 +964,7 @@ func keyChar(c byte) bool {
 func redactFlags(s *scrubber, l []byte, n *int) []byte {
 	if m := bareFlagItem.FindSubmatchIndex(l); m != nil {
 		if secretKey(string(l[m[2]:m[3]])) {
-			s.next = indentOf(l)
+			s.next, s.nextOne = indentOf(l), true
 		}
 		return l
 	}
@@ -1025,6 +1031,7 @@ func redactKeyValues(s *scrubber, l []byte, n *int) []byte {
 		} else {
 			i = ke
 		}
+		sp := i
 		for i < len(l) && (l[i] == ' ' || l[i] == '\t') {
 			i++
 		}
@@ -1032,6 +1039,11 @@ func redactKeyValues(s *scrubber, l []byte, n *int) []byte {
 			continue
 		}
 		sep := l[i]
+		if sep == ':' && i > sp {
+			// `volume "token" : error` is prose (kubelet's events); YAML
+			// and JSON writers put the colon right after the key.
+			continue
+		}
 		i++
 		if sep == ':' && i < len(l) && l[i] == ':' {
 			continue // Go and C++ scopes: auth::Token
@@ -1095,7 +1107,7 @@ var objectRef = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a
 // credential is, not what it is), and values already redacted.
 func plainValue(v string) bool {
 	v = strings.TrimSpace(v)
-	if v == "" || strings.Contains(v, Redacted) {
+	if v == "" || strings.Contains(v, Redacted) || v == redactedB64 {
 		return true
 	}
 	switch strings.ToLower(v) {

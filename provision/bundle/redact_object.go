@@ -192,7 +192,7 @@ func redactString(s string, found map[string]int, depth int) string {
 			v = walk(v, found, depth+1)
 			if total(found) > before {
 				if b, ok := encodeJSON(v); ok {
-					s = string(b)
+					s = string(reindent(b, t))
 				} else {
 					// Something was secret and cannot be written back.
 					found["credential value"]++
@@ -208,6 +208,26 @@ func redactString(s string, found map[string]int, depth int) string {
 	sc.stream(&out, strings.NewReader(s))
 	merge(found, sc.found)
 	return out.String()
+}
+
+// reindent gives JSON written back the indentation of the original when
+// that was pretty-printed (a service-account key file, a docker config.json
+// as docker writes it), so a reader sees the file as it was.
+func reindent(b []byte, orig string) []byte {
+	lines := strings.Split(orig, "\n")
+	if len(lines) < 2 {
+		return b
+	}
+	second := lines[1]
+	indent := second[:len(second)-len(strings.TrimLeft(second, " \t"))]
+	if indent == "" {
+		return b
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", indent); err != nil {
+		return b
+	}
+	return out.Bytes()
 }
 
 func decodeJSON(b []byte) (any, bool) {

@@ -248,6 +248,9 @@ func TestTextKeepsWhatIsNotSecret(t *testing.T) {
 		{"base64 of plain text", "data: " + b64("hello, this is only a configuration file with settings=1")},
 		{"error messages", `E1130 1 token.go:1] "Failed to get token" err="secret \"foo\" not found" secret name: foo-token`},
 		{"values already redacted", "password: REDACTED\ntoken: REDACTED(JWT)\n"},
+		{"kubelet volume event", `MountVolume.SetUp failed for volume "token" : secret "s" not found`},
+		{"flag value then positional args", "args:\n- --token\n- REDACTED\n- serve\n- ./data\n"},
+		{"env named like a secret without value", "- name: token\n  mountPath: /var/run/token\n- name: other\n  value: keep-me\n"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, found := Text([]byte(c.in))
