@@ -160,7 +160,7 @@ var ruleTable = []rule{
 	},
 	{
 		name:   "bootstrap token",
-		source: "kubeadm bootstrap tokens (k8s.io/cluster-bootstrap/token/api BootstrapTokenPattern [a-z0-9]{6}.[a-z0-9]{16}); an all-hex secret is left to the key/flag rules, since event names (worker.18800c0a2b1e3f4d) share the shape",
+		source: "kubeadm bootstrap tokens (k8s.io/cluster-bootstrap/token/api BootstrapTokenPattern [a-z0-9]{6}.[a-z0-9]{16}); an all-hex secret, or one without a digit, is left to the key/flag rules, since event names (worker.18800c0a2b1e3f4d) and dotted words (docker.metricscollector) share the shape",
 		hints:  []string{"."},
 		apply:  redactBootstrapTokens,
 	},
@@ -231,8 +231,11 @@ func redactBootstrapTokens(s *scrubber, l []byte, n *int) []byte {
 		if !lowerAlnum(l[s0:i]) || !lowerAlnum(l[i+1:e]) || (s0 > 0 && wordChar(l[s0-1])) || (e < len(l) && wordChar(l[e])) {
 			continue
 		}
-		if allHex(l[i+1 : e]) {
-			continue // an event name (worker.18800c0a2b1e3f4d)
+		if allHex(l[i+1:e]) || !hasDigit(l[s0:e]) {
+			// An event name (worker.18800c0a2b1e3f4d), or two words
+			// (docker.metricscollector): 22 random characters of [a-z0-9]
+			// hold no digit once in 1300.
+			continue
 		}
 		out = append(append(out, l[last:s0]...), marker("bootstrap token")...)
 		last = e
@@ -243,6 +246,15 @@ func redactBootstrapTokens(s *scrubber, l []byte, n *int) []byte {
 		return l
 	}
 	return append(out, l[last:]...)
+}
+
+func hasDigit(b []byte) bool {
+	for _, c := range b {
+		if c >= '0' && c <= '9' {
+			return true
+		}
+	}
+	return false
 }
 
 func lowerAlnum(b []byte) bool {
@@ -876,7 +888,7 @@ func valueAt(l []byte, i int) (start, end int, inner []byte) {
 		k++
 	}
 	v := l[i:k]
-	if scheme := strings.ToLower(string(v)); (scheme == "bearer" || scheme == "basic" || scheme == "token") && k < len(l) && l[k] == ' ' {
+	if authScheme(string(v)) && k < len(l) && l[k] == ' ' {
 		e := k + 1
 		for e < len(l) && !isDelim(l[e]) {
 			e++
@@ -886,6 +898,16 @@ func valueAt(l []byte, i int) (start, end int, inner []byte) {
 		}
 	}
 	return i, k, v
+}
+
+// authScheme is an HTTP authentication scheme (RFC 9110 §11) that comes
+// before a credential.
+func authScheme(s string) bool {
+	switch strings.ToLower(s) {
+	case "bearer", "basic", "token", "digest", "negotiate":
+		return true
+	}
+	return false
 }
 
 func isDelim(c byte) bool {
@@ -990,7 +1012,7 @@ func redactFlags(s *scrubber, l []byte, n *int) []byte {
 			continue
 		}
 		vs, ve, inner := valueAt(l, i)
-		if ve <= vs || len(inner) == 0 || inner[0] == '-' || !secretKey(string(l[ks:ke])) {
+		if ve <= vs || len(inner) == 0 || inner[0] == '-' || !secretKey(string(l[ks:ke])) || boolFlag(string(l[ks:ke])) {
 			continue
 		}
 		if plainValue(string(inner)) || bytes.Contains(l[vs:ve], []byte(Redacted)) {
@@ -1006,6 +1028,14 @@ func redactFlags(s *scrubber, l []byte, n *int) []byte {
 	return append(out, l[last:]...)
 }
 
+// boolFlag is a flag that names a secret but switches something on:
+// --anonymous-auth, --skip-decrypt-auth, --enable-bootstrap-token-auth. The
+// word after it is the next argument or prose, not its value.
+func boolFlag(flag string) bool {
+	words := splitWords(flag)
+	return len(words) > 0 && words[len(words)-1] == "auth"
+}
+
 // redactKeyValues replaces the value after a key naming a secret and a
 // separator (: or =), in any of the syntaxes listed in the rule table.
 func redactKeyValues(s *scrubber, l []byte, n *int) []byte {
@@ -1016,8 +1046,9 @@ func redactKeyValues(s *scrubber, l []byte, n *int) []byte {
 		if ks < last {
 			continue
 		}
-		// The key must be whole: not the tail of a path or a longer word.
-		if ks > 0 && !keyBoundary(l[ks-1]) {
+		// The key must be whole: not the tail of a path or a longer word,
+		// nor a shell expansion (${TOKEN:-x}, ${TOKEN:?}).
+		if ks > 0 && !keyBoundary(l[ks-1]) || ks > 1 && l[ks-2] == '$' && l[ks-1] == '{' {
 			continue
 		}
 		// Its closing quote (also \" inside a JSON string), spaces, the
@@ -1103,10 +1134,15 @@ var objectRef = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[a-z0-9]([-a
 
 // plainValue is a value that cannot be a credential, so it stays: empty,
 // booleans and null, short numbers (counts, ports, TTLs), references to
-// variables ($X, ${X}, $(X), {{ .X }}), absolute file paths (where a
-// credential is, not what it is), and values already redacted.
+// variables ($X, ${X}, $(X), {{ .X }}, <placeholder>), absolute paths and
+// key or config file names (where a credential is, not what it is), and
+// values already redacted.
 func plainValue(v string) bool {
 	v = strings.TrimSpace(v)
+	// An HTTP auth scheme is not the credential: look at what follows it.
+	if scheme, rest, ok := strings.Cut(v, " "); ok && authScheme(scheme) {
+		v = strings.TrimSpace(rest)
+	}
 	if v == "" || strings.Contains(v, Redacted) || v == redactedB64 {
 		return true
 	}
@@ -1114,16 +1150,21 @@ func plainValue(v string) bool {
 	case "true", "false", "null", "nil", "<nil>", "~", "yes", "no", "on", "off", "none", "[]", "{}", `""`, "''":
 		return true
 	}
-	if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "{{") {
-		return true
+	if strings.HasPrefix(v, "$") || strings.HasPrefix(v, "{{") || strings.HasPrefix(v, "<") {
+		return true // a variable, a template, a <placeholder>
 	}
 	if len(v) < 6 && strings.Trim(v, "0123456789") == "" {
 		return true
 	}
-	return absPath.MatchString(v)
+	return absPath.MatchString(v) || fileName.MatchString(v)
 }
 
-var absPath = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
+var (
+	absPath = regexp.MustCompile(`^/[A-Za-z0-9._/-]*$`)
+	// fileName is a relative path to a key, certificate or config file
+	// (cfssl -ca-key=ca-key.pem): where the secret is, not the secret.
+	fileName = regexp.MustCompile(`^[A-Za-z0-9._/-]+\.(?:pem|key|crt|cert|der|p12|pfx|jks|json|yaml|yml|conf|toml|txt|csv)$`)
+)
 
 // secretKey says whether a key (a map key, a flag, an env name) names a
 // secret. The key is split into words (camelCase, snake_case, kebab-case,
@@ -1145,6 +1186,10 @@ func secretKey(name string) bool {
 		return false
 	}
 	last := strings.TrimRight(words[len(words)-1], "0123456789")
+	if last == "pass" {
+		// DB_PASS, SMTP_PASS; a lone PASS is a test result (--- PASS:).
+		return len(words) > 1
+	}
 	if secretWords[last] {
 		return true
 	}
@@ -1163,7 +1208,7 @@ func secretKey(name string) bool {
 }
 
 var (
-	secretWords = set("password", "passwords", "passwd", "pwd", "pass", "passphrase", "secret", "secrets",
+	secretWords = set("password", "passwords", "passwd", "pwd", "passphrase", "secret", "secrets",
 		"token", "tokens", "auth", "credential", "credentials", "creds", "cred", "authorization", "cookie",
 		"cookies", "apikey", "apikeys")
 	// Compound single words: identitytoken, registrytoken, oauth,

@@ -222,6 +222,12 @@ func TestTextKeepsWhatIsNotSecret(t *testing.T) {
 		{"client certificate data", "client-certificate-data: " + base64.StdEncoding.EncodeToString([]byte(pub))},
 		{"shell references", "TOKEN=$(kubectl -n kindlab-node-bound-token create token token-demo --bound-object-kind Node)\nspec: {token: $TOKEN}\npassword: ${DB_PASSWORD}\n"},
 		{"template reference", "password: {{ .Values.password }}\n"},
+		{"key files by name", "cfssl gencert -ca=ca.pem -ca-key=ca-key.pem -config=ca-config.json\nPWD=/\n"},
+		{"test results", "--- PASS: TestContainerList (0.00s)\necho \"PASS: PGP Type of encryption\"\n"},
+		{"placeholders", "ansible-playbook -u <username> --private-key <example.pem> x.yaml\nIMAGE_PULL_CREDS=<username>:<password>\n"},
+		{"boolean flags naming auth", "# pass --skip-decrypt-auth then this works\nkube-apiserver --anonymous-auth --enable-bootstrap-token-auth\n"},
+		{"dotted words shaped like a bootstrap token", "plugin docker.metricscollector/1.0 and kubelet.configuration"},
+		{"shell expansions", `curl ${GITHUB_OAUTH_TOKEN:+-H "Authorization: Bearer ${GITHUB_OAUTH_TOKEN:?}"} https://api.github.com`},
 		{"env from a secretKeyRef", "env:\n- name: DB_PASSWORD\n  valueFrom:\n    secretKeyRef:\n      key: password\n      name: db\n- name: MODE\n  value: fast\n"},
 		{"env value in a substitution", "- name: DB_PASSWORD\n  value: $(DB_PASSWORD_FROM_FILE)\n"},
 		{"configMapKeyRef", "configMapKeyRef:\n  key: app.properties\n  name: cfg\n"},
@@ -263,7 +269,7 @@ func TestTextKeepsWhatIsNotSecret(t *testing.T) {
 
 func TestSecretKeyNamesBySecretWord(t *testing.T) {
 	for name, want := range map[string]bool{
-		"password": true, "DB_PASSWORD": true, "dbPassword": true, "db-passwd": true, "PASS": true, "passphrase": true,
+		"password": true, "DB_PASSWORD": true, "dbPassword": true, "db-passwd": true, "passphrase": true,
 		"token": true, "identitytoken": true, "registrytoken": true, "BearerToken": true, "id-token": true, "refresh_token": true,
 		"auth": true, "oauth": true, "secret": true, "clientSecret": true, "client_secret": true, "credentials": true,
 		"apiKey": true, "api_key": true, "APIKey": true, "x-api-key": true, "private_key": true, "privateKey": true,
@@ -273,7 +279,7 @@ func TestSecretKeyNamesBySecretWord(t *testing.T) {
 		"tokenFile": false, "passwordFile": false, "--token-auth-file": false, "secretRef": false, "tokenExpirationSeconds": false,
 		"automountServiceAccountToken": true, "serviceAccountName": false, "AWS_ACCESS_KEY_ID": false, "private_key_id": false,
 		"initial-cluster-token": false, "--authorization-mode": false, "authentication": false, "bypass": false,
-		"monkey": false, "keycloak": false, "hotkey": false, "token-ttl": false, "kind": false, "value": false, "name": false,
+		"monkey": false, "keycloak": false, "DB_PASS": true, "PASS": false, "hotkey": false, "token-ttl": false, "kind": false, "value": false, "name": false,
 		"--service-account-key-file": false, "HTTP_PROXY": false, "PWD": true,
 	} {
 		if got := secretKey(name); got != want {
