@@ -419,6 +419,17 @@ users:
 	c.plant("PEM private key spanning lines in a log", keyBody(logKeys["rsa"])...)
 	wrapped := wrap(b64(string(logKeys["ec"])), 76, "\n  ")
 	c.plant("wrapped base64 PEM in a log", strings.Split(wrapped, "\n  ")...)
+	ctrdPW, ctrdTok, dockerLogPW := "cdp"+random(t, 16), "cdt"+random(t, 28), "dlp"+random(t, 16)
+	c.plant("registry auth in a containerd debug log line (Go struct dump)", ctrdPW, b64("bob:"+ctrdPW), ctrdTok)
+	c.plant("docker config.json auths in the node logs", b64("eve:"+dockerLogPW))
+	logAWS := "ASIA" + strings.ToUpper(strings.Map(func(r rune) rune {
+		if r >= '2' && r <= '7' || r >= 'a' && r <= 'z' {
+			return r
+		}
+		return 'm'
+	}, random(t, 16)))
+	logGhs, logHook := "ghs_"+alnum(t, 36), "T"+alnum(t, 8)+"/B"+alnum(t, 8)+"/"+alnum(t, 24)
+	c.plant("AWS, GitHub and Slack webhook keys in a log", logAWS, logGhs, logHook)
 	longPW, longTok, afterPW := "lng"+random(t, 16), "ltk"+random(t, 24), "aft"+random(t, 16)
 	c.plant("password and token in a line longer than MaxLine", longPW, longTok)
 	c.plant("password on the line after the long line", afterPW)
@@ -475,6 +486,11 @@ I1130 10:00:00.000003 1 exec.go:1] "Running" cmd="/usr/bin/helper --token %s --v
 			"leaky-control-plane/http.log":      fmt.Sprintf("GET /v2/ Authorization: Basic %s\nSet-Cookie: session=%s; Path=/\n", b64("erin:"+basicPW), cookieTok),
 			"leaky-control-plane/keys.log":      "wrote key\n" + string(logKeys["rsa"]) + "and a secret's data:\n  " + wrapped + "\ndone\n",
 			"leaky-control-plane/long.log":      long + "password: " + afterPW + "\n",
+			"leaky-control-plane/containerd.log": fmt.Sprintf(`time="2026-11-30T10:00:00Z" level=debug msg="PullImage" image="r.example/app:v1" auth="&AuthConfig{Username:bob,Password:%s,Auth:%s,ServerAddress:r.example,IdentityToken:%s,RegistryToken:,}"`+"\n",
+				ctrdPW, b64("bob:"+ctrdPW), ctrdTok),
+			"leaky-control-plane/docker-config.json": fmt.Sprintf("{\n\t\"auths\": {\n\t\t\"r.example:5000\": {\n\t\t\t\"auth\": \"%s\"\n\t\t}\n\t}\n}\n", b64("eve:"+dockerLogPW)),
+			"leaky-control-plane/cloud.log": fmt.Sprintf("I1130 1 s3.go:1] \"Uploading\" accessKeyID=%q\nI1130 1 gh.go:1] \"Cloning with\" token=%s\nI1130 1 notify.go:1] \"Posting\" url=\"https://hooks.slack.com/services/%s\"\n",
+				logAWS, logGhs, logHook),
 		} {
 			mustWrite(t, filepath.Join(out, name), content)
 		}
@@ -500,10 +516,12 @@ I1130 10:00:00.000003 1 exec.go:1] "Running" cmd="/usr/bin/helper --token %s --v
 
 	// Redaction off first: every form the bundle carries at all must be
 	// found, or the search below proves nothing.
-	redactionOff = true
 	plain := filepath.Join(t.TempDir(), "plain.tar.gz")
-	makeBundle(plain)
-	redactionOff = false
+	func() {
+		redactionOff = true
+		defer func() { redactionOff = false }()
+		makeBundle(plain)
+	}()
 	offHits, _, _ := c.leaked(t, plain)
 	offTotal := 0
 	for _, form := range c.order {
