@@ -1,9 +1,11 @@
 package bundle
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -259,7 +261,7 @@ func nodeFacts(ctx context.Context, na check.NodeAccess) []NodeFacts {
 }
 
 // stage is the directory a bundle is assembled in. Everything written
-// through it passes the redaction patterns.
+// through it passes the redaction rules (redact.go).
 type stage struct {
 	progress.Status
 	dir        string
@@ -308,22 +310,21 @@ func (s *stage) writeTree(e treeEntry) error {
 	case e.link != "":
 		return confine.Extract(s.dir, []confine.Entry{{Path: e.path, Link: e.link}}, nil)
 	}
-	data, n := redactManifest(e.path, e.data)
-	s.note(e.path, "Secret value", n)
+	data, found := redactManifest(e.path, e.data)
+	s.note(e.path, found)
 	return s.write(e.path, data)
 }
 
-// note records values replaced outside Text.
-func (s *stage) note(file, what string, n int) {
-	if n > 0 {
-		s.redactions = append(s.redactions, Redaction{File: file, What: what, Count: n})
-	}
+// note records values replaced outside the text rules (by Object).
+func (s *stage) note(file string, found map[string]int) {
+	s.redactions = append(s.redactions, redactions(file, found)...)
 }
 
 // scrubTree passes every file under a stage directory written by someone
-// else (kind's log export) through the redaction patterns. Files the
-// patterns cannot see into (binary, compressed) are dropped and named in
-// the problems: an unreadable secret is still a secret.
+// else (kind's log export) through the text rules, streaming: a log of any
+// size is read line by line into a file beside it, which then replaces it.
+// Files the rules cannot see into (binary, compressed) are dropped and named
+// in the problems: an unreadable secret is still a secret.
 func (s *stage) scrubTree(dir string) error {
 	root := filepath.Join(s.dir, dir)
 	var dropped []string
@@ -343,15 +344,16 @@ func (s *stage) scrubTree(dir string) error {
 			dropped = append(dropped, rel)
 			return os.Remove(p)
 		}
-		b, err := os.ReadFile(p)
+		found, bin, err := scrubFile(p)
 		if err != nil {
 			return err
 		}
-		if binary(b) {
+		if bin {
 			dropped = append(dropped, rel)
 			return os.Remove(p)
 		}
-		return s.write(rel, b)
+		s.redactions = append(s.redactions, redactions(rel, found)...)
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("bundle: redact %s: %w", dir, err)
@@ -361,6 +363,40 @@ func (s *stage) scrubTree(dir string) error {
 		s.problem("left out %d binary or non-regular log file(s) that cannot be checked for secrets: %s", len(dropped), strings.Join(dropped, ", "))
 	}
 	return nil
+}
+
+// scrubFile redacts the file at p in place, through a temporary file beside
+// it; bin says it is binary and was left alone.
+func scrubFile(p string) (found map[string]int, bin bool, err error) {
+	in, err := os.Open(p)
+	if err != nil {
+		return nil, false, err
+	}
+	defer in.Close()
+	r := bufio.NewReaderSize(in, 64<<10)
+	head, err := r.Peek(8000)
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, bufio.ErrBufferFull) {
+		return nil, false, err
+	}
+	if binary(head) {
+		return nil, true, nil
+	}
+	out, err := os.CreateTemp(filepath.Dir(p), ".redact-*")
+	if err != nil {
+		return nil, false, err
+	}
+	defer os.Remove(out.Name()) // gone after the rename; there on failure
+	found, err = Stream(out, r)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("%s: %w", p, err)
+	}
+	if err := os.Chmod(out.Name(), 0o644); err != nil {
+		return nil, false, err
+	}
+	return found, false, os.Rename(out.Name(), p)
 }
 
 func binary(b []byte) bool {

@@ -184,42 +184,43 @@ func commonDir(dirs []string) string {
 	return strings.Join(common, "/")
 }
 
-// redactManifest replaces the values of Secrets in a manifest file of the
-// lab; other files come back unchanged. A file with a Secret is written
-// again from its objects, so its comments are lost, which a bug report can
-// afford and a leaked credential cannot.
-func redactManifest(name string, b []byte) ([]byte, int) {
+// redactManifest redacts the Kubernetes objects of a manifest file of the
+// lab as Object does (Secrets, env passwords, last-applied JSON, …); other
+// files, and manifests with nothing to redact, come back unchanged (the text
+// rules still apply to them when they are written). A file with a redacted
+// object is written again from its objects, so its comments are lost, which
+// a bug report can afford and a leaked credential cannot.
+func redactManifest(name string, b []byte) ([]byte, map[string]int) {
 	switch path.Ext(name) {
 	case ".yaml", ".yml", ".json":
 	default:
-		return b, 0
-	}
-	if !bytes.Contains(b, []byte("Secret")) {
-		return b, 0
+		return b, nil
 	}
 	objs, err := workload.Decode(b)
 	if err != nil {
-		return b, 0 // not a manifest; the text patterns still apply
+		return b, nil // not a manifest; the text rules still apply
 	}
-	n := 0
+	found := map[string]int{}
 	for _, o := range objs {
-		n += Object(o)
+		merge(found, Object(o))
 	}
-	if n == 0 {
-		return b, 0
+	if total(found) == 0 {
+		return b, nil
 	}
 	var out bytes.Buffer
 	for i, o := range objs {
 		y, err := yaml.Marshal(o.Object)
 		if err != nil {
-			return b, 0
+			// Redacted in memory but not writable: the file must not go
+			// out as it was.
+			return []byte("# " + Redacted + ": " + name + " held secrets and could not be written back redacted\n"), found
 		}
 		if i > 0 {
 			out.WriteString("---\n")
 		}
 		out.Write(y)
 	}
-	return out.Bytes(), n
+	return out.Bytes(), found
 }
 
 // extractLab writes the bundle's lab tree under dir and returns the paths of

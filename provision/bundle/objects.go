@@ -47,7 +47,7 @@ var clusterResources = []schema.GroupVersionResource{
 // created (objects/workloads/<workload>.yaml), what lives in their
 // namespaces (objects/namespaces/<ns>/<resource>.yaml) and the nodes and
 // volumes (objects/cluster/…). Objects pass through Object before they are
-// written, and the files through Text when the stage writes them.
+// written, and the files through the text rules when the stage writes them.
 func collectObjects(ctx context.Context, cfg *rest.Config, r *lab.Resolved, st *stage) error {
 	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
 	if err != nil {
@@ -66,7 +66,7 @@ func collectObjects(ctx context.Context, cfg *rest.Config, r *lab.Resolved, st *
 			continue
 		}
 		var doc bytes.Buffer
-		secrets := 0
+		found := map[string]int{}
 		for _, o := range objs {
 			gvk := o.GroupVersionKind()
 			m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
@@ -96,17 +96,15 @@ func collectObjects(ctx context.Context, cfg *rest.Config, r *lab.Resolved, st *
 				fmt.Fprintf(&doc, "# %s %s: %s: %v\n---\n", gvk.Kind, path.Join(ns, o.GetName()), what, err)
 				continue
 			}
-			n, err := writeDoc(&doc, live)
-			if err != nil {
+			if err := writeDoc(&doc, live, found); err != nil {
 				return err
 			}
-			secrets += n
 		}
 		name := path.Join(ObjectsDir, "workloads", w.Name+".yaml")
 		if err := st.write(name, doc.Bytes()); err != nil {
 			return err
 		}
-		st.note(name, "Secret value", secrets)
+		st.note(name, found)
 	}
 	nsList := make([]string, 0, len(namespaces))
 	for ns := range namespaces {
@@ -134,13 +132,11 @@ func writeList(ctx context.Context, res dynamic.ResourceInterface, name string, 
 		return err
 	}
 	var doc bytes.Buffer
-	secrets := 0
+	found := map[string]int{}
 	for i := range list.Items {
-		n, err := writeDoc(&doc, &list.Items[i])
-		if err != nil {
+		if err := writeDoc(&doc, &list.Items[i], found); err != nil {
 			return err
 		}
-		secrets += n
 	}
 	if doc.Len() == 0 {
 		return nil
@@ -148,19 +144,19 @@ func writeList(ctx context.Context, res dynamic.ResourceInterface, name string, 
 	if err := st.write(name, doc.Bytes()); err != nil {
 		return err
 	}
-	st.note(name, "Secret value", secrets)
+	st.note(name, found)
 	return nil
 }
 
-// writeDoc appends one object as a YAML document and returns how many
-// values Object replaced in it.
-func writeDoc(doc *bytes.Buffer, u *unstructured.Unstructured) (int, error) {
-	n := Object(u)
+// writeDoc appends one object as a YAML document and adds what Object
+// replaced in it to found.
+func writeDoc(doc *bytes.Buffer, u *unstructured.Unstructured, found map[string]int) error {
+	merge(found, Object(u))
 	y, err := yaml.Marshal(u.Object)
 	if err != nil {
-		return 0, fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
+		return fmt.Errorf("encode %s %s: %w", u.GetKind(), u.GetName(), err)
 	}
 	doc.Write(y)
 	doc.WriteString("---\n")
-	return n, nil
+	return nil
 }
