@@ -197,7 +197,11 @@ func Walk(file string, fn func(name string, data []byte) error) error {
 func read(file string, fn func(name string, data []byte) error, want func(string) bool) (*Manifest, error) {
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("open bundle: %w", err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // badf names the file
+		}
+		return nil, badf(file, "cannot read it: %v (valid: a .tar.gz written by `kindlab bundle create`)", err)
 	}
 	defer f.Close()
 	gz, err := gzip.NewReader(f)
