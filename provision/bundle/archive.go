@@ -239,7 +239,11 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	lim := o.limits
 	f, err := os.Open(file)
 	if err != nil {
-		return nil, fmt.Errorf("open bundle: %w", err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // badf names the file
+		}
+		return nil, badf(file, "cannot read it: %v (valid: a .tar.gz written by `kindlab bundle create`)", err)
 	}
 	defer f.Close()
 	gz, err := gzip.NewReader(f)

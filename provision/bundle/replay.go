@@ -53,6 +53,9 @@ type ReplayOptions struct {
 	// and resolved, before anything is created; an error from it stops the
 	// replay with nothing created. Nil replays without asking.
 	Confirm func(*Review) error
+	// WaitLock is how long to wait for the cluster name while another
+	// process works on a cluster of that name (see state.Store.Lock).
+	WaitLock time.Duration
 }
 
 // ReplayResult is how the replayed lab compares with the bundle.
@@ -133,20 +136,28 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 	name := opts.Name
 	if name == "" {
 		name = b.Manifest.Cluster
-	}
-	if err := lab.ValidateName(name); err != nil {
+		if err := lab.ValidateName(name); err != nil {
+			return nil, badf(b.Path, "%s: cluster: %v", ManifestFile, err)
+		}
+	} else if err := lab.ValidateName(name); err != nil {
 		return nil, fmt.Errorf("--name: %w", err)
 	}
 	recorded, err := b.RecordedChecks()
 	if err != nil {
 		return nil, err
 	}
-	exists, err := p.Exists(name)
-	if err != nil {
-		return nil, err
+	taken := func() error {
+		exists, err := p.Exists(name)
+		if err != nil {
+			return err
+		}
+		if exists {
+			return fmt.Errorf("cluster %q already exists: replay under another name with --name, or take it down first (kindlab down --name %s)", name, name)
+		}
+		return nil
 	}
-	if exists {
-		return nil, fmt.Errorf("cluster %q already exists: replay under another name with --name, or take it down first (kindlab down --name %s)", name, name)
+	if err := taken(); err != nil {
+		return nil, err
 	}
 	store := opts.Store
 	clusterDir := store.ClusterDir(name)
@@ -173,6 +184,19 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		if err := opts.Confirm(rev); err != nil {
 			return nil, err
 		}
+	}
+
+	// Held from before the first file is written until the replayed
+	// cluster is up (or cleaned up): an up, down, reset or another replay
+	// of the same name waits or is refused meanwhile, and cannot have
+	// created the cluster since the check above.
+	lock, err := store.Lock(ctx, name, state.LockOptions{Wait: opts.WaitLock, Status: opts.Status})
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if err := taken(); err != nil {
+		return nil, err
 	}
 
 	// The lab's files stay in the cluster's state directory as long as the
@@ -202,6 +226,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		Kubeconfig:    opts.Kubeconfig,
 		RegistryImage: registryImage(b, opts),
 		Status:        opts.Status,
+		Lock:          lock,
 	})
 	if err != nil {
 		// up took down what it created; what it did not create is ours.

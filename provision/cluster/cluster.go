@@ -25,6 +25,17 @@ import (
 // ErrNoEngine means no container engine answered.
 var ErrNoEngine = errors.New("no container engine reachable")
 
+// ErrNodesExist is kind refusing to create a cluster because nodes of that
+// name exist: someone else (plain kind, or kindlab with another state
+// directory) created it after the caller found the name free. Those nodes
+// are not the caller's to delete.
+var ErrNodesExist = errors.New("its nodes exist already")
+
+// kindNodesExist is the start of kind's error for that (v0.31
+// pkg/cluster/internal/create alreadyExists), which kind returns before
+// creating or deleting anything.
+const kindNodesExist = "node(s) already exist for a cluster with the name"
+
 // Provider wraps kind's provider for the Docker engine.
 type Provider struct {
 	kind   *kindcluster.Provider
@@ -122,6 +133,9 @@ func (p *Provider) Create(plan *render.Plan, opts CreateOptions) error {
 		kindcluster.CreateWithDisplayUsage(false),
 		kindcluster.CreateWithDisplaySalutation(false),
 	)
+	if err != nil && strings.Contains(err.Error(), kindNodesExist) {
+		return fmt.Errorf("create cluster %s: %w (kind: %v); another kind or kindlab created it meanwhile", plan.ClusterName, ErrNodesExist, err)
+	}
 	if err != nil {
 		return fmt.Errorf("create cluster %s: %w", plan.ClusterName, err)
 	}

@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"time"
 
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/registry"
@@ -14,10 +16,18 @@ import (
 
 // Options name what to take down.
 type Options struct {
-	Cluster    string
+	Cluster string
+	// Kubeconfig is the file holding the cluster's context; "" means the
+	// one recorded at up (kind's default if none was).
 	Kubeconfig string
 	// KeepRegistry leaves the shared registry even when this was its last user.
 	KeepRegistry bool
+	// Lock is the cluster's lock when the caller holds it already (up
+	// cleaning up after itself, a fleet); nil: Run takes it first, waiting
+	// up to WaitLock and telling Status (see state.Store.Lock).
+	Lock     *state.Lock
+	WaitLock time.Duration
+	Status   io.Writer
 }
 
 // Result lists what was removed, for the user.
@@ -26,12 +36,25 @@ type Result struct {
 }
 
 // Run takes a lab's cluster down. A cluster that is already gone is not an
-// error: down converges like up does.
+// error: down converges like up does. A cluster another process is
+// working on (its lock held) is left alone: *state.BusyError.
 func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Options) (*Result, error) {
+	if opts.Lock == nil {
+		l, err := store.Lock(ctx, opts.Cluster, state.LockOptions{Wait: opts.WaitLock, Status: opts.Status})
+		if err != nil {
+			return nil, err
+		}
+		defer l.Unlock()
+	} else if opts.Lock.Cluster() != opts.Cluster {
+		return nil, fmt.Errorf("down %s: holding the lock of cluster %s instead", opts.Cluster, opts.Lock.Cluster())
+	}
 	res := &Result{}
 	rec, recErr := store.Load(opts.Cluster)
 	if recErr != nil && !errors.Is(recErr, state.ErrNotFound) {
 		return nil, recErr
+	}
+	if opts.Kubeconfig == "" && recErr == nil {
+		opts.Kubeconfig = rec.Kubeconfig
 	}
 	exists, err := p.Exists(opts.Cluster)
 	if err != nil {

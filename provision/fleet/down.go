@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
@@ -22,11 +24,17 @@ type DownOptions struct {
 	Clusters []string
 	// KeepRegistry leaves the shared registry even if nothing uses it any more.
 	KeepRegistry bool
+	// WaitLock is how long to wait for a member another process is working
+	// on; 0 refuses at once, taking nothing down. Status hears about waits.
+	WaitLock time.Duration
+	Status   io.Writer
 }
 
 // Down takes a fleet's clusters down as `kindlab down` takes one down, and
 // then the registry if no cluster uses it any more. A cluster that fails to
-// go does not keep the others: the error names it.
+// go does not keep the others: the error names it. Every member is locked
+// first: if another process works on one, nothing is taken down
+// (*state.BusyError).
 func Down(ctx context.Context, p *cluster.Provider, store state.Store, opts DownOptions) (*down.Result, error) {
 	names := opts.Clusters
 	if names == nil {
@@ -37,6 +45,15 @@ func Down(ctx context.Context, p *cluster.Provider, store state.Store, opts Down
 		for _, r := range recs {
 			names = append(names, r.Cluster)
 		}
+	}
+	locks, err := LockAll(ctx, store, names, opts.WaitLock, opts.Status)
+	if err != nil {
+		return nil, err
+	}
+	lockOf := map[string]*state.Lock{}
+	for _, l := range locks {
+		defer l.Unlock()
+		lockOf[l.Cluster()] = l
 	}
 	res := &down.Result{}
 	// kind's kubeconfig lock fails at once when held, so clusters whose
@@ -73,7 +90,7 @@ func Down(ctx context.Context, p *cluster.Provider, store state.Store, opts Down
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			for _, name := range groups[kc] {
-				r, err := down.Run(ctx, p, store, down.Options{Cluster: name, Kubeconfig: kc, KeepRegistry: true})
+				r, err := down.Run(ctx, p, store, down.Options{Cluster: name, Kubeconfig: kc, KeepRegistry: true, Lock: lockOf[name]})
 				mu.Lock()
 				if r != nil {
 					res.Removed = append(res.Removed, r.Removed...)

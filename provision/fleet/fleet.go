@@ -32,6 +32,7 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
+	"github.com/kindlab/kindlab/provision/internal/atomicfile"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
@@ -61,6 +62,9 @@ type Options struct {
 	Status io.Writer
 	// Host is the machine's capacity; nil measures it (tests pass their own).
 	Host *Host
+	// WaitLock is how long to wait for a member another process is working
+	// on (see state.Store.Lock); 0 refuses the fleet at once.
+	WaitLock time.Duration
 }
 
 // Member results.
@@ -144,6 +148,7 @@ type member struct {
 	exists     bool          // a kind cluster of that name runs
 	rec        *state.Record // kindlab's record of it, if any
 	kubeconfig string        // where kind writes the context during creation
+	lock       *state.Lock   // held from before prepare until Up returns
 }
 
 // Up creates (or converges) every cluster of the fleet. Errors about the
@@ -158,9 +163,30 @@ func Up(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	ms, err := prepare(ctx, p, opts)
+	names := Members(opts.Name, opts.Count)
+	// The longest name fails first if any does.
+	if err := lab.ValidateName(names[len(names)-1]); err != nil {
+		return nil, &InputError{"--name", fmt.Sprintf("%q with --count %d makes cluster names up to %q: %v", opts.Name, opts.Count, names[len(names)-1], err)}
+	}
+	// Every member is locked before anything is looked at: another up,
+	// down or reset of one of them refuses the whole fleet (or is waited
+	// for) with nothing created, and the fleet's clean-up of a failed
+	// member can never remove what another process made.
+	locks, err := LockAll(ctx, opts.Store, names, opts.WaitLock, opts.Status)
 	if err != nil {
 		return nil, err
+	}
+	defer func() {
+		for _, l := range locks {
+			l.Unlock()
+		}
+	}()
+	ms, err := prepare(p, opts, names)
+	if err != nil {
+		return nil, err
+	}
+	for i, m := range ms {
+		m.lock = locks[i]
 	}
 	toCreate := 0
 	for _, m := range ms {
@@ -268,13 +294,36 @@ func Up(ctx context.Context, opts Options) (*Result, error) {
 	return res, nil
 }
 
-// prepare names the fleet's clusters and finds which exist already.
-func prepare(ctx context.Context, p *cluster.Provider, opts Options) ([]*member, error) {
-	names := Members(opts.Name, opts.Count)
-	// The longest name fails first if any does.
-	if err := lab.ValidateName(names[len(names)-1]); err != nil {
-		return nil, &InputError{"--name", fmt.Sprintf("%q with --count %d makes cluster names up to %q: %v", opts.Name, opts.Count, names[len(names)-1], err)}
+// LockAll takes the locks of clusters in order (two fleets that overlap
+// then cannot each hold a part of the other), sharing one wait among them.
+// On failure it releases what it took and returns the first member's
+// *state.BusyError.
+func LockAll(ctx context.Context, store state.Store, clusters []string, wait time.Duration, status io.Writer) ([]*state.Lock, error) {
+	var deadline time.Time
+	if wait > 0 {
+		deadline = time.Now().Add(wait)
 	}
+	locks := make([]*state.Lock, 0, len(clusters))
+	for _, name := range clusters {
+		w := wait
+		if wait > 0 {
+			// Never 0, which would mean "do not wait" rather than "time is up".
+			w = max(time.Until(deadline), time.Millisecond)
+		}
+		l, err := store.Lock(ctx, name, state.LockOptions{Wait: w, Status: status})
+		if err != nil {
+			for _, h := range locks {
+				h.Unlock()
+			}
+			return nil, err
+		}
+		locks = append(locks, l)
+	}
+	return locks, nil
+}
+
+// prepare finds which of the fleet's clusters exist already.
+func prepare(p *cluster.Provider, opts Options, names []string) ([]*member, error) {
 	running, err := p.List()
 	if err != nil {
 		return nil, fmt.Errorf("list kind clusters: %w", err)
@@ -298,12 +347,11 @@ func prepare(ctx context.Context, p *cluster.Provider, opts Options) ([]*member,
 		}
 		if m.create {
 			m.Kubeconfig = kubeconfigFile(opts.KubeconfigDir, name)
-			m.kubeconfig = m.Kubeconfig
-			if opts.KubeconfigDir == "" {
-				// Merged into the default kubeconfig once the cluster is up;
-				// meanwhile a file of its own keeps parallel creates apart.
-				m.kubeconfig = filepath.Join(opts.Store.ClusterDir(name), "kubeconfig")
-			}
+			// kind writes the context into a file of the cluster's own
+			// while it creates it (parallel creates stay apart, and a half
+			// made cluster never shows in a file handed out); once it is
+			// up, publishKubeconfig moves it where the user looks.
+			m.kubeconfig = filepath.Join(opts.Store.ClusterDir(name), "kubeconfig")
 		}
 		ms = append(ms, m)
 	}
@@ -357,10 +405,16 @@ func bringUp(ctx context.Context, opts Options, m *member, status io.Writer, kub
 		RegistryImage: opts.RegistryImage,
 		Status:        status,
 		Fleet:         opts.Name,
+		Lock:          m.lock,
 	})
 	if err != nil {
 		fail(err)
-		if m.create && !opts.Retain {
+		switch {
+		case !m.create || opts.Retain:
+		case errors.Is(err, cluster.ErrNodesExist):
+			// Someone else's nodes: only the record this up wrote goes.
+			_ = opts.Store.Remove(m.Cluster)
+		default:
 			cleanUp(ctx, opts, m, p, status)
 		}
 		return
@@ -380,7 +434,7 @@ func bringUp(ctx context.Context, opts Options, m *member, status io.Writer, kub
 // cleanUp takes a failed cluster down as a failed `up` does, except for
 // the registry: other clusters of the fleet are using it.
 func cleanUp(ctx context.Context, opts Options, m *member, p *cluster.Provider, status io.Writer) {
-	_, err := down.Run(context.WithoutCancel(ctx), p, opts.Store, down.Options{Cluster: m.Cluster, Kubeconfig: m.kubeconfig, KeepRegistry: true})
+	_, err := down.Run(context.WithoutCancel(ctx), p, opts.Store, down.Options{Cluster: m.Cluster, Kubeconfig: m.kubeconfig, KeepRegistry: true, Lock: m.lock})
 	if err != nil {
 		m.Error += fmt.Sprintf(" (and cleaning up failed: %v)", oneLine(err))
 		return
@@ -400,19 +454,28 @@ func publishKubeconfig(opts Options, m *member, mu *sync.Mutex) error {
 	mu.Lock()
 	defer mu.Unlock()
 	path := m.Kubeconfig
-	if !hasContext(path, m.Context) {
+	switch {
+	case path != "" && (m.create || !hasContext(path, m.Context)):
+		// A file to hand out is written whole and renamed into place:
+		// an attendee never gets half of one (see writeKubeconfig).
+		if err := writeKubeconfig(kp, m.Cluster, path); err != nil {
+			return fmt.Errorf("write context %s to %s: %w", m.Context, path, err)
+		}
+	case path == "" && !hasContext(path, m.Context):
+		// The default kubeconfig is shared with kind and kubectl: kind
+		// merges into it under its own lock.
 		if err := kp.ExportKubeConfig(m.Cluster, path, false); err != nil {
 			return fmt.Errorf("write context %s to %s: %w", m.Context, displayKubeconfig(path), err)
 		}
 	}
-	if m.create && opts.KubeconfigDir == "" {
-		// The context now lives in the default kubeconfig: down removes it
+	if m.create {
+		// The context now lives where the user looks: down removes it
 		// from there; the creation-time file goes with the cluster's state.
 		rec, err := opts.Store.Load(m.Cluster)
 		if err != nil {
 			return err
 		}
-		rec.Kubeconfig = ""
+		rec.Kubeconfig = path
 		if err := opts.Store.Save(rec); err != nil {
 			return err
 		}
@@ -426,6 +489,40 @@ func publishKubeconfig(opts Options, m *member, mu *sync.Mutex) error {
 		}
 	}
 	return nil
+}
+
+// writeKubeconfig writes a cluster's kubeconfig (kind's, as `kind get
+// kubeconfig` prints it) to path atomically, mode 0600 as client-go
+// writes them. Other contexts a file of that name already holds are kept.
+func writeKubeconfig(kp *kindcluster.Provider, cluster, path string) error {
+	raw, err := kp.KubeConfig(cluster, false)
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.Load([]byte(raw))
+	if err != nil {
+		return err
+	}
+	if old, err := clientcmd.LoadFromFile(path); err == nil {
+		for k, v := range cfg.Clusters {
+			old.Clusters[k] = v
+		}
+		for k, v := range cfg.AuthInfos {
+			old.AuthInfos[k] = v
+		}
+		for k, v := range cfg.Contexts {
+			old.Contexts[k] = v
+		}
+		old.CurrentContext = cfg.CurrentContext
+		cfg = old
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	b, err := clientcmd.Write(*cfg)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, b, 0o600)
 }
 
 // hasContext reports whether a kubeconfig file ("" = the default ones)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/kindlab/kindlab/provision/internal/filelock"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -40,7 +41,19 @@ func loadAliases(store state.Store) (map[string]Alias, error) {
 	return out, nil
 }
 
-func saveAlias(store state.Store, a Alias) error {
+// saveAlias adds an alias to images.json. Two kit loads at once must not
+// lose each other's aliases, so the read-modify-write holds a lock on
+// images.json.lock; the write itself is atomic, so LocalImage never reads
+// half a file.
+func saveAlias(ctx context.Context, store state.Store, a Alias) error {
+	if err := os.MkdirAll(store.Root, 0o755); err != nil {
+		return fmt.Errorf("record image alias: %w", err)
+	}
+	lock, err := filelock.Lock(ctx, aliasFile(store)+".lock", -1, nil)
+	if err != nil {
+		return fmt.Errorf("record image alias: %w", err)
+	}
+	defer filelock.Unlock(lock)
 	all, err := loadAliases(store)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/system"
 	"github.com/docker/docker/client"
 
+	"github.com/kindlab/kindlab/provision/internal/atomicfile"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
@@ -141,7 +142,9 @@ func fromDocker(ctx context.Context, d Docker, cache blobCache, ref, imageID str
 		Platform: &v1.Platform{OS: cfgFile.OS, Architecture: cfgFile.Architecture, Variant: cfgFile.Variant}}
 	b, _ := json.Marshal(desc)
 	if err := os.MkdirAll(filepath.Dir(memo), 0o755); err == nil {
-		_ = os.WriteFile(memo, b, 0o644)
+		// A cache entry: written whole or not at all, so a concurrent
+		// save reads a complete one or none.
+		_ = atomicfile.WriteFile(memo, b, 0o644)
 	}
 	return desc, nil
 }

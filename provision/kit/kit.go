@@ -14,12 +14,15 @@
 package kit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/kindlab/kindlab/provision/internal/text"
 )
 
 const (
@@ -71,7 +74,15 @@ type Entry struct {
 // than the registry.
 func (e Entry) Docker() bool { return e.Role == RoleNode || e.Role == RoleRegistry }
 
-// Error is a kit problem a user must fix: it names the kit file.
+// ErrBadKit is wrapped by every *Error (errors.Is): a kit file that cannot
+// be used as given — missing or unreadable, not a kit, truncated, damaged
+// or tampered with, of a newer format, of another lab than --lab, or for
+// another platform than the engine. It is bad input, as bundle.ErrBadBundle
+// is: the CLI exits 2 for both.
+var ErrBadKit = errors.New("bad kit")
+
+// Error is a kit problem a user must fix; it prints as one line naming the
+// kit file.
 type Error struct {
 	File string
 	Msg  string
@@ -79,8 +90,11 @@ type Error struct {
 
 func (e *Error) Error() string { return fmt.Sprintf("kit %s: %s", e.File, e.Msg) }
 
+// Is makes errors.Is(err, ErrBadKit) true.
+func (e *Error) Is(target error) bool { return target == ErrBadKit }
+
 func kitErr(file, format string, args ...any) error {
-	return &Error{File: file, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: file, Msg: text.OneLine(fmt.Sprintf(format, args...))}
 }
 
 // ParsePlatforms parses "linux/amd64,linux/arm64" (what --platform takes).

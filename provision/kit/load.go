@@ -161,7 +161,7 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 			res.BytesLoaded += w.entry.Size
 		}
 		if tag != w.entry.Reference {
-			if err := saveAlias(opts.Store, Alias{Reference: w.entry.Reference, Tag: tag, ImageID: w.entry.ImageIDs[engine.String()]}); err != nil {
+			if err := saveAlias(ctx, opts.Store, Alias{Reference: w.entry.Reference, Tag: tag, ImageID: w.entry.ImageIDs[engine.String()]}); err != nil {
 				return nil, fmt.Errorf("record %s as %s: %w", w.entry.Reference, tag, err)
 			}
 		}

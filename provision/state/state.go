@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+
+	"github.com/kindlab/kindlab/provision/internal/atomicfile"
 )
 
 // Record is what kindlab remembers about one cluster.
@@ -59,7 +61,10 @@ func (s Store) ClusterDir(cluster string) string {
 	return filepath.Join(s.Root, "clusters", cluster)
 }
 
-// Save writes a record atomically.
+// Save writes a record atomically: concurrent readers (status, check, a
+// bundle) see the previous record or this one, never a part, and
+// concurrent savers do not collide (see atomicfile.WriteFile). Which save
+// wins is the lock's business (Store.Lock), not Save's.
 func (s Store) Save(r Record) error {
 	dir := s.ClusterDir(r.Cluster)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -67,14 +72,15 @@ func (s Store) Save(r Record) error {
 	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
-		return err
-	}
-	tmp := filepath.Join(dir, ".cluster.json.tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save state of %s: %w", r.Cluster, err)
 	}
-	return os.Rename(tmp, filepath.Join(dir, "cluster.json"))
+	if err := atomicfile.WriteFile(filepath.Join(dir, recordFile), append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("save state of %s: %w", r.Cluster, err)
+	}
+	return nil
 }
+
+const recordFile = "cluster.json"
 
 // ErrNotFound is returned by Load for a cluster kindlab has no record of.
 var ErrNotFound = errors.New("no kindlab record")
@@ -82,7 +88,7 @@ var ErrNotFound = errors.New("no kindlab record")
 // Load reads a cluster's record.
 func (s Store) Load(cluster string) (Record, error) {
 	var r Record
-	b, err := os.ReadFile(filepath.Join(s.ClusterDir(cluster), "cluster.json"))
+	b, err := os.ReadFile(filepath.Join(s.ClusterDir(cluster), recordFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return r, fmt.Errorf("cluster %q: %w", cluster, ErrNotFound)
 	}
@@ -130,12 +136,13 @@ func (s Store) Remove(cluster string) error {
 	return nil
 }
 
-// WriteFile writes a file under a cluster's directory (for mounted config).
+// WriteFile writes a file under a cluster's directory (for mounted
+// config), creating its directory, atomically as Save does.
 func WriteFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(content), 0o644)
+	return atomicfile.WriteFile(path, []byte(content), 0o644)
 }
 
 // Checks is a cluster's last check run, as `up` or `check` saved it. The
@@ -153,7 +160,7 @@ const checksFile = "checks.json"
 // foreign cluster must not get a state directory that down never removes.
 func (s Store) SaveChecks(cluster string, results any) error {
 	dir := s.ClusterDir(cluster)
-	if _, err := os.Stat(filepath.Join(dir, "cluster.json")); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(dir, recordFile)); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("save check results of %s: cluster %q: %w", cluster, cluster, ErrNotFound)
 	}
 	raw, err := json.Marshal(results)
@@ -164,11 +171,7 @@ func (s Store) SaveChecks(cluster string, results any) error {
 	if err != nil {
 		return fmt.Errorf("save check results of %s: %w", cluster, err)
 	}
-	tmp := filepath.Join(dir, "."+checksFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("save check results of %s: %w", cluster, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, checksFile)); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, checksFile), append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("save check results of %s: %w", cluster, err)
 	}
 	return nil

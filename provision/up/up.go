@@ -39,6 +39,11 @@ type Options struct {
 	Status io.Writer
 	// Fleet is recorded with a cluster this up creates (see state.Record).
 	Fleet string
+	// Lock is the cluster's lock when the caller holds it already (a
+	// fleet holds its members', a replay its cluster's); nil: Run takes it
+	// before it looks at anything, waiting up to WaitLock (see Store.Lock).
+	Lock     *state.Lock
+	WaitLock time.Duration
 }
 
 // Result is what an up did.
@@ -49,9 +54,21 @@ type Result struct {
 	Checks  []check.Result `json:"checks,omitempty"`
 }
 
-// Run brings the lab up on a provider.
+// Run brings the lab up on a provider. It holds the cluster's lock
+// throughout, so a concurrent up, down, reset or replay of the same cluster
+// either waits or fails at once with a *state.BusyError having touched
+// nothing. A failed Run removes only what it created itself: its record,
+// files and nodes, never a cluster that existed before it.
 func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, err error) {
 	plan := opts.Plan
+	lock, err := holdLock(ctx, plan.ClusterName, opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.Lock == nil {
+		defer lock.Unlock()
+	}
+	opts.Lock = lock
 	if opts.RegistryImage == "" {
 		opts.RegistryImage = registry.DefaultImage
 	}
@@ -83,17 +100,27 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	} else {
 		// From here on a failure must not leave a half-made lab behind: take
 		// it down as `kindlab down` would (cluster, context, record, and the
-		// registry if no other cluster uses it), even after Ctrl-C.
+		// registry if no other cluster uses it), even after Ctrl-C. Only
+		// what this up made, though: nothing before its record is saved,
+		// and not the nodes of a cluster someone else (plain kind, another
+		// state directory) created after the check above.
+		var made creation
 		defer func() {
-			if err != nil && !opts.Retain {
-				_, derr := down.Run(context.WithoutCancel(ctx), p, opts.Store,
-					down.Options{Cluster: plan.ClusterName, Kubeconfig: opts.Kubeconfig})
-				if derr != nil {
-					err = fmt.Errorf("%w (and cleaning up failed: %v)", err, derr)
-				}
+			if err == nil || opts.Retain || !made.recorded {
+				return
+			}
+			var derr error
+			if made.foreignNodes {
+				derr = opts.Store.Remove(plan.ClusterName)
+			} else {
+				_, derr = down.Run(context.WithoutCancel(ctx), p, opts.Store,
+					down.Options{Cluster: plan.ClusterName, Kubeconfig: opts.Kubeconfig, Lock: opts.Lock})
+			}
+			if derr != nil {
+				err = fmt.Errorf("%w (and cleaning up failed: %v)", err, derr)
 			}
 		}()
-		if err := createCluster(ctx, p, plan, opts, st); err != nil {
+		if err := createCluster(ctx, p, plan, opts, st, &made); err != nil {
 			return nil, err
 		}
 		res.Created = true
@@ -128,11 +155,32 @@ type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *pr
 // steps are the stages between the cluster and the checks, in order (steps.go).
 var steps []step
 
+// holdLock returns the cluster's lock: the caller's, or a new one.
+func holdLock(ctx context.Context, cluster string, opts Options) (*state.Lock, error) {
+	if opts.Lock != nil {
+		if opts.Lock.Cluster() != cluster {
+			return nil, fmt.Errorf("up %s: holding the lock of cluster %s instead", cluster, opts.Lock.Cluster())
+		}
+		return opts.Lock, nil
+	}
+	return opts.Store.Lock(ctx, cluster, state.LockOptions{Wait: opts.WaitLock, Status: opts.Status})
+}
+
+// creation is what createCluster got to, for cleaning up after it.
+type creation struct {
+	// recorded: this up saved the cluster's record (and may have written
+	// its files, started the registry and created nodes).
+	recorded bool
+	// foreignNodes: kind refused because nodes of that name appeared
+	// meanwhile; they are not this up's to delete.
+	foreignNodes bool
+}
+
 // createCluster records the lab, starts the registry, then has kind create
 // the nodes. The registry comes first because it does not need the cluster:
 // a registry that cannot start (its port taken) fails in a second, before a
 // minute of node creation.
-func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, opts Options, st *progress.Status) error {
+func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, opts Options, st *progress.Status, made *creation) error {
 	rec := state.Record{
 		Cluster:        plan.ClusterName,
 		Lab:            plan.Lab,
@@ -153,6 +201,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	if err := opts.Store.Save(rec); err != nil {
 		return err
 	}
+	made.recorded = true
 	for _, f := range plan.Files {
 		if err := state.WriteFile(f.HostPath, f.Content); err != nil {
 			return fmt.Errorf("write %s for the nodes: %w", f.HostPath, err)
@@ -176,7 +225,9 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			}
 		}
 	}
-	return p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
+	err := p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
+	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
+	return err
 }
 
 func checkEnv(h *cluster.Handle, plan *render.Plan) check.Env {

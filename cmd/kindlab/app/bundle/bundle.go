@@ -90,9 +90,15 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 			if clusterName == "" {
 				return cli.Usagef("name the lab (kindlab bundle create LAB) or its cluster (--name)")
 			}
+			if out != "" {
+				if err := cli.CheckOutputFile("--output", out, "repro.tar.gz"); err != nil {
+					return err
+				}
+			}
 			rec, err := store.Load(clusterName)
 			if errors.Is(err, state.ErrNotFound) {
-				return fmt.Errorf("cluster %q was not brought up by kindlab (no record in %s): bundle a lab started with `kindlab up`", clusterName, store.Root)
+				// The argument names no lab kindlab runs: bad input, as for reset.
+				return cli.Usagef("cluster %q was not brought up by kindlab (no record in %s): bundle a lab started with `kindlab up` (see `kindlab status`)", clusterName, store.Root)
 			}
 			if err != nil {
 				return err
@@ -216,6 +222,11 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if opts.Name != "" {
+				if err := lab.ValidateName(opts.Name); err != nil {
+					return cli.Usagef("--name %q: %v", opts.Name, err)
+				}
+			}
 			limits, err := lim.limits()
 			if err != nil {
 				return cli.WithCode(cli.ExitUsage, err)
@@ -282,6 +293,7 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 	cmd.Flags().DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the control plane to be Ready")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "replay without listing what the bundle runs and asking first")
 	lim.addFlags(cmd)
+	cli.AddWaitLockFlag(cmd, &opts.WaitLock)
 	return cmd
 }
 

@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -108,6 +110,45 @@ func (o *Output) AddFlag(cmd *cobra.Command, formats ...string) {
 		}
 		return Usagef("--output: %q is not a format (valid: %v)", o.Format, formats)
 	})
+}
+
+// AddWaitLockFlag registers --wait-lock on a command that holds a
+// cluster's lock (up, down, reset, bundle replay): how long to wait while
+// another kindlab works on the same cluster. The default, 0, fails at once
+// naming the other process, as kind and kubectl fail rather than queue.
+func AddWaitLockFlag(cmd *cobra.Command, wait *time.Duration) {
+	cmd.Flags().DurationVar(wait, "wait-lock", 0,
+		"if another kindlab is working on the cluster (up, down, reset, bundle replay), wait up to this long for it, e.g. 10m (default: fail at once)")
+	cmd.PreRunE = chain(cmd.PreRunE, func(*cobra.Command, []string) error {
+		if *wait < 0 {
+			return Usagef("--wait-lock: %s is not a time to wait (valid: 0 to fail at once, or a duration such as 30s or 10m)", *wait)
+		}
+		return nil
+	})
+}
+
+// CheckOutputFile refuses, as a usage error, an output file (flag's value)
+// that cannot be written where it is asked for: a directory, or a file in
+// a directory that does not exist. Checked before any work is done;
+// example is a file name to suggest, e.g. "kit.tar".
+func CheckOutputFile(flag, file, example string) error {
+	if st, err := os.Stat(file); err == nil && st.IsDir() {
+		return Usagef("%s %s: is a directory (valid: a file name, e.g. %s)", flag, file, filepath.Join(file, example))
+	}
+	dir := filepath.Dir(file)
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return Usagef("%s %s: directory %s does not exist (valid: a file in an existing directory)", flag, file, dir)
+	}
+	return nil
+}
+
+// CheckPort refuses a port flag outside 1–65535 as a usage error.
+func CheckPort(flag string, port int) error {
+	if port < 1 || port > 65535 {
+		return Usagef("%s %d: not a TCP port (valid: 1 to 65535)", flag, port)
+	}
+	return nil
 }
 
 // JSON reports whether the user asked for JSON.

@@ -31,6 +31,12 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if clusters < 1 {
+				return cli.Usagef("--clusters: %d is not a number of clusters (valid: 1 or more)", clusters)
+			}
+			if err := cli.CheckPort("--registry-port", port); err != nil {
+				return err
+			}
 			opts := doctor.Options{Clusters: clusters, RegistryPort: port, NodeImage: image}
 			if len(args) == 1 && image == "" {
 				c, name, err := labs.LabArg(args[0])

@@ -2,8 +2,8 @@
 package down
 
 import (
-	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 	kindcmd "sigs.k8s.io/kind/pkg/cmd"
@@ -20,6 +20,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	var name, kubeconfig, fleetName string
 	var count int
 	var keepRegistry bool
+	var waitLock time.Duration
 	cmd := &cobra.Command{
 		Use:   "down [LAB]",
 		Short: "Delete a lab's cluster (or a fleet's), its kubeconfig context, and the registry when no other lab uses it",
@@ -58,7 +59,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
 			if fleetName != "" || counted {
-				opts := fleet.DownOptions{Name: fleetName, KeepRegistry: keepRegistry}
+				opts := fleet.DownOptions{Name: fleetName, KeepRegistry: keepRegistry, WaitLock: waitLock, Status: s.ErrOut}
 				if counted {
 					opts.Name, opts.Clusters = cluster_, fleet.Members(cluster_, count)
 				}
@@ -69,14 +70,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				}
 				return err
 			}
-			if kubeconfig == "" {
-				if rec, err := store.Load(cluster_); err == nil {
-					kubeconfig = rec.Kubeconfig
-				} else if !errors.Is(err, state.ErrNotFound) {
-					return err
-				}
-			}
-			res, err := down.Run(cmd.Context(), p, store, down.Options{Cluster: cluster_, Kubeconfig: kubeconfig, KeepRegistry: keepRegistry})
+			// An empty --kubeconfig means the file recorded at up.
+			res, err := down.Run(cmd.Context(), p, store, down.Options{Cluster: cluster_, Kubeconfig: kubeconfig, KeepRegistry: keepRegistry,
+				WaitLock: waitLock, Status: s.ErrOut})
 			if err != nil {
 				return err
 			}
@@ -96,6 +92,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().IntVar(&count, "count", 0, "take down <name>-1 … <name>-N, as `up --count N` made them")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file the context was written to (default: as recorded at up)")
 	cmd.Flags().BoolVar(&keepRegistry, "keep-registry", false, "keep the shared registry container even if no lab uses it any more")
+	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
 	"github.com/kindlab/kindlab/provision/kit"
+	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -58,6 +59,9 @@ func newSave(s *cli.Streams) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if f.output == "" {
 				return cli.Usagef("--output (-o): name the kit file to write, e.g. -o workshop-kit.tar")
+			}
+			if err := cli.CheckOutputFile("--output", f.output, "workshop-kit.tar"); err != nil {
+				return err
 			}
 			platforms, err := kit.ParsePlatforms(f.platforms)
 			if err != nil {
@@ -106,10 +110,20 @@ func newLoad(s *cli.Streams) *cobra.Command {
 		Long: "Verify every blob of the kit against its digest, then load the node and registry images into\n" +
 			"the Docker engine and the workload images and artifacts into the local registry (started if\n" +
 			"needed). A damaged or tampered kit is refused before anything is loaded. Loading the same kit\n" +
-			"again loads nothing.",
+			"again loads nothing.\n\n" +
+			"Exit codes: 0 loaded, 2 the kit cannot be used (missing, not a kit, truncated, damaged or tampered\n" +
+			"with, a newer format, another lab than --lab, another platform than the engine), 1 loading failed.",
 		Example: "  kindlab kit load workshop-kit.tar && kindlab up all-features",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.lab != "" {
+				if err := lab.ValidateName(f.lab); err != nil {
+					return cli.Usagef("--lab %q: %v", f.lab, err)
+				}
+			}
+			if err := cli.CheckPort("--registry-port", f.port); err != nil {
+				return err
+			}
 			store, err := state.Default()
 			if err != nil {
 				return err
@@ -121,11 +135,7 @@ func newLoad(s *cli.Streams) *cobra.Command {
 				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
 			})
 			if err != nil {
-				var ke *kit.Error
-				if errors.As(err, &ke) {
-					return err
-				}
-				return fmt.Errorf("load kit %s: %w", args[0], err)
+				return kitError(args[0], err)
 			}
 			if f.out.JSON() {
 				return cli.PrintJSON(s.Out, res)
@@ -141,6 +151,17 @@ func newLoad(s *cli.Streams) *cobra.Command {
 	cmd.Flags().IntVar(&f.port, "registry-port", registry.DefaultHostPort, "host port of the shared local registry (127.0.0.1 only)")
 	f.out.AddFlag(cmd, "table", "json")
 	return cmd
+}
+
+// kitError gives a kit that cannot be used (kit.ErrBadKit: missing, not a
+// kit, truncated, tampered with, newer, another lab or platform) the exit
+// code of bad input, 2, as `bundle replay` does for a bad bundle; anything
+// else failed while loading (1).
+func kitError(file string, err error) error {
+	if errors.Is(err, kit.ErrBadKit) {
+		return cli.WithCode(cli.ExitUsage, err)
+	}
+	return fmt.Errorf("load kit %s: %w", file, err)
 }
 
 func printLoaded(w io.Writer, res *kit.LoadResult) {
@@ -165,7 +186,7 @@ func newInspect(s *cli.Streams) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			man, err := kit.Open(args[0])
 			if err != nil {
-				return err
+				return kitError(args[0], err)
 			}
 			if out.JSON() {
 				return cli.PrintJSON(s.Out, man)

@@ -4,6 +4,7 @@ package migrate
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,8 +38,10 @@ func newAppArmor(s *cli.Streams) *cobra.Command {
 			"(container.apparmor.security.beta.kubernetes.io/<container>: runtime/default | localhost/<profile> | unconfined)\n" +
 			"to the container's securityContext.appArmorProfile field, GA in 1.31, in Pods and in the pod templates of\n" +
 			"Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and CronJobs. Multi-document files keep their\n" +
-			"documents in order. Prints the result to stdout, or rewrites the files in place with -w.\n" +
-			"FILE - reads standard input.",
+			"documents in order. Prints the result to stdout, or rewrites the files in place with -w: each file\n" +
+			"is written whole beside itself and renamed over the original, keeping its mode, so a failed write\n" +
+			"(a full disk) leaves the original as it was. FILE - reads standard input.\n\n" +
+			"Exit codes: 0 migrated, 2 a file cannot be read or is not YAML (nothing written), 1 a write failed.",
 		Example: "  kindlab migrate apparmor deploy.yaml > deploy.new.yaml\n  kindlab migrate apparmor -w k8s/*.yaml",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -48,11 +51,11 @@ func newAppArmor(s *cli.Streams) *cobra.Command {
 			for i, f := range args {
 				in, err := readInput(s, f)
 				if err != nil {
-					return err
+					return cli.WithCode(cli.ExitUsage, err)
 				}
 				out, n, err := apparmor.Migrate(in)
 				if err != nil {
-					return fmt.Errorf("%s: %w", f, err)
+					return cli.Usagef("%s: %w", f, err)
 				}
 				outs[i] = out
 				if write || len(args) > 1 {
@@ -69,12 +72,8 @@ func newAppArmor(s *cli.Streams) *cobra.Command {
 					}
 					continue
 				}
-				info, err := os.Stat(f)
-				if err != nil {
+				if err := apparmor.WriteInPlace(f, outs[i]); err != nil {
 					return err
-				}
-				if err := os.WriteFile(f, outs[i], info.Mode().Perm()); err != nil {
-					return fmt.Errorf("write %s: %w", f, err)
 				}
 			}
 			return nil
@@ -94,7 +93,11 @@ func readInput(s *cli.Streams, f string) ([]byte, error) {
 	}
 	b, err := os.ReadFile(f)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", f, err)
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is named once, below
+		}
+		return nil, fmt.Errorf("%s: cannot read it: %w (valid: a YAML file of Kubernetes objects, or - for standard input)", f, err)
 	}
 	return b, nil
 }

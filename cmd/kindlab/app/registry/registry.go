@@ -142,6 +142,9 @@ func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
   kindlab registry build-image && kindlab registry up --registry-image ` + offlineimage.Tag,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if err := cli.CheckPort("--registry-port", f.port); err != nil {
+				return err
+			}
 			o, err := t.options()
 			if err != nil {
 				return err

@@ -30,6 +30,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		full       bool
 		skipChecks bool
 		timeout    time.Duration
+		waitLock   time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "reset LAB",
@@ -62,6 +63,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Held throughout: an up or down of the cluster meanwhile would
+			// pull the objects from under the reset (or the reverse).
+			lock, err := store.Lock(cmd.Context(), name, state.LockOptions{Wait: waitLock, Status: s.ErrOut})
+			if err != nil {
+				return err
+			}
+			defer lock.Unlock()
 			rec, err := store.Load(name)
 			if errors.Is(err, state.ErrNotFound) {
 				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
@@ -144,5 +152,6 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", workload.DefaultTimeout, "how long to wait for deletions and for the workloads to be ready")
 	cmd.Flags().StringVar(&regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
 		"registry image to start should the registry be gone (default $KINDLAB_REGISTRY_IMAGE)")
+	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
 }

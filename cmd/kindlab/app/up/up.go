@@ -30,6 +30,7 @@ type flags struct {
 	regImage      string
 	count         int
 	kubeconfigDir string
+	waitLock      time.Duration
 	out           cli.Output
 }
 
@@ -50,7 +51,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"With --kubeconfig-dir DIR each cluster gets its own DIR/<cluster>.kubeconfig to hand out;\n" +
 			"otherwise the contexts are merged into the default kubeconfig. A cluster that fails is removed\n" +
 			"(unless --retain) and named in the error; the others stay up and the exit code is 1.\n" +
-			"Take a fleet down with `kindlab down --fleet <name>`.",
+			"Take a fleet down with `kindlab down --fleet <name>`.\n\n" +
+			"While an up, down, reset or bundle replay of a cluster runs, another of the same cluster fails at\n" +
+			"once (exit 1) naming the process, touching nothing; --wait-lock 10m waits for it instead.",
 		Example: "  kindlab up all-features\n  kindlab up nftables --name sandbox-1\n  kindlab up ./my-lab.yaml --retain\n" +
 			"  kindlab up nftables --count 12 --kubeconfig-dir ./attendees   # nftables-1 … nftables-12",
 		Args: cobra.ExactArgs(1),
@@ -80,6 +83,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				SkipChecks:    f.skipChecks,
 				RegistryImage: f.regImage,
 				Status:        s.ErrOut,
+				WaitLock:      f.waitLock,
 			})
 			if err != nil {
 				return err
@@ -111,6 +115,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		"registry image to run instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
 	cmd.Flags().IntVar(&f.count, "count", 0, "bring up N clusters of the lab, <name>-1 … <name>-N (a fleet, one per attendee)")
 	cmd.Flags().StringVar(&f.kubeconfigDir, "kubeconfig-dir", "", "with --count: write one kubeconfig file per cluster, DIR/<cluster>.kubeconfig")
+	cli.AddWaitLockFlag(cmd, &f.waitLock)
 	f.out.AddFlag(cmd, "table", "json")
 	return cmd
 }
@@ -155,6 +160,7 @@ func (f *flags) runFleet(cmd *cobra.Command, s *cli.Streams, arg string) error {
 		SkipChecks:    f.skipChecks,
 		RegistryImage: f.regImage,
 		Status:        s.ErrOut,
+		WaitLock:      f.waitLock,
 	})
 	var ie *fleet.InputError
 	if errors.As(err, &ie) {
