@@ -74,7 +74,7 @@ func TestBusyClusterIsLeftAlone(t *testing.T) {
 		{"down", "--name", member},
 		{"down", "--fleet", fleetName},
 		{"reset", "nftables", "--name", member},
-		{"bundle", "replay", replayable, "--name", member, "--image", nodeImage},
+		{"bundle", "replay", replayable, "--yes", "--name", member, "--image", nodeImage},
 	} {
 		start := time.Now()
 		code, _, errOut := run(t, args...)
