@@ -93,6 +93,38 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// TestValidateRefusesWhatComponentsRefuse replays the reports of issue 13:
+// each passed validate and failed minutes later inside up. Now each is one
+// line on stderr, exit 2, naming the file, line and field.
+func TestValidateRefusesWhatComponentsRefuse(t *testing.T) {
+	dir := isolate(t)
+	os.WriteFile(filepath.Join(dir, "authn.yaml"), []byte("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\nanonymous:\n  enabled: true\n  conditions:\n  - path: /livez\n"), 0o644)
+	cases := []struct{ name, spec, want string }{
+		{"MultiCIDRServiceAllocator without runtimeConfig", "  featureGates:\n    MultiCIDRServiceAllocator: true\n",
+			`:8: spec.featureGates.MultiCIDRServiceAllocator: needs the ServiceCIDR API too`},
+		{"anonymous section with the gate off", "  apiServer:\n    authenticationConfig: authn.yaml\n",
+			"authn.yaml:3: anonymous: Forbidden"},
+		{"nftables with its gate off", "  featureGates:\n    NFTablesProxyMode: false\n  networking:\n    kubeProxyMode: nftables\n",
+			`:10: spec.networking.kubeProxyMode: nftables needs feature gate NFTablesProxyMode on`},
+		{"service subnet /8", "  networking:\n    serviceSubnet: 10.0.0.0/8\n", `:8: spec.networking.serviceSubnet: "10.0.0.0/8" is too large`},
+		{"pod subnet /25", "  networking:\n    podSubnet: 10.244.0.0/25\n", `:8: spec.networking.podSubnet: "10.244.0.0/25" is smaller than the /24 each node gets`},
+		{"service subnet not a CIDR", "  networking:\n    serviceSubnet: 10.96.0.300/12\n", `:8: spec.networking.serviceSubnet: "10.96.0.300/12" is not a CIDR`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(dir, "lab.yaml")
+			os.WriteFile(f, []byte("apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: bad\nspec:\n  include: [base]\n"+tc.spec), 0o644)
+			code, out, errOut := run(t, "validate", f)
+			if code != cli.ExitUsage || out != "" {
+				t.Errorf("exit %d, stdout %q; want %d and nothing", code, out, cli.ExitUsage)
+			}
+			if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q, want one line with %q", errOut, tc.want)
+			}
+		})
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	isolate(t)
 	for _, args := range [][]string{
