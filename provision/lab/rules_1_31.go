@@ -238,14 +238,28 @@ var rules131 = []Rule{
 	},
 	{
 		ID: "multicidr-needs-api", Component: "kube-apiserver", Field: "spec.featureGates.MultiCIDRServiceAllocator",
-		Source:   apiserverSrc + "pkg/controlplane/instance.go (post-start hook start-kubernetes-service-cidr-controller waits for the default ServiceCIDR)",
-		Upstream: "poststarthook/start-kubernetes-service-cidr-controller failed",
+		Source: apiserverSrc + "pkg/registry/core/rest/storage_core.go (start-service-ip-repair-controllers gives up after a minute) " +
+			"with pkg/controlplane/instance.go (the allocator needs the ServiceCIDR API)",
+		Upstream: `PostStartHook "start-service-ip-repair-controllers" failed: unable to perform initial IP and Port allocation check`,
 		check: func(r *Resolved) (string, string) {
 			if !gateOn(r, "MultiCIDRServiceAllocator") || apiEnabled(r.RuntimeConfig, "networking.k8s.io/v1beta1", "beta") {
 				return "", ""
 			}
-			return "spec.featureGates.MultiCIDRServiceAllocator", fmt.Sprintf("needs the ServiceCIDR API too: add spec.runtimeConfig: {networking.k8s.io/v1beta1: \"true\"} (without it kube-apiserver 1.31 never becomes ready: /readyz keeps failing '%s', %s)",
-				"poststarthook/start-kubernetes-service-cidr-controller", apiserverSrc+"pkg/controlplane/instance.go")
+			return "spec.featureGates.MultiCIDRServiceAllocator", fmt.Sprintf("needs the ServiceCIDR API too: add spec.runtimeConfig: {networking.k8s.io/v1beta1: \"true\"} (without it kube-apiserver 1.31 never becomes ready and exits after a minute: '%s', %s)",
+				`PostStartHook "start-service-ip-repair-controllers" failed: unable to perform initial IP and Port allocation check`, apiserverSrc+"pkg/registry/core/rest/storage_core.go")
+		},
+	},
+	{
+		ID: "dra-needs-api", Component: "kube-apiserver", Field: "spec.featureGates.DynamicResourceAllocation",
+		Source: apiserverSrc + "pkg/kubeapiserver/authorizer/config.go (the Node authorizer, which kubeadm turns on, watches " +
+			"resource.k8s.io/v1alpha3 ResourceSlices once DynamicResourceAllocation is on)",
+		Upstream: "informer-sync failed",
+		check: func(r *Resolved) (string, string) {
+			if !gateOn(r, "DynamicResourceAllocation") || apiEnabled(r.RuntimeConfig, "resource.k8s.io/v1alpha3", "alpha") {
+				return "", ""
+			}
+			return "spec.featureGates.DynamicResourceAllocation", fmt.Sprintf("needs the resource.k8s.io API too: add spec.runtimeConfig: {resource.k8s.io/v1alpha3: \"true\"} (without it kube-apiserver 1.31 never becomes ready: /readyz keeps failing '%s' on the ResourceSlice watch of the Node authorizer, %s)",
+				"informer-sync", apiserverSrc+"pkg/kubeapiserver/authorizer/config.go")
 		},
 	},
 	{
