@@ -130,12 +130,33 @@ func (s Store) Remove(cluster string) error {
 	return nil
 }
 
-// WriteFile writes a file under a cluster's directory (for mounted config).
+// WriteFile writes a file under a cluster's directory (for mounted
+// config), creating its directory. The content goes to a temp file beside
+// it that is renamed into place, so a node (or kind) never mounts half a file.
 func WriteFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	return os.WriteFile(path, []byte(content), 0o644)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(content)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
 }
 
 // Checks is a cluster's last check run, as `up` or `check` saved it. The

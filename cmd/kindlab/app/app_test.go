@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	sigsyaml "sigs.k8s.io/yaml"
+
 	"github.com/kindlab/kindlab/cmd/kindlab/app"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 )
@@ -72,6 +74,54 @@ func TestRenderKindFormatIsOnlyTheConfig(t *testing.T) {
 	code, out, _ := run(t, "render", "nftables", "-o", "kind")
 	if code != 0 || !strings.HasPrefix(out, "apiVersion: kind.x-k8s.io/v1alpha4") || strings.Contains(out, "# ---") {
 		t.Fatalf("exit %d, output:\n%s", code, out)
+	}
+}
+
+// TestRenderKindWritesWhatItMounts: `render -o kind | kind create cluster
+// --config -` (the README's line) gives kind host paths to mount; kind
+// mounts them as they are, so render writes them, and says so on stderr.
+func TestRenderKindWritesWhatItMounts(t *testing.T) {
+	dir := isolate(t)
+	want, err := os.ReadFile(filepath.Join("..", "..", "..", "fixtures", "anonymous-auth", "files", "authentication-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KINDLAB_STATE_DIR", "rel-state") // kind needs absolute host paths even then
+	t.Chdir(dir)
+	code, out, errOut := run(t, "render", "anonymous-auth", "-o", "kind")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var cfg struct {
+		Nodes []struct {
+			Role        string
+			ExtraMounts []struct{ HostPath, ContainerPath string } `json:"extraMounts"`
+		}
+	}
+	if err := sigsyaml.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	mounts := 0
+	for _, n := range cfg.Nodes {
+		for _, m := range n.ExtraMounts {
+			mounts++
+			if !filepath.IsAbs(m.HostPath) {
+				t.Errorf("host path %s is not absolute", m.HostPath)
+			}
+			got, err := os.ReadFile(filepath.Join(m.HostPath, "authentication-config.yaml"))
+			if err != nil {
+				t.Fatalf("kind would mount %s, which render did not create: %v", m.HostPath, err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("mounted file differs from the lab's:\n%s", got)
+			}
+			if !strings.Contains(errOut, "wrote "+filepath.Join(m.HostPath, "authentication-config.yaml")) {
+				t.Errorf("stderr does not say what was written: %q", errOut)
+			}
+		}
+	}
+	if mounts != 1 {
+		t.Errorf("%d mounts, want the control plane's one", mounts)
 	}
 }
 
