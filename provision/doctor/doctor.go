@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
@@ -58,6 +59,10 @@ func Run(ctx context.Context, opts Options) []Finding {
 		opts.RegistryPort = registry.DefaultHostPort
 	}
 	var out []Finding
+	if err := dockerhost.CheckProvider(); err != nil {
+		out = append(out, Finding{Check: "provider", Level: Fail, Detail: err.Error(), Affects: "every lab",
+			Fix: "unset " + dockerhost.ProviderEnv + " (or set it to docker)"})
+	}
 	dockerOK, dataRoot, f := docker(ctx)
 	out = append(out, f...)
 	out = append(out, kernel(), apparmor(), inotify(opts.Clusters))

@@ -92,3 +92,21 @@ func freePort(t *testing.T) int {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
 }
+
+// TestProviderFinding: doctor does not refuse KIND_EXPERIMENTAL_PROVIDER
+// like the other verbs (its other findings still matter) but reports it as
+// a failure with the fix; kind's CLI would obey it (sigs.k8s.io/kind v0.31.0
+// pkg/internal/runtime/runtime.go), kindlab cannot.
+func TestProviderFinding(t *testing.T) {
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "podman")
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "provider")
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, `KIND_EXPERIMENTAL_PROVIDER="podman"`) || !strings.Contains(f.Fix, "unset KIND_EXPERIMENTAL_PROVIDER") {
+		t.Errorf("finding %+v", f)
+	}
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker")
+	for _, f := range doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}) {
+		if f.Check == "provider" {
+			t.Errorf("docker is what kindlab uses, yet: %+v", f)
+		}
+	}
+}

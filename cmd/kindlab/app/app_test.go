@@ -175,6 +175,35 @@ func TestValidateRefusesWhatComponentsRefuse(t *testing.T) {
 	}
 }
 
+// TestUnsupportedProviderRefused: kind's CLI switches to podman, nerdctl,
+// finch or nerdctl.lima on KIND_EXPERIMENTAL_PROVIDER (sigs.k8s.io/kind
+// v0.31.0 pkg/internal/runtime/runtime.go); kindlab drives kind's library
+// with the Docker provider, so it refuses the variable instead of silently
+// using Docker, before any verb that reaches an engine does anything.
+func TestUnsupportedProviderRefused(t *testing.T) {
+	isolate(t)
+	for _, v := range []string{"podman", "nerdctl", "finch", "nerdctl.lima", "Docker"} {
+		t.Setenv("KIND_EXPERIMENTAL_PROVIDER", v)
+		for _, args := range [][]string{{"up", "nftables"}, {"down", "nftables"}, {"status"}, {"check", "nftables"},
+			{"reset", "nftables"}, {"registry", "status"}, {"kit", "load", "k.tar"}} {
+			code, out, errOut := run(t, args...)
+			want := `KIND_EXPERIMENTAL_PROVIDER="` + v + `": kindlab runs kind with the Docker provider only`
+			if code != cli.ExitUsage || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, want) {
+				t.Errorf("%s=%s kindlab %v: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q",
+					"KIND_EXPERIMENTAL_PROVIDER", v, args, code, out, errOut, want)
+			}
+		}
+		// Verbs that only read files need no engine and still work.
+		if code, _, errOut := run(t, "validate", "nftables"); code != 0 {
+			t.Errorf("validate with %s: exit %d: %s", v, code, errOut)
+		}
+	}
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker") // what kindlab does anyway
+	if code, _, errOut := run(t, "status"); code != 0 {
+		t.Errorf("status with docker: exit %d: %s", code, errOut)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	isolate(t)
 	for _, args := range [][]string{
