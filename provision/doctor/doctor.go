@@ -63,6 +63,9 @@ func Run(ctx context.Context, opts Options) []Finding {
 		out = append(out, Finding{Check: "provider", Level: Fail, Detail: err.Error(), Affects: "every lab",
 			Fix: "unset " + dockerhost.ProviderEnv + " (or set it to docker)"})
 	}
+	if f := proxyFinding(os.Getenv); f != nil {
+		out = append(out, *f)
+	}
 	dockerOK, dataRoot, f := docker(ctx)
 	out = append(out, f...)
 	out = append(out, kernel(), apparmor(), inotify(opts.Clusters))
@@ -282,4 +285,31 @@ func nodeImage(ctx context.Context, image string) []Finding {
 			Fix:     "use a node image from kind v0.28.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"})
 	}
 	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] + " (image volumes need 2.1+)"})
+}
+
+// proxyFinding explains what an HTTP proxy in the environment means for a
+// lab, or nil when none is set: kind passes HTTP(S)_PROXY and NO_PROXY to
+// the nodes (sigs.k8s.io/kind v0.31.0 pkg/cluster/internal/providers/common/proxy.go),
+// so their containerd pulls upstream images through the proxy, and `up`
+// adds the local registry and its caches to the nodes' NO_PROXY. A proxy on
+// this machine's loopback is the one case that cannot work: inside a node,
+// 127.0.0.1 is the node.
+func proxyFinding(getenv func(string) string) *Finding {
+	p, noProxy := registry.ProxyFromEnv(getenv)
+	if p == "" {
+		return nil
+	}
+	shown := registry.RedactURL(p)
+	if registry.LoopbackProxy(p) {
+		return &Finding{Check: "proxy", Level: Fail, Affects: "every lab that pulls an image from outside the local registry",
+			Detail: fmt.Sprintf("the proxy %s is on this machine's loopback: kind gives it to the nodes, where 127.0.0.1 is the node itself, so their pulls through it fail", shown),
+			Fix:    "point HTTP_PROXY/HTTPS_PROXY at an address of this host the kind network reaches (e.g. the docker bridge gateway, 172.17.0.1), or load the images with `kindlab kit load` first"}
+	}
+	detail := fmt.Sprintf("proxy %s: kind passes it to the nodes; their containerd pulls registry.k8s.io and docker.io images through it", shown)
+	hosts := registry.NoProxyHosts(nil)
+	if noProxy != "" {
+		detail += fmt.Sprintf(" (NO_PROXY %s)", noProxy)
+	}
+	detail += fmt.Sprintf("; `up` adds %s to the nodes' NO_PROXY, so the local registry and its caches are reached directly", strings.Join(hosts, ","))
+	return &Finding{Check: "proxy", Level: OK, Detail: detail}
 }

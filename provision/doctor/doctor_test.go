@@ -110,3 +110,28 @@ func TestProviderFinding(t *testing.T) {
 		}
 	}
 }
+
+// TestProxyFinding: a proxy in the environment is reported (credentials
+// hidden) with what it means for pulls; one on this machine's loopback
+// fails, since kind hands it to the nodes (kind v0.31.0
+// pkg/cluster/internal/providers/common/proxy.go), where 127.0.0.1 is the node.
+func TestProxyFinding(t *testing.T) {
+	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"} {
+		t.Setenv(v, "")
+	}
+	for _, f := range doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}) {
+		if f.Check == "proxy" {
+			t.Errorf("no proxy set, yet: %+v", f)
+		}
+	}
+	t.Setenv("HTTPS_PROXY", "http://me:s3cret@proxy.corp:3128")
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "proxy")
+	if f.Level != doctor.OK || strings.Contains(f.Detail, "s3cret") || !strings.Contains(f.Detail, "proxy.corp:3128") || !strings.Contains(f.Detail, "kind-registry") {
+		t.Errorf("finding %+v", f)
+	}
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+	f = find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "proxy")
+	if f.Level != doctor.Fail || !strings.Contains(f.Fix, "kit load") {
+		t.Errorf("loopback proxy: %+v", f)
+	}
+}
