@@ -48,6 +48,11 @@ type Options struct {
 	RegistryPort int
 	// Dir is where disk space is measured (the Docker data root when known).
 	Dir string
+	// Capacity, when set, judges whether Clusters clusters fit on this
+	// host instead of the plain inotify check: the CLI passes fleet's
+	// sizing, the one `up --count` measures and enforces (fleet imports
+	// this package, so it cannot be called from here).
+	Capacity func(ctx context.Context, clusters int) Finding
 }
 
 // Run looks at the machine.
@@ -68,7 +73,12 @@ func Run(ctx context.Context, opts Options) []Finding {
 	}
 	dockerOK, dataRoot, f := docker(ctx)
 	out = append(out, f...)
-	out = append(out, kernel(), apparmor(), inotify(opts.Clusters))
+	out = append(out, kernel(), apparmor())
+	if opts.Capacity != nil {
+		out = append(out, opts.Capacity(ctx, opts.Clusters))
+	} else {
+		out = append(out, inotify(opts.Clusters))
+	}
 	out = append(out, port(ctx, opts.RegistryPort, dockerOK))
 	dir := opts.Dir
 	if dir == "" {

@@ -204,6 +204,35 @@ func TestUnsupportedProviderRefused(t *testing.T) {
 	}
 }
 
+// TestDoctorSizesFleetsAsUpDoes: doctor --clusters judges with the sizing
+// up --count enforces (fleet.Host.MaxClusters), named "capacity".
+func TestDoctorSizesFleetsAsUpDoes(t *testing.T) {
+	isolate(t)
+	_, out, _ := run(t, "doctor", "nftables", "--clusters", "100000", "-o", "json")
+	var fs []struct{ Check, Level, Detail, Fix string }
+	if err := json.Unmarshal([]byte(out), &fs); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	found := false
+	for _, f := range fs {
+		if f.Check == "inotify" {
+			t.Errorf("the old per-cluster inotify advice is still given: %+v", f)
+		}
+		if f.Check == "capacity" {
+			found = true
+			if f.Level != "fail" || !strings.Contains(f.Detail, "room for") || !strings.Contains(f.Detail, "a cluster of 3 node(s) needs about") {
+				t.Errorf("capacity finding %+v", f)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no capacity finding in %s", out)
+	}
+	if code, _, errOut := run(t, "doctor", "--clusters", "0"); code != cli.ExitUsage {
+		t.Errorf("--clusters 0: exit %d: %s", code, errOut)
+	}
+}
+
 func TestUsageErrors(t *testing.T) {
 	isolate(t)
 	for _, args := range [][]string{
