@@ -289,12 +289,43 @@ func nodeImage(ctx context.Context, image string) []Finding {
 	}
 	major, _ := strconv.Atoi(m[1])
 	minor, _ := strconv.Atoi(m[2])
+	fs = append(fs, registryWiring(ctx, image, major))
 	if major < 2 || (major == 2 && minor < 1) {
 		return append(fs, Finding{Check: "containerd", Level: Fail, Detail: "the node image has containerd " + m[0],
 			Affects: "image-volume, all-features: containerd before 2.1 cannot mount image volumes (pods fail with `failed to mkdir \"\"`)",
 			Fix:     "use a node image from kind v0.28.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"})
 	}
 	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] + " (image volumes need 2.1+)"})
+}
+
+// configPath matches containerd's CRI registry config_path setting, in
+// either quoting.
+var configPath = regexp.MustCompile(`(?m)^\s*config_path\s*=\s*["']([^"']*)["']`)
+
+// registryWiring says whether the node image's containerd reads the
+// hosts.toml files kindlab writes under /etc/containerd/certs.d (the
+// local registry and mirrors): its config.toml sets config_path, or it is
+// containerd 2.x, whose CRI plugin defaults config_path to
+// /etc/containerd/certs.d:/etc/docker/certs.d (containerd v2.2.0
+// internal/cri/config/config_unix.go). Node images with containerd 1.x
+// (kind before v0.27.0) and no config_path ignore them.
+func registryWiring(ctx context.Context, image string, containerdMajor int) Finding {
+	const check = "registry-wiring"
+	toml, err := run(ctx, "docker", "run", "--rm", "--entrypoint", "cat", image, "/etc/containerd/config.toml")
+	if err != nil {
+		return Finding{Check: check, Level: Warn, Detail: "cannot read /etc/containerd/config.toml in the node image: " + err.Error()}
+	}
+	if m := configPath.FindStringSubmatch(toml); m != nil {
+		if strings.Contains(m[1], registry.CertsDir) {
+			return Finding{Check: check, Level: OK, Detail: "the node image's containerd reads " + registry.CertsDir + " (config_path " + m[1] + ")"}
+		}
+	} else if containerdMajor >= 2 {
+		return Finding{Check: check, Level: OK, Detail: "the node image's containerd 2 reads " + registry.CertsDir + " by default (no config_path set)"}
+	}
+	return Finding{Check: check, Level: Warn,
+		Detail:  "the node image's containerd does not read " + registry.CertsDir + " (no config_path; kind node images before v0.27.0)",
+		Affects: "every lab with the local registry or artifacts: nodes ignore the registry wiring and pull localhost:5001 images from nowhere",
+		Fix:     "use a node image from kind v0.27.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"}
 }
 
 // proxyFinding explains what an HTTP proxy in the environment means for a
