@@ -82,8 +82,8 @@ docker: ## start a Docker engine here if none answers (CI machines)
 	bash .ci/docker.sh
 
 .PHONY: k8s-bins
-k8s-bins: ## build kube-apiserver, kube-controller-manager and etcd $(K8S_VERSION) from source into $(KINDLAB_CACHE)
-	bash fixtures/k8sbin/build.sh kube-apiserver kube-controller-manager etcd
+k8s-bins: ## build kube-apiserver, kube-controller-manager, kubeadm, kube-proxy and etcd $(K8S_VERSION) from source into $(KINDLAB_CACHE)
+	bash fixtures/k8sbin/build.sh kube-apiserver kube-controller-manager kubeadm kube-proxy etcd
 
 .PHONY: unit
 unit: ## tests that need nothing but Go

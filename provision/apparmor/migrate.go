@@ -6,12 +6,15 @@ package apparmor
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 
-	"gopkg.in/yaml.v3"
+	// The maintained yaml.v3 (same API): its encoder can keep a file's
+	// compact list indentation (CompactSeqIndent).
+	"go.yaml.in/yaml/v3"
 )
 
 // AnnotationPrefix starts every deprecated per-container annotation.
@@ -41,10 +44,14 @@ func ParseAnnotation(value string) (Profile, error) {
 }
 
 // Migrate rewrites every deprecated AppArmor annotation in a (multi-document)
-// YAML stream to the field, on Pods and on the pod templates of workload
-// controllers, keeping documents, their order and comments. It returns the
-// input unchanged when there is nothing to migrate, and how many
-// annotations it rewrote.
+// YAML stream, or a JSON manifest, to the field, on Pods and on the pod
+// templates of workload controllers. It returns the input unchanged when
+// there is nothing to migrate, and how many annotations it rewrote.
+//
+// The output is in the input's format: JSON for JSON (key order and the
+// input's indentation kept, so kubectl reads it back), YAML for YAML
+// (documents, their order, comments, key order and the list indentation
+// style kept as far as the YAML encoder allows).
 func Migrate(data []byte) ([]byte, int, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var docs []*yaml.Node
@@ -67,9 +74,19 @@ func Migrate(data []byte) ([]byte, int, error) {
 	if total == 0 {
 		return data, 0, nil
 	}
+	if isJSON(data) {
+		out, err := encodeJSON(docs, data)
+		if err != nil {
+			return nil, 0, err
+		}
+		return out, total, nil
+	}
 	var out bytes.Buffer
 	enc := yaml.NewEncoder(&out)
-	enc.SetIndent(2)
+	enc.SetIndent(yamlIndent(data))
+	if compactLists(data) {
+		enc.CompactSeqIndent()
+	}
 	for _, d := range docs {
 		if err := enc.Encode(d); err != nil {
 			return nil, 0, fmt.Errorf("encode: %w", err)
@@ -80,6 +97,173 @@ func Migrate(data []byte) ([]byte, int, error) {
 	}
 	return out.Bytes(), total, nil
 }
+
+// isJSON says whether a manifest is JSON: its first non-blank byte opens
+// an object or an array (a YAML manifest starts with a key, a comment or ---).
+func isJSON(data []byte) bool {
+	t := bytes.TrimLeft(data, " \t\r\n\ufeff")
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[')
+}
+
+// encodeJSON writes the documents as JSON, keeping key order, with the
+// input's indentation (one line stays one line) and its final newline.
+func encodeJSON(docs []*yaml.Node, in []byte) ([]byte, error) {
+	indent := jsonIndent(in)
+	var out bytes.Buffer
+	for i, d := range docs {
+		var compact bytes.Buffer
+		if err := writeJSON(&compact, content(d)); err != nil {
+			return nil, fmt.Errorf("document %d: encode JSON: %w", i+1, err)
+		}
+		if i > 0 {
+			out.WriteByte('\n')
+		}
+		if indent == "" {
+			out.Write(compact.Bytes())
+		} else if err := json.Indent(&out, compact.Bytes(), "", indent); err != nil {
+			return nil, fmt.Errorf("document %d: encode JSON: %w", i+1, err)
+		}
+	}
+	if bytes.HasSuffix(bytes.TrimRight(in, " \t\r"), []byte("\n")) {
+		out.WriteByte('\n')
+	}
+	return out.Bytes(), nil
+}
+
+// writeJSON writes a node as compact JSON. Scalars keep what they were in
+// the JSON they were read from: strings stay strings, numbers, booleans and
+// null stay literals.
+func writeJSON(w *bytes.Buffer, n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.MappingNode:
+		w.WriteByte('{')
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := writeJSONString(w, n.Content[i].Value); err != nil {
+				return err
+			}
+			w.WriteByte(':')
+			if err := writeJSON(w, n.Content[i+1]); err != nil {
+				return err
+			}
+		}
+		w.WriteByte('}')
+	case yaml.SequenceNode:
+		w.WriteByte('[')
+		for i, c := range n.Content {
+			if i > 0 {
+				w.WriteByte(',')
+			}
+			if err := writeJSON(w, c); err != nil {
+				return err
+			}
+		}
+		w.WriteByte(']')
+	case yaml.AliasNode:
+		return writeJSON(w, n.Alias)
+	case yaml.ScalarNode:
+		switch n.ShortTag() {
+		case "!!null":
+			w.WriteString("null")
+		case "!!bool", "!!int", "!!float":
+			if json.Valid([]byte(n.Value)) {
+				w.WriteString(n.Value)
+				return nil
+			}
+			return writeJSONString(w, n.Value)
+		default:
+			return writeJSONString(w, n.Value)
+		}
+	default:
+		return fmt.Errorf("unexpected YAML node kind %d", n.Kind)
+	}
+	return nil
+}
+
+// writeJSONString quotes s as encoding/json does, without escaping <, >
+// and &, which kubectl does not escape either.
+func writeJSONString(w *bytes.Buffer, s string) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(s); err != nil {
+		return err
+	}
+	w.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	return nil
+}
+
+// jsonIndent is the indentation unit of a JSON file: the leading
+// whitespace of its first indented line; "" for JSON on one line.
+func jsonIndent(in []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(in)), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	for _, l := range lines[1:] {
+		if t := strings.TrimLeft(l, " \t"); t != "" && len(t) < len(l) {
+			return l[:len(l)-len(t)]
+		}
+	}
+	return "  "
+}
+
+// yamlIndent is the file's mapping indentation (2 when it cannot tell):
+// the first nested key's indentation relative to its parent key.
+func yamlIndent(in []byte) int {
+	lines := strings.Split(string(in), "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if !strings.HasSuffix(t, ":") || strings.HasPrefix(t, "#") || strings.HasPrefix(t, "- ") {
+			continue
+		}
+		for _, next := range lines[i+1:] {
+			nt := strings.TrimSpace(next)
+			if nt == "" || strings.HasPrefix(nt, "#") {
+				continue
+			}
+			if strings.HasPrefix(nt, "- ") {
+				break // a list, not a mapping
+			}
+			if d := leading(next) - leading(l); d >= 2 && d <= 8 {
+				return d
+			}
+			break
+		}
+	}
+	return 2
+}
+
+// compactLists says whether the file writes a block list at its key's own
+// indentation ("key:\n- item", as kubectl does) rather than indented.
+func compactLists(in []byte) bool {
+	lines := strings.Split(string(in), "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if !strings.HasSuffix(t, ":") || strings.HasPrefix(t, "#") {
+			continue
+		}
+		for _, next := range lines[i+1:] {
+			nt := strings.TrimSpace(next)
+			if nt == "" || strings.HasPrefix(nt, "#") {
+				continue
+			}
+			if strings.HasPrefix(nt, "- ") || nt == "-" {
+				keyIndent := leading(l)
+				if strings.HasPrefix(t, "- ") {
+					keyIndent += 2 // "- key:" starts a mapping in a list item
+				}
+				return leading(next) == keyIndent
+			}
+			break
+		}
+	}
+	return false
+}
+
+func leading(l string) int { return len(l) - len(strings.TrimLeft(l, " ")) }
 
 // describe names a document in errors: " (Deployment web)".
 func describe(doc *yaml.Node) string {
@@ -195,9 +379,17 @@ func setProfile(container *yaml.Node, p Profile) error {
 		want.Content = append(want.Content, str("localhostProfile"), str(p.LocalhostProfile))
 	}
 	sc := get(container, "securityContext")
-	if sc == nil {
+	switch {
+	case sc == nil:
 		sc = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
 		container.Content = append(container.Content, str("securityContext"), sc)
+	case sc.Kind == yaml.ScalarNode && sc.ShortTag() == "!!null":
+		// `securityContext:` with no value (or null, ~): the apiserver
+		// reads it as absent. Filled in where it stands.
+		sc.Kind, sc.Tag, sc.Value = yaml.MappingNode, "!!map", ""
+		if sc.Style&yaml.FlowStyle == 0 {
+			sc.Style = 0
+		}
 	}
 	if sc.Kind != yaml.MappingNode {
 		return errors.New("securityContext is not a mapping")

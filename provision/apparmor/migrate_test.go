@@ -1,30 +1,40 @@
 package apparmor
 
 import (
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/kubernetes/scheme"
 )
 
-var update = flag.Bool("update", false, "rewrite the golden *.out.yaml files")
+var update = flag.Bool("update", false, "rewrite the golden *.out.yaml and *.out.json files")
 
-// TestMigrateGolden rewrites each testdata/*.in.yaml and compares it with
-// the *.out.yaml next to it.
+// TestMigrateGolden rewrites each testdata/*.in.{yaml,json} and compares it
+// with the *.out.{yaml,json} next to it.
 func TestMigrateGolden(t *testing.T) {
 	tests := []struct {
 		name string
 		want int // annotations migrated
 	}{
-		{"pod", 2},
-		{"workloads", 6},
-		{"nothing", 0},
-		{"already", 1},
+		{"pod.yaml", 2},
+		{"workloads.yaml", 6},
+		{"nothing.yaml", 0},
+		{"already.yaml", 1},
+		{"nullsc.yaml", 2},
+		{"list.json", 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			in, err := os.ReadFile(filepath.Join("testdata", tt.name+".in.yaml"))
+			base, ext, _ := strings.Cut(tt.name, ".")
+			in, err := os.ReadFile(filepath.Join("testdata", base+".in."+ext))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -35,7 +45,7 @@ func TestMigrateGolden(t *testing.T) {
 			if n != tt.want {
 				t.Errorf("migrated %d annotations, want %d", n, tt.want)
 			}
-			golden := filepath.Join("testdata", tt.name+".out.yaml")
+			golden := filepath.Join("testdata", base+".out."+ext)
 			if *update {
 				if err := os.WriteFile(golden, got, 0o644); err != nil {
 					t.Fatal(err)
@@ -144,5 +154,109 @@ func TestParseAnnotation(t *testing.T) {
 		if err != nil || got != tt.want {
 			t.Errorf("ParseAnnotation(%q) = %+v, %v; want %+v", tt.in, got, err, tt.want)
 		}
+	}
+}
+
+// strictPods decodes manifests as kubectl and the apiserver do: the
+// k8s.io/api types through client-go's scheme, strictly (an unknown or
+// duplicate field is an error). A List's items are decoded one by one.
+func strictPods(t *testing.T, data []byte) []corev1.PodSpec {
+	t.Helper()
+	dec := serializer.NewCodecFactory(scheme.Scheme, serializer.EnableStrict).UniversalDeserializer()
+	var specs []corev1.PodSpec
+	var walk func(obj runtime.Object)
+	walk = func(obj runtime.Object) {
+		switch o := obj.(type) {
+		case *corev1.List:
+			for _, it := range o.Items {
+				item, _, err := dec.Decode(it.Raw, nil, nil)
+				if err != nil {
+					t.Fatalf("decode list item: %v", err)
+				}
+				walk(item)
+			}
+		case *corev1.Pod:
+			specs = append(specs, o.Spec)
+		case *appsv1.Deployment:
+			specs = append(specs, o.Spec.Template.Spec)
+		default:
+			t.Fatalf("unexpected %T", obj)
+		}
+	}
+	for _, doc := range strings.Split(string(data), "\n---\n") {
+		obj, _, err := dec.Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("kubectl could not read it back: %v\n%s", err, doc)
+		}
+		walk(obj)
+	}
+	return specs
+}
+
+// TestMigratedFilesReadBack: the migrated JSON is JSON again (kubectl reads
+// .json files as JSON), with the fields in their order and indentation,
+// and both formats decode strictly into the k8s.io/api types with the
+// profile set on every container.
+func TestMigratedFilesReadBack(t *testing.T) {
+	for _, f := range []string{"list.json", "nullsc.yaml", "pod.yaml"} {
+		t.Run(f, func(t *testing.T) {
+			base, ext, _ := strings.Cut(f, ".")
+			in, err := os.ReadFile(filepath.Join("testdata", base+".in."+ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _, err := Migrate(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ext == "json" {
+				if !json.Valid(out) {
+					t.Fatalf("not JSON:\n%s", out)
+				}
+				if !strings.HasPrefix(string(out), "{\n    \"apiVersion\": \"v1\",\n    \"items\": [") {
+					t.Errorf("key order or 4-space indentation not kept:\n%.200s", out)
+				}
+				if !strings.Contains(string(out), `"a <b> & c"`) {
+					t.Errorf("strings re-escaped:\n%s", out)
+				}
+			}
+			if strings.Contains(string(out), AnnotationPrefix) {
+				t.Errorf("annotation left:\n%s", out)
+			}
+			for _, spec := range strictPods(t, out) {
+				for _, c := range append(spec.InitContainers, spec.Containers...) {
+					if c.SecurityContext == nil || c.SecurityContext.AppArmorProfile == nil {
+						t.Errorf("container %s has no appArmorProfile", c.Name)
+					}
+				}
+			}
+		})
+	}
+	// One-line JSON stays one line.
+	oneLine := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","annotations":{"container.apparmor.security.beta.kubernetes.io/app":"unconfined"}},"spec":{"containers":[{"name":"app","image":"nginx"}]}}`
+	out, _, err := Migrate([]byte(oneLine))
+	if err != nil || strings.Count(string(out), "\n") != 0 || !strings.Contains(string(out), `"securityContext":{"appArmorProfile":{"type":"Unconfined"}}`) {
+		t.Errorf("one-line JSON: %v\n%s", err, out)
+	}
+}
+
+// TestNullSecurityContextIsAbsent: `securityContext:` with no value (and
+// null, ~) is what the apiserver decodes as no security context at all
+// (k8s.io/api core/v1 Container.SecurityContext is a pointer left nil), so
+// migrate treats it as absent instead of stopping.
+func TestNullSecurityContextIsAbsent(t *testing.T) {
+	in, err := os.ReadFile(filepath.Join("testdata", "nullsc.in.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, spec := range strictPods(t, in) {
+		for _, c := range spec.Containers {
+			if c.SecurityContext != nil {
+				t.Fatalf("upstream decodes %s's null securityContext as %+v, not absent", c.Name, c.SecurityContext)
+			}
+		}
+	}
+	if _, _, err := Migrate(in); err != nil {
+		t.Fatalf("Migrate: %v", err)
 	}
 }

@@ -102,9 +102,36 @@ func (e Endpoint) Hostname() string {
 	return u.Hostname()
 }
 
+// ProviderEnv is kind's CLI switch between node providers
+// (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go: docker, podman,
+// nerdctl, finch, nerdctl.lima; any other value is ignored with a warning).
+const ProviderEnv = "KIND_EXPERIMENTAL_PROVIDER"
+
+// UnsupportedProviderError is CheckProvider's refusal.
+type UnsupportedProviderError struct{ Value string }
+
+func (e *UnsupportedProviderError) Error() string {
+	return fmt.Sprintf("%s=%q: kindlab runs kind with the Docker provider only (its registry, kits and checks use the Docker "+
+		"Engine API), so it would not do what this asks; unset %s or set it to docker", ProviderEnv, e.Value, ProviderEnv)
+}
+
+// CheckProvider refuses a KIND_EXPERIMENTAL_PROVIDER other than docker:
+// the kind CLI would switch to that provider, kindlab (which drives kind
+// through its library with the Docker provider) would silently not.
+func CheckProvider() error {
+	if v := os.Getenv(ProviderEnv); v != "" && v != "docker" {
+		return &UnsupportedProviderError{Value: v}
+	}
+	return nil
+}
+
 // Resolve finds the engine from the environment and the docker config
-// directory, without contacting it.
+// directory, without contacting it. It refuses a KIND_EXPERIMENTAL_PROVIDER
+// kindlab does not support (CheckProvider).
 func Resolve() (Endpoint, error) {
+	if err := CheckProvider(); err != nil {
+		return Endpoint{}, err
+	}
 	if h := os.Getenv("DOCKER_HOST"); h != "" {
 		return Endpoint{Host: h, Source: SourceEnv}, nil
 	}

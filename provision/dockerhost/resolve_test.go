@@ -3,6 +3,7 @@ package dockerhost_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -152,5 +153,21 @@ func TestClientRefusesBadEndpoints(t *testing.T) {
 	defer c.Close()
 	if c.DaemonHost() != "tcp://192.0.2.1:2376" {
 		t.Errorf("DaemonHost %s", c.DaemonHost())
+	}
+}
+
+// TestResolveRefusesOtherProviders: every Engine API client kindlab makes
+// goes through Resolve, so a KIND_EXPERIMENTAL_PROVIDER the kind CLI would
+// obey (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go) and
+// kindlab cannot is refused there too, not only by the CLI.
+func TestResolveRefusesOtherProviders(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+	for v, ok := range map[string]bool{"": true, "docker": true, "podman": false, "nerdctl": false, "finch": false, "bogus": false} {
+		t.Setenv(dockerhost.ProviderEnv, v)
+		_, err := dockerhost.Resolve()
+		var upe *dockerhost.UnsupportedProviderError
+		if ok && err != nil || !ok && !errors.As(err, &upe) {
+			t.Errorf("%s=%q: Resolve error %v", dockerhost.ProviderEnv, v, err)
+		}
 	}
 }

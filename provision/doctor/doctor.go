@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
@@ -47,6 +48,11 @@ type Options struct {
 	RegistryPort int
 	// Dir is where disk space is measured (the Docker data root when known).
 	Dir string
+	// Capacity, when set, judges whether Clusters clusters fit on this
+	// host instead of the plain inotify check: the CLI passes fleet's
+	// sizing, the one `up --count` measures and enforces (fleet imports
+	// this package, so it cannot be called from here).
+	Capacity func(ctx context.Context, clusters int) Finding
 }
 
 // Run looks at the machine.
@@ -58,9 +64,21 @@ func Run(ctx context.Context, opts Options) []Finding {
 		opts.RegistryPort = registry.DefaultHostPort
 	}
 	var out []Finding
+	if err := dockerhost.CheckProvider(); err != nil {
+		out = append(out, Finding{Check: "provider", Level: Fail, Detail: err.Error(), Affects: "every lab",
+			Fix: "unset " + dockerhost.ProviderEnv + " (or set it to docker)"})
+	}
+	if f := proxyFinding(os.Getenv); f != nil {
+		out = append(out, *f)
+	}
 	dockerOK, dataRoot, f := docker(ctx)
 	out = append(out, f...)
-	out = append(out, kernel(), apparmor(), inotify(opts.Clusters))
+	out = append(out, kernel(), apparmor())
+	if opts.Capacity != nil {
+		out = append(out, opts.Capacity(ctx, opts.Clusters))
+	} else {
+		out = append(out, inotify(opts.Clusters))
+	}
 	out = append(out, port(ctx, opts.RegistryPort, dockerOK))
 	dir := opts.Dir
 	if dir == "" {
@@ -271,10 +289,68 @@ func nodeImage(ctx context.Context, image string) []Finding {
 	}
 	major, _ := strconv.Atoi(m[1])
 	minor, _ := strconv.Atoi(m[2])
+	fs = append(fs, registryWiring(ctx, image, major))
 	if major < 2 || (major == 2 && minor < 1) {
 		return append(fs, Finding{Check: "containerd", Level: Fail, Detail: "the node image has containerd " + m[0],
 			Affects: "image-volume, all-features: containerd before 2.1 cannot mount image volumes (pods fail with `failed to mkdir \"\"`)",
 			Fix:     "use a node image from kind v0.28.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"})
 	}
 	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] + " (image volumes need 2.1+)"})
+}
+
+// configPath matches containerd's CRI registry config_path setting, in
+// either quoting.
+var configPath = regexp.MustCompile(`(?m)^\s*config_path\s*=\s*["']([^"']*)["']`)
+
+// registryWiring says whether the node image's containerd reads the
+// hosts.toml files kindlab writes under /etc/containerd/certs.d (the
+// local registry and mirrors): its config.toml sets config_path, or it is
+// containerd 2.x, whose CRI plugin defaults config_path to
+// /etc/containerd/certs.d:/etc/docker/certs.d (containerd v2.2.0
+// internal/cri/config/config_unix.go). Node images with containerd 1.x
+// (kind before v0.27.0) and no config_path ignore them.
+func registryWiring(ctx context.Context, image string, containerdMajor int) Finding {
+	const check = "registry-wiring"
+	toml, err := run(ctx, "docker", "run", "--rm", "--entrypoint", "cat", image, "/etc/containerd/config.toml")
+	if err != nil {
+		return Finding{Check: check, Level: Warn, Detail: "cannot read /etc/containerd/config.toml in the node image: " + err.Error()}
+	}
+	if m := configPath.FindStringSubmatch(toml); m != nil {
+		if strings.Contains(m[1], registry.CertsDir) {
+			return Finding{Check: check, Level: OK, Detail: "the node image's containerd reads " + registry.CertsDir + " (config_path " + m[1] + ")"}
+		}
+	} else if containerdMajor >= 2 {
+		return Finding{Check: check, Level: OK, Detail: "the node image's containerd 2 reads " + registry.CertsDir + " by default (no config_path set)"}
+	}
+	return Finding{Check: check, Level: Warn,
+		Detail:  "the node image's containerd does not read " + registry.CertsDir + " (no config_path; kind node images before v0.27.0)",
+		Affects: "every lab with the local registry or artifacts: nodes ignore the registry wiring and pull localhost:5001 images from nowhere",
+		Fix:     "use a node image from kind v0.27.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"}
+}
+
+// proxyFinding explains what an HTTP proxy in the environment means for a
+// lab, or nil when none is set: kind passes HTTP(S)_PROXY and NO_PROXY to
+// the nodes (sigs.k8s.io/kind v0.31.0 pkg/cluster/internal/providers/common/proxy.go),
+// so their containerd pulls upstream images through the proxy, and `up`
+// adds the local registry and its caches to the nodes' NO_PROXY. A proxy on
+// this machine's loopback is the one case that cannot work: inside a node,
+// 127.0.0.1 is the node.
+func proxyFinding(getenv func(string) string) *Finding {
+	p, noProxy := registry.ProxyFromEnv(getenv)
+	if p == "" {
+		return nil
+	}
+	shown := registry.RedactURL(p)
+	if registry.LoopbackProxy(p) {
+		return &Finding{Check: "proxy", Level: Fail, Affects: "every lab that pulls an image from outside the local registry",
+			Detail: fmt.Sprintf("the proxy %s is on this machine's loopback: kind gives it to the nodes, where 127.0.0.1 is the node itself, so their pulls through it fail", shown),
+			Fix:    "point HTTP_PROXY/HTTPS_PROXY at an address of this host the kind network reaches (e.g. the docker bridge gateway, 172.17.0.1), or load the images with `kindlab kit load` first"}
+	}
+	detail := fmt.Sprintf("proxy %s: kind passes it to the nodes; their containerd pulls registry.k8s.io and docker.io images through it", shown)
+	hosts := registry.NoProxyHosts(nil)
+	if noProxy != "" {
+		detail += fmt.Sprintf(" (NO_PROXY %s)", noProxy)
+	}
+	detail += fmt.Sprintf("; `up` adds %s to the nodes' NO_PROXY, so the local registry and its caches are reached directly", strings.Join(hosts, ","))
+	return &Finding{Check: "proxy", Level: OK, Detail: detail}
 }

@@ -1,6 +1,8 @@
 package doctor_test
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"net"
 	"os"
@@ -91,4 +93,122 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestProviderFinding: doctor does not refuse KIND_EXPERIMENTAL_PROVIDER
+// like the other verbs (its other findings still matter) but reports it as
+// a failure with the fix; kind's CLI would obey it (sigs.k8s.io/kind v0.31.0
+// pkg/internal/runtime/runtime.go), kindlab cannot.
+func TestProviderFinding(t *testing.T) {
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "podman")
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "provider")
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, `KIND_EXPERIMENTAL_PROVIDER="podman"`) || !strings.Contains(f.Fix, "unset KIND_EXPERIMENTAL_PROVIDER") {
+		t.Errorf("finding %+v", f)
+	}
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker")
+	for _, f := range doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}) {
+		if f.Check == "provider" {
+			t.Errorf("docker is what kindlab uses, yet: %+v", f)
+		}
+	}
+}
+
+// TestProxyFinding: a proxy in the environment is reported (credentials
+// hidden) with what it means for pulls; one on this machine's loopback
+// fails, since kind hands it to the nodes (kind v0.31.0
+// pkg/cluster/internal/providers/common/proxy.go), where 127.0.0.1 is the node.
+func TestProxyFinding(t *testing.T) {
+	for _, v := range []string{"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"} {
+		t.Setenv(v, "")
+	}
+	for _, f := range doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}) {
+		if f.Check == "proxy" {
+			t.Errorf("no proxy set, yet: %+v", f)
+		}
+	}
+	t.Setenv("HTTPS_PROXY", "http://me:s3cret@proxy.corp:3128")
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "proxy")
+	if f.Level != doctor.OK || strings.Contains(f.Detail, "s3cret") || !strings.Contains(f.Detail, "proxy.corp:3128") || !strings.Contains(f.Detail, "kind-registry") {
+		t.Errorf("finding %+v", f)
+	}
+	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+	f = find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "proxy")
+	if f.Level != doctor.Fail || !strings.Contains(f.Fix, "kit load") {
+		t.Errorf("loopback proxy: %+v", f)
+	}
+}
+
+// fakeNodeImage loads a tiny image standing in for a kind node: busybox
+// for cat and sh, a containerd that reports version, and config.toml.
+func fakeNodeImage(t *testing.T, tag, version, configTOML string) string {
+	t.Helper()
+	if exec.Command("docker", "version").Run() != nil {
+		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {
+			t.Fatal("no Docker engine answers")
+		}
+		t.Skip("no Docker engine answers")
+	}
+	bb, err := os.ReadFile("/usr/bin/busybox")
+	if err != nil {
+		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {
+			t.Fatal("/usr/bin/busybox not installed (apt-get install busybox-static)")
+		}
+		t.Skip("/usr/bin/busybox not installed")
+	}
+	files := map[string][]byte{
+		"bin/busybox":                bb,
+		"usr/local/bin/containerd":   []byte("#!/bin/sh\necho containerd github.com/containerd/containerd " + version + " 0123abcd\n"),
+		"etc/containerd/config.toml": []byte(configTOML),
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, d := range []string{"bin/", "etc/", "etc/containerd/", "usr/", "usr/local/", "usr/local/bin/"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755})
+	}
+	for name, data := range files {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o755, Size: int64(len(data))})
+		tw.Write(data)
+	}
+	for _, applet := range []string{"sh", "cat"} {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777})
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("docker", "import", "--change", "ENV PATH=/usr/local/bin:/bin", "-", tag)
+	cmd.Stdin = &buf
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("docker import: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "image", "rm", "-f", tag).Run() })
+	return tag
+}
+
+// TestRegistryWiringFinding: the hosts.toml files kindlab writes are read
+// only by a containerd with config_path, or by containerd 2.x, which
+// defaults it to /etc/containerd/certs.d (containerd v2.2.0
+// internal/cri/config/config_unix.go); kind's pre-v0.27 images ship 1.x
+// without it, and doctor warns.
+func TestRegistryWiringFinding(t *testing.T) {
+	const v2Config = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n"
+	const withPath = v2Config + "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"
+	for _, tc := range []struct {
+		name, version, config string
+		want                  doctor.Level
+	}{
+		{"containerd 1.7 without config_path (kind v0.24)", "v1.7.18", v2Config, doctor.Warn},
+		{"containerd 1.7 with config_path (kind docs' patch)", "v1.7.18", withPath, doctor.OK},
+		{"containerd 2.2 without config_path (kind v0.31)", "v2.2.0", v2Config, doctor.OK},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := fakeNodeImage(t, "kindlab.local/doctortest-node:"+strings.ReplaceAll(tc.version, ".", "-"), tc.version, tc.config)
+			f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), NodeImage: img}), "registry-wiring")
+			if f.Level != tc.want {
+				t.Errorf("finding %+v, want %s", f, tc.want)
+			}
+			if tc.want == doctor.Warn && !strings.Contains(f.Fix, "v0.27.0") {
+				t.Errorf("no fix: %+v", f)
+			}
+		})
+	}
 }

@@ -603,15 +603,11 @@ func assignPorts(ms []*member) error {
 }
 
 func shapeOf(p *render.Plan) Shape {
-	var s Shape
+	roles := make([]string, 0, len(p.Config.Nodes))
 	for _, n := range p.Config.Nodes {
-		if n.Role == "control-plane" {
-			s.ControlPlanes++
-		} else {
-			s.Workers++
-		}
+		roles = append(roles, string(n.Role))
 	}
-	return s
+	return ShapeOfNodes(roles)
 }
 
 func contains(list []string, s string) bool {

@@ -122,3 +122,29 @@ func TestReasonShowsTheCommandsOutput(t *testing.T) {
 		t.Errorf("reason of a plain error = %q", got)
 	}
 }
+
+// TestCapacityFindingAgreesWithUp: doctor --clusters N says FAIL exactly
+// when up --count N would refuse (Up refuses toCreate > MaxClusters), and
+// gives up's reason and fix, so the two never advise different limits.
+func TestCapacityFindingAgreesWithUp(t *testing.T) {
+	ci := Host{CPUs: 2, MemAvailable: 22 << 30, InotifyInstances: 128, InotifyWatches: 192536, InotifyInUse: 28}
+	roomy := Host{CPUs: 8, MemAvailable: 64 << 30, InotifyInstances: 8192, InotifyWatches: 524288}
+	for _, h := range []Host{ci, roomy} {
+		for _, s := range []Shape{BaseShape, {ControlPlanes: 1}} {
+			l := h.MaxClusters(s)
+			for n := 1; n <= l.Clusters+2; n++ {
+				f := h.CapacityFinding(s, n)
+				upRefuses := n > l.Clusters
+				if (f.Level == "fail") != upRefuses {
+					t.Errorf("%+v %+v --clusters %d: doctor %s, up refuses: %t", h, s, n, f.Level, upRefuses)
+				}
+				if !strings.Contains(f.Detail, l.Reason) || upRefuses && f.Fix != l.Fix {
+					t.Errorf("doctor's finding %+v does not give up's reason %q and fix %q", f, l.Reason, l.Fix)
+				}
+			}
+		}
+	}
+	if s := ShapeOfNodes([]string{"control-plane", "worker", "worker"}); s != BaseShape {
+		t.Errorf("ShapeOfNodes = %+v", s)
+	}
+}

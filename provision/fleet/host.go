@@ -208,3 +208,34 @@ func kindNodes(ctx context.Context) int {
 	}
 	return len(strings.Fields(string(out)))
 }
+
+// BaseShape is the base lab's layout (one control plane, two workers), for
+// sizing when no lab is named.
+var BaseShape = Shape{ControlPlanes: 1, Workers: 2}
+
+// ShapeOfNodes is the shape of a lab's node list.
+func ShapeOfNodes(roles []string) Shape {
+	var s Shape
+	for _, r := range roles {
+		if r == "control-plane" {
+			s.ControlPlanes++
+		} else {
+			s.Workers++
+		}
+	}
+	return s
+}
+
+// CapacityFinding is doctor's verdict on running clusters more clusters of
+// shape s here, by the same measure and limit `up --count` applies
+// (MaxClusters): Fail when up --count would refuse that many.
+func (h Host) CapacityFinding(s Shape, clusters int) doctor.Finding {
+	l := h.MaxClusters(s)
+	detail := fmt.Sprintf("room for %d more cluster(s) of %d node(s): %s", l.Clusters, s.ControlPlanes+s.Workers, l.Reason)
+	if clusters <= l.Clusters {
+		return doctor.Finding{Check: "capacity", Level: doctor.OK, Detail: detail}
+	}
+	return doctor.Finding{Check: "capacity", Level: doctor.Fail, Detail: detail,
+		Affects: fmt.Sprintf("--count %d: up refuses more than %d, and past the inotify limit kubelets fail with \"too many open files\"", clusters, l.Clusters),
+		Fix:     l.Fix}
+}

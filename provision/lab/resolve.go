@@ -88,6 +88,10 @@ type Resolved struct {
 type ResolveOptions struct {
 	// KnownChecks, when set, is the list of check names that exist.
 	KnownChecks []string
+	// SkipComponentRules leaves out what the 1.31 components would refuse
+	// (the rule table and the authentication config validation). Only the
+	// cross-check sets it, to hand refused values to the components.
+	SkipComponentRules bool
 }
 
 // Resolve merges a lab with everything it includes. Conflicts (two labs
@@ -129,7 +133,54 @@ func (c *Catalog) Resolve(name string, opts ResolveOptions) (*Resolved, error) {
 			}
 		}
 	}
+	if !opts.SkipComponentRules {
+		if err := m.checkComponents(); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
+}
+
+// checkComponents refuses what the 1.31 components would refuse: the rule
+// table (rules_1_31.go), then the authentication config through
+// k8s.io/apiserver's own validation. Each refusal names the file and line
+// of the lab that set the field, which may be an included lab.
+func (m *merger) checkComponents() error {
+	for _, rule := range rules131 {
+		field, msg := rule.check(m.r)
+		if msg == "" {
+			continue
+		}
+		file, line := m.locate(field)
+		return &Error{File: file, Line: line, Field: field, Msg: msg}
+	}
+	if f := m.r.AuthenticationConfig; f != nil {
+		data, err := f.Read()
+		if err != nil {
+			file, line := m.locate("spec.apiServer.authenticationConfig")
+			return &Error{File: file, Line: line, Field: "spec.apiServer.authenticationConfig", Msg: err.Error()}
+		}
+		origin := m.c.labs[m.setBy["spec.apiServer.authenticationConfig"]].Origin
+		return ValidateAuthenticationConfig(data, m.r.FeatureGates, []string{ServiceAccountIssuer}, origin.displayBeside(f.Display))
+	}
+	return nil
+}
+
+// locate finds the file and line of a field in the lab that set it (the
+// top lab when none did, e.g. a gate left at its default), falling back to
+// the nearest enclosing field the file has.
+func (m *merger) locate(field string) (string, int) {
+	name := m.setBy[field]
+	if name == "" {
+		name = m.r.Name
+	}
+	doc := m.c.docs[name]
+	for p := field; p != ""; p = parentPath(p) {
+		if l := doc.line(p); l > 0 {
+			return doc.lab.Origin.Display, l
+		}
+	}
+	return doc.lab.Origin.Display, 0
 }
 
 type merger struct {

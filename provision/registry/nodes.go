@@ -15,8 +15,11 @@ import (
 	"sigs.k8s.io/kind/pkg/exec"
 )
 
-// CertsDir is where containerd (config_path, set by kind node images since
-// v0.27.0) looks for per-registry hosts.toml files.
+// CertsDir is where containerd looks for per-registry hosts.toml files:
+// containerd 2.x (kind node images since v0.27.0) by default, its CRI
+// config_path being /etc/containerd/certs.d:/etc/docker/certs.d unless set
+// (kind v0.31.0's config.toml does not set it); containerd 1.x only with
+// config_path set (doctor's registry-wiring finding).
 const CertsDir = "/etc/containerd/certs.d"
 
 // HostingConfigMap is KEP-1755's ConfigMap, in kube-public.

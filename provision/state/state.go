@@ -139,7 +139,8 @@ func (s Store) Remove(cluster string) error {
 // WriteFile writes a file under a cluster's directory (for mounted
 // config), creating its directory, atomically as Save does.
 func WriteFile(path, content string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	return atomicfile.WriteFile(path, []byte(content), 0o644)

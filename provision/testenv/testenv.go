@@ -49,6 +49,11 @@ type Options struct {
 	// ControllerManager also runs kube-controller-manager (PV binder,
 	// endpointslice, service-account token controllers...).
 	ControllerManager bool
+	// Unchecked starts kube-apiserver even with settings Start otherwise
+	// refuses up front because the apiserver would never get ready (see
+	// checkOptions): the cross-check of the lab rules uses it to watch the
+	// real apiserver fail, under a ctx with a short deadline.
+	Unchecked bool
 }
 
 // DefaultServiceCIDR is used when Options.ServiceCIDR is empty.
@@ -108,7 +113,7 @@ type Env struct {
 // Kubernetes binaries have not been built.
 var ErrNoBinaries = errors.New("kubernetes " + Version + " binaries not built")
 
-const buildHint = "build them with `make k8s-bins` (fixtures/k8sbin/build.sh kube-apiserver kube-controller-manager etcd)"
+const buildHint = "build them with `make k8s-bins` (fixtures/k8sbin/build.sh kube-apiserver kube-controller-manager kubeadm kube-proxy etcd)"
 
 // BinDir returns the directory holding kube-apiserver and etcd:
 // $KINDLAB_K8S_BIN if set, else $KINDLAB_CACHE/k8s/v1.31.14/bin (KINDLAB_CACHE
@@ -170,6 +175,24 @@ func Require(t testing.TB, opts Options) {
 	}
 }
 
+// Binary returns the path of another v1.31.14 binary of the same build
+// (kubeadm, kube-proxy...), skipping the test when it is missing, or failing
+// it when KINDLAB_REQUIRE_K8S=1.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	dir, err := BinDir()
+	if err == nil {
+		err = checkBinary(dir, name)
+	}
+	if err != nil {
+		if os.Getenv("KINDLAB_REQUIRE_K8S") == "1" {
+			t.Fatalf("KINDLAB_REQUIRE_K8S=1: %v", err)
+		}
+		t.Skip(err.Error())
+	}
+	return filepath.Join(dir, name)
+}
+
 // StartT starts an Env for one test and stops it when the test ends. With
 // the binaries missing it skips the test (fails with KINDLAB_REQUIRE_K8S=1).
 func StartT(t testing.TB, opts Options) *Env {
@@ -198,7 +221,7 @@ const startTimeout = 3 * time.Minute
 // the controller manager, once it has created the default ServiceAccount).
 // ctx bounds the wait only; the processes run until Stop.
 func Start(ctx context.Context, opts Options) (*Env, error) {
-	if err := checkOptions(opts); err != nil {
+	if err := checkOptions(opts); err != nil && !opts.Unchecked {
 		return nil, err
 	}
 	bin, err := binaries(opts)

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/kindlab/kindlab/provision/check"
@@ -214,6 +215,25 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			return err
 		}
 		st.End(true)
+		// Behind a proxy kind hands HTTP(S)_PROXY to the nodes, and their
+		// containerd would send pulls from the local registry and its
+		// caches to the proxy too: those names join the NO_PROXY kind
+		// extends (it reads this process's).
+		caches, err := registry.Proxies(ctx, registry.Options{})
+		if err != nil {
+			return err
+		}
+		ups := make([]string, 0, len(caches))
+		for up := range caches {
+			ups = append(ups, up)
+		}
+		proxy, added, err := registry.SetNoProxyForNodes(ups)
+		if err != nil {
+			return fmt.Errorf("set NO_PROXY for the nodes: %w", err)
+		}
+		if proxy != "" && len(added) > 0 {
+			st.Done("Proxy %s: the nodes reach the local registry directly (NO_PROXY += %s) 🔀", proxy, strings.Join(added, ","))
+		}
 	}
 	// After `kit load` the engine has the pinned node image under a tag
 	// only (a load records no digest); kind gets that tag, the record keeps

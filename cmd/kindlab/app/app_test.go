@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	sigsyaml "sigs.k8s.io/yaml"
+
 	"github.com/kindlab/kindlab/cmd/kindlab/app"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 )
@@ -75,6 +77,54 @@ func TestRenderKindFormatIsOnlyTheConfig(t *testing.T) {
 	}
 }
 
+// TestRenderKindWritesWhatItMounts: `render -o kind | kind create cluster
+// --config -` (the README's line) gives kind host paths to mount; kind
+// mounts them as they are, so render writes them, and says so on stderr.
+func TestRenderKindWritesWhatItMounts(t *testing.T) {
+	dir := isolate(t)
+	want, err := os.ReadFile(filepath.Join("..", "..", "..", "fixtures", "anonymous-auth", "files", "authentication-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KINDLAB_STATE_DIR", "rel-state") // kind needs absolute host paths even then
+	t.Chdir(dir)
+	code, out, errOut := run(t, "render", "anonymous-auth", "-o", "kind")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var cfg struct {
+		Nodes []struct {
+			Role        string
+			ExtraMounts []struct{ HostPath, ContainerPath string } `json:"extraMounts"`
+		}
+	}
+	if err := sigsyaml.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	mounts := 0
+	for _, n := range cfg.Nodes {
+		for _, m := range n.ExtraMounts {
+			mounts++
+			if !filepath.IsAbs(m.HostPath) {
+				t.Errorf("host path %s is not absolute", m.HostPath)
+			}
+			got, err := os.ReadFile(filepath.Join(m.HostPath, "authentication-config.yaml"))
+			if err != nil {
+				t.Fatalf("kind would mount %s, which render did not create: %v", m.HostPath, err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("mounted file differs from the lab's:\n%s", got)
+			}
+			if !strings.Contains(errOut, "wrote "+filepath.Join(m.HostPath, "authentication-config.yaml")) {
+				t.Errorf("stderr does not say what was written: %q", errOut)
+			}
+		}
+	}
+	if mounts != 1 {
+		t.Errorf("%d mounts, want the control plane's one", mounts)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	dir := isolate(t)
 	code, out, _ := run(t, "validate", "all-features")
@@ -90,6 +140,96 @@ func TestValidate(t *testing.T) {
 	want := bad + `:8: spec.nodes[0].role: "boss" is not a node role (valid: control-plane, worker)`
 	if strings.TrimSpace(errOut) != "ERROR: "+want {
 		t.Errorf("stderr %q, want %q", errOut, want)
+	}
+}
+
+// TestValidateRefusesWhatComponentsRefuse replays the reports of issue 13:
+// each passed validate and failed minutes later inside up. Now each is one
+// line on stderr, exit 2, naming the file, line and field.
+func TestValidateRefusesWhatComponentsRefuse(t *testing.T) {
+	dir := isolate(t)
+	os.WriteFile(filepath.Join(dir, "authn.yaml"), []byte("apiVersion: apiserver.config.k8s.io/v1beta1\nkind: AuthenticationConfiguration\nanonymous:\n  enabled: true\n  conditions:\n  - path: /livez\n"), 0o644)
+	cases := []struct{ name, spec, want string }{
+		{"MultiCIDRServiceAllocator without runtimeConfig", "  featureGates:\n    MultiCIDRServiceAllocator: true\n",
+			`:8: spec.featureGates.MultiCIDRServiceAllocator: needs the ServiceCIDR API too`},
+		{"anonymous section with the gate off", "  apiServer:\n    authenticationConfig: authn.yaml\n",
+			"authn.yaml:3: anonymous: Forbidden"},
+		{"nftables with its gate off", "  featureGates:\n    NFTablesProxyMode: false\n  networking:\n    kubeProxyMode: nftables\n",
+			`:10: spec.networking.kubeProxyMode: nftables needs feature gate NFTablesProxyMode on`},
+		{"service subnet /8", "  networking:\n    serviceSubnet: 10.0.0.0/8\n", `:8: spec.networking.serviceSubnet: "10.0.0.0/8" is too large`},
+		{"pod subnet /25", "  networking:\n    podSubnet: 10.244.0.0/25\n", `:8: spec.networking.podSubnet: "10.244.0.0/25" is smaller than the /24 each node gets`},
+		{"service subnet not a CIDR", "  networking:\n    serviceSubnet: 10.96.0.300/12\n", `:8: spec.networking.serviceSubnet: "10.96.0.300/12" is not a CIDR`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			f := filepath.Join(dir, "lab.yaml")
+			os.WriteFile(f, []byte("apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: bad\nspec:\n  include: [base]\n"+tc.spec), 0o644)
+			code, out, errOut := run(t, "validate", f)
+			if code != cli.ExitUsage || out != "" {
+				t.Errorf("exit %d, stdout %q; want %d and nothing", code, out, cli.ExitUsage)
+			}
+			if strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("stderr %q, want one line with %q", errOut, tc.want)
+			}
+		})
+	}
+}
+
+// TestUnsupportedProviderRefused: kind's CLI switches to podman, nerdctl,
+// finch or nerdctl.lima on KIND_EXPERIMENTAL_PROVIDER (sigs.k8s.io/kind
+// v0.31.0 pkg/internal/runtime/runtime.go); kindlab drives kind's library
+// with the Docker provider, so it refuses the variable instead of silently
+// using Docker, before any verb that reaches an engine does anything.
+func TestUnsupportedProviderRefused(t *testing.T) {
+	isolate(t)
+	for _, v := range []string{"podman", "nerdctl", "finch", "nerdctl.lima", "Docker"} {
+		t.Setenv("KIND_EXPERIMENTAL_PROVIDER", v)
+		for _, args := range [][]string{{"up", "nftables"}, {"down", "nftables"}, {"status"}, {"check", "nftables"},
+			{"reset", "nftables"}, {"registry", "status"}, {"kit", "load", "k.tar"}} {
+			code, out, errOut := run(t, args...)
+			want := `KIND_EXPERIMENTAL_PROVIDER="` + v + `": kindlab runs kind with the Docker provider only`
+			if code != cli.ExitUsage || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, want) {
+				t.Errorf("%s=%s kindlab %v: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q",
+					"KIND_EXPERIMENTAL_PROVIDER", v, args, code, out, errOut, want)
+			}
+		}
+		// Verbs that only read files need no engine and still work.
+		if code, _, errOut := run(t, "validate", "nftables"); code != 0 {
+			t.Errorf("validate with %s: exit %d: %s", v, code, errOut)
+		}
+	}
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker") // what kindlab does anyway
+	if code, _, errOut := run(t, "status"); code != 0 {
+		t.Errorf("status with docker: exit %d: %s", code, errOut)
+	}
+}
+
+// TestDoctorSizesFleetsAsUpDoes: doctor --clusters judges with the sizing
+// up --count enforces (fleet.Host.MaxClusters), named "capacity".
+func TestDoctorSizesFleetsAsUpDoes(t *testing.T) {
+	isolate(t)
+	_, out, _ := run(t, "doctor", "nftables", "--clusters", "100000", "-o", "json")
+	var fs []struct{ Check, Level, Detail, Fix string }
+	if err := json.Unmarshal([]byte(out), &fs); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	found := false
+	for _, f := range fs {
+		if f.Check == "inotify" {
+			t.Errorf("the old per-cluster inotify advice is still given: %+v", f)
+		}
+		if f.Check == "capacity" {
+			found = true
+			if f.Level != "fail" || !strings.Contains(f.Detail, "room for") || !strings.Contains(f.Detail, "a cluster of 3 node(s) needs about") {
+				t.Errorf("capacity finding %+v", f)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no capacity finding in %s", out)
+	}
+	if code, _, errOut := run(t, "doctor", "--clusters", "0"); code != cli.ExitUsage {
+		t.Errorf("--clusters 0: exit %d: %s", code, errOut)
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/status"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/up"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/validate"
+	"github.com/kindlab/kindlab/provision/dockerhost"
 )
 
 // Version is set at build time with -ldflags "-X github.com/kindlab/kindlab/cmd/kindlab/app.Version=…".
@@ -61,6 +62,22 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		bundle.NewCommand(s, Version),
 		kit.NewCommand(s),
 	)
+	// Every verb that reaches a container engine refuses a node provider
+	// kindlab does not drive (KIND_EXPERIMENTAL_PROVIDER=podman…) before it
+	// does anything. The file-only verbs do not need one; doctor reports it
+	// as a finding among the others.
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		for c := cmd; c != nil; c = c.Parent() {
+			switch c.Name() {
+			case "labs", "validate", "render", "migrate", "doctor", "help", "completion":
+				return nil
+			}
+		}
+		if err := dockerhost.CheckProvider(); err != nil {
+			return cli.WithCode(cli.ExitUsage, err)
+		}
+		return nil
+	}
 	// Flag and argument errors are usage errors: exit 2, as kubectl does.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return cli.Usagef("%s: %v (see '%s --help')", c.CommandPath(), err, c.CommandPath())

@@ -2,6 +2,7 @@
 package doctor
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 )
@@ -25,7 +27,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Use:   "doctor [LAB]",
 		Short: "Check whether this machine can run a lab, and say exactly what to fix",
 		Long: "Look at the Docker engine, cgroups, kernel (nftables needs 5.13+), AppArmor (the apparmor lab needs it),\n" +
-			"inotify limits for the number of clusters, the registry port, disk space, and the lab's node image\n" +
+			"how many clusters fit (inotify and memory, measured as `up --count` does), the registry port, disk space, and the lab's node image\n" +
 			"(present, containerd new enough for image volumes). Exit 0 when nothing fails, 1 otherwise;\n" +
 			"warnings name the labs they affect.",
 		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
@@ -38,7 +40,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return err
 			}
 			opts := doctor.Options{Clusters: clusters, RegistryPort: port, NodeImage: image}
-			if len(args) == 1 && image == "" {
+			shape := fleet.BaseShape
+			if len(args) == 1 {
 				c, name, err := labs.LabArg(args[0])
 				if err != nil {
 					return err
@@ -47,7 +50,19 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				opts.NodeImage = r.NodeImage
+				if image == "" {
+					opts.NodeImage = r.NodeImage
+				}
+				var roles []string
+				for _, n := range r.Nodes {
+					roles = append(roles, n.Role)
+				}
+				shape = fleet.ShapeOfNodes(roles)
+			}
+			// The same measure and limit as `up --count`, so doctor's advice
+			// and up's refusal agree.
+			opts.Capacity = func(ctx context.Context, n int) doctor.Finding {
+				return fleet.MeasureHost(ctx).CapacityFinding(shape, n)
 			}
 			findings := doctor.Run(cmd.Context(), opts)
 			if out.JSON() {

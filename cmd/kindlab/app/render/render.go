@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -65,6 +66,11 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 	if err != nil {
 		return nil, state.Store{}, err
 	}
+	// The kind config names host paths under the state directory: kind
+	// needs them absolute (KINDLAB_STATE_DIR may be relative).
+	if abs, err := filepath.Abs(store.Root); err == nil {
+		store.Root = abs
+	}
 	cluster := f.Name
 	if cluster == "" {
 		cluster = r.Name
@@ -121,7 +127,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"with the feature gates, runtime config and kube-proxy mode; the files mounted into the nodes\n" +
 			"(such as the apiserver's authentication config); the registry wiring; artifacts, workloads and\n" +
 			"checks. No container engine is needed. `-o kind` prints only the kind config, ready for\n" +
-			"`kind create cluster --config -`.",
+			"`kind create cluster --config -`, and writes the files it mounts (saying so on stderr).",
 		Example: "  kindlab render all-features\n  kindlab render image-volume -o json\n  kindlab render nftables -o kind | kind create cluster --config -",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -136,6 +142,17 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				b, err := plan.KindConfigYAML()
 				if err != nil {
 					return err
+				}
+				// The config is for plain kind (`| kind create cluster
+				// --config -`), which mounts these host paths as they are:
+				// they must exist, or the apiserver starts without its
+				// authentication config. They are where `up` writes them.
+				for _, f := range plan.Files {
+					if err := state.WriteFile(f.HostPath, f.Content); err != nil {
+						return fmt.Errorf("write %s, which the kind config mounts: %w", f.HostPath, err)
+					}
+					fmt.Fprintf(s.ErrOut, "kindlab render: wrote %s (from %s); the kind config mounts it at %s on the control plane\n",
+						f.HostPath, f.Source, f.ContainerPath)
 				}
 				_, err = s.Out.Write(b)
 				return err

@@ -19,7 +19,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Short: "Check lab files and their includes; exit 0 or print the first error",
 		Long: "Check that each named lab (a lab name or a lab file) parses strictly, that every lab it includes\n" +
 			"exists and agrees with it, that its node image is pinned by digest, its feature gates exist in\n" +
-			"Kubernetes 1.31, and that every file it refers to is there. Nothing is created.",
+			"Kubernetes 1.31, and that every file it refers to is there. It also refuses what kind v0.31, kubeadm,\n" +
+			"kube-apiserver and kube-proxy 1.31.14 would refuse (subnets, gate dependencies, kube-proxy mode, and\n" +
+			"the authentication config, checked by k8s.io/apiserver's own validation with the lab's gates), each as\n" +
+			"one line: file:line: field: what is valid (upstream reason). Nothing is created.",
 		Example: "  kindlab validate my-lab.yaml\n  kindlab validate all-features",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
