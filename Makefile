@@ -12,9 +12,12 @@ NODE_IMAGE ?=
 VERSION   := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/kindlab/kindlab/cmd/kindlab/app.Version=$(VERSION)
 
+# Static (CGO_ENABLED=0; nothing in kindlab needs cgo): the same binary runs
+# inside the kind nodes as the image-volume CRI shim (`kindlab cri-shim`),
+# and a node's libc is not this machine's. `up` refuses a dynamic build.
 .PHONY: build
-build: ## build bin/kindlab
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kindlab
+build: ## build bin/kindlab (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kindlab
 
 # The node image the labs pin (labs/base.yaml).
 PINNED_NODE_IMAGE := $(shell sed -n 's/^ *nodeImage: *//p' labs/base.yaml)
@@ -107,7 +110,9 @@ offline-images: build docker ## build the labs' workload images from source and 
 # first), then all-features on a 3-node kind cluster from what the kit
 # loaded, every check against it, then down (asserting nothing is left).
 E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
+# The tests run kindlab in-process; the nodes' CRI shim is bin/kindlab.
 E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
+	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e

@@ -46,7 +46,7 @@ type Options struct {
 // listen address is not a unix socket path, when another process already
 // serves that socket, or when the runtime does not answer CRI Version
 // within RuntimeWait: a shim that cannot forward must not look ready to
-// systemd and the kubelet.
+// systemd and the kubelet. The socket is removed when Serve returns.
 func Serve(ctx context.Context, opts Options) error {
 	sock, err := socketPath("--listen", opts.Listen)
 	if err != nil {
@@ -59,6 +59,13 @@ func Serve(ctx context.Context, opts Options) error {
 	if logw == nil {
 		logw = io.Discard
 	}
+	// The socket first: a taken one fails at once, whatever the runtime
+	// does. Nothing is served on it until the runtime has answered.
+	l, err := listen(sock)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
 	conn, err := grpc.NewClient(opts.RuntimeEndpoint,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMsgSize), grpc.MaxCallSendMsgSize(MaxMsgSize)))
@@ -67,10 +74,6 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	defer conn.Close()
 	ver, err := runtimeVersion(ctx, conn, opts.RuntimeEndpoint, opts.RuntimeWait)
-	if err != nil {
-		return err
-	}
-	l, err := listen(sock)
 	if err != nil {
 		return err
 	}
@@ -106,6 +109,13 @@ func Serve(ctx context.Context, opts Options) error {
 	}
 	fmt.Fprintf(logw, "kindlab CRI shim stopped\n")
 	return nil
+}
+
+// CheckEndpoint says whether endpoint is a unix:///absolute/path endpoint,
+// the only kind the shim serves and forwards to; the error names flag.
+func CheckEndpoint(flag, endpoint string) error {
+	_, err := socketPath(flag, endpoint)
+	return err
 }
 
 // socketPath turns unix:///path into /path.

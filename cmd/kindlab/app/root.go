@@ -13,6 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/bundle"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/check"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	crishimcmd "github.com/kindlab/kindlab/cmd/kindlab/app/crishim"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/kit"
@@ -60,6 +61,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		doctor.NewCommand(s),
 		bundle.NewCommand(s, Version),
 		kit.NewCommand(s),
+		crishimcmd.NewCommand(s),
 	)
 	// Flag and argument errors are usage errors: exit 2, as kubectl does.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
