@@ -60,7 +60,9 @@ func TestRenderAllFeaturesText(t *testing.T) {
 	for _, s := range []string{"kind: Cluster", "ImageVolume: true", "AnonymousAuthConfigurableEndpoints: true",
 		"MultiCIDRServiceAllocator: true", "networking.k8s.io/v1beta1: \"true\"", "kubeProxyMode: nftables",
 		"authentication-config: /etc/kubernetes/kindlab/authentication-config.yaml", "kind: AuthenticationConfiguration",
-		"/etc/containerd/certs.d/localhost:5001/hosts.toml", "localhost:5001/kindlab/model:v1"} {
+		"/etc/containerd/certs.d/localhost:5001/hosts.toml", "localhost:5001/kindlab/model:v1",
+		"criSocket: unix:///run/kindlab-cri/cri.sock", "containerPath: /etc/systemd/system/kindlab-cri-shim.service",
+		"every node runs kindlab's CRI shim (kindlab-cri-shim.service", "image-volume mounts are made read-only"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("render output lacks %q", s)
 		}
