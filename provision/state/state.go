@@ -59,6 +59,12 @@ func (s Store) ClusterDir(cluster string) string {
 	return filepath.Join(s.Root, "clusters", cluster)
 }
 
+// LogDir is where kindlab keeps logs about a cluster that must outlive it,
+// such as a node's CRI shim log when a failed up took the nodes away.
+func (s Store) LogDir(cluster string) string {
+	return filepath.Join(s.Root, "logs", cluster)
+}
+
 // Save writes a record atomically.
 func (s Store) Save(r Record) error {
 	dir := s.ClusterDir(r.Cluster)
