@@ -13,7 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 )
 
-func run(t *testing.T, args ...string) (int, string, string) {
+func run(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := app.Run(context.Background(), &cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
@@ -22,7 +22,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 
 // isolate points kindlab's state and kubeconfig at a temp dir so a test never
 // touches the user's.
-func isolate(t *testing.T) string {
+func isolate(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("KINDLAB_STATE_DIR", filepath.Join(dir, "state"))

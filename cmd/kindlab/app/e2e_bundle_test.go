@@ -176,7 +176,7 @@ func slicesContain(list []lab.Image, name, ref string) bool {
 	return false
 }
 
-func e2eClient(t *testing.T, name string) kubernetes.Interface {
+func e2eClient(t testing.TB, name string) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(),
 		&clientcmd.ConfigOverrides{CurrentContext: "kind-" + name}).ClientConfig()

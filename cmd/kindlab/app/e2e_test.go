@@ -27,7 +27,7 @@ func e2eImage() string {
 
 // requireE2E skips, saying why, when no engine or node image is here, unless
 // KINDLAB_REQUIRE_E2E=1 makes that a failure (CI, once it builds the image).
-func requireE2E(t *testing.T) string {
+func requireE2E(t testing.TB) string {
 	t.Helper()
 	img := e2eImage()
 	why := ""
@@ -58,7 +58,7 @@ var shimBuild struct {
 // for its nodes. These tests run kindlab in-process, so the running
 // executable is the test binary, which is not kindlab: KINDLAB_CRI_SHIM_BINARY
 // names the binary (make e2e: bin/kindlab), or one is built here once.
-func e2eShimBinary(t *testing.T) {
+func e2eShimBinary(t testing.TB) {
 	t.Helper()
 	if os.Getenv(crishim.BinaryEnv) != "" {
 		return
