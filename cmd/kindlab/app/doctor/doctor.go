@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/doctor"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
@@ -26,7 +27,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Short: "Check whether this machine can run a lab, and say exactly what to fix",
 		Long: "Look at the Docker engine, cgroups, kernel (nftables needs 5.13+), AppArmor (the apparmor lab needs it),\n" +
 			"inotify limits for the number of clusters, the registry port, disk space, and the lab's node image\n" +
-			"(present, containerd new enough for image volumes). Exit 0 when nothing fails, 1 otherwise;\n" +
+			"(present, containerd new enough for image volumes) and, for a lab with kindlab's CRI shim, whether the\n" +
+			"nodes can run this kindlab binary as the shim (static, for the engine's architecture, a local engine). Exit 0 when nothing fails, 1 otherwise;\n" +
 			"warnings name the labs they affect.",
 		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
 		Args:    cobra.MaximumNArgs(1),
@@ -42,6 +44,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					return err
 				}
 				opts.NodeImage = r.NodeImage
+				if r.ImageVolumeReadOnlyShim {
+					if opts.CRIShimBinary, err = crishim.DefaultBinary(); err != nil {
+						return err
+					}
+				}
 			}
 			findings := doctor.Run(cmd.Context(), opts)
 			if out.JSON() {
