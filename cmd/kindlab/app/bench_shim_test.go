@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kindlab/kindlab/provision/crishim"
+	"github.com/kindlab/kindlab/provision/registry"
 )
 
 // BenchmarkCRIShimPodStart measures what kindlab's CRI shim costs: on one
@@ -33,7 +34,8 @@ func BenchmarkCRIShimPodStart(b *testing.B) {
 	img := requireE2E(b)
 	isolate(b)
 	name := "kindlab-bench-shim"
-	b.Cleanup(func() { run(b, "down", "--name", name) })
+	registryBefore := containerExists(registry.ContainerName)
+	b.Cleanup(func() { run(b, downArgs(name, registryBefore)...) })
 	if code, _, errOut := run(b, "up", shimLab, "--name", name, "--image", img, "--skip-checks"); code != 0 {
 		b.Fatalf("up: %s", errOut)
 	}

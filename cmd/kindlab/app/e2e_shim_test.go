@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/crishim"
+	"github.com/kindlab/kindlab/provision/registry"
 )
 
 // The image-volume lab on one node, with kindlab's CRI shim (as the
@@ -17,7 +18,20 @@ import (
 const (
 	shimLab   = "../../../fixtures/e2e/labs/image-volume-one-node.yaml"
 	noShimLab = "../../../fixtures/e2e/labs/image-volume-no-shim.yaml"
+	// shimOnlyLab has the shim and no registry: its failed up leaves the
+	// shared registry (and the offline images in it) alone.
+	shimOnlyLab = "../../../fixtures/e2e/labs/cri-shim-only.yaml"
 )
+
+// downArgs takes a test cluster down, keeping the shared registry when it
+// ran before the test: it holds what others pushed (the offline images).
+func downArgs(name string, registryBefore bool) []string {
+	args := []string{"down", "--name", name}
+	if registryBefore {
+		args = append(args, "--keep-registry")
+	}
+	return args
+}
 
 type upResult struct {
 	Created bool
@@ -41,7 +55,8 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	img := requireE2E(t)
 	dir := isolate(t)
 	name := "kindlab-e2e-shim"
-	t.Cleanup(func() { run(t, "down", "--name", name) })
+	registryBefore := containerExists(registry.ContainerName)
+	t.Cleanup(func() { run(t, downArgs(name, registryBefore)...) })
 	node := name + "-control-plane"
 	noneLeft := func(what string) {
 		t.Helper()
@@ -66,7 +81,7 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	shim := os.Getenv(crishim.BinaryEnv)
 	t.Setenv(crishim.BinaryEnv, "/usr/bin/busybox")
 	start := time.Now()
-	code, _, errOut := run(t, "up", shimLab, "--name", name, "--image", img, "--skip-checks")
+	code, _, errOut := run(t, "up", shimOnlyLab, "--name", name, "--image", img)
 	took := time.Since(start).Round(time.Second)
 	t.Logf("up with a shim that cannot start: exit %d after %s\n%s", code, took, errOut)
 	last := lastLine(errOut)
@@ -126,7 +141,7 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	if err == nil || !strings.Contains(got, "read-only file system") {
 		t.Errorf("writing into the image volume: %v %q, want the read-only mount to refuse it", err, got)
 	}
-	if code, _, errOut := run(t, "down", "--name", name); code != 0 {
+	if code, _, errOut := run(t, downArgs(name, registryBefore)...); code != 0 {
 		t.Fatalf("down: %s", errOut)
 	}
 	noneLeft("after down")
@@ -148,7 +163,7 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 		!strings.Contains(res.Checks[0].Reason, "spec.containerRuntime.imageVolumeReadOnlyShim") {
 		t.Errorf("image-volume without the shim: %+v, want unsupported with containerd's message and the way to the shim", res.Checks)
 	}
-	if code, _, errOut := run(t, "down", "--name", name); code != 0 {
+	if code, _, errOut := run(t, downArgs(name, registryBefore)...); code != 0 {
 		t.Fatalf("down: %s", errOut)
 	}
 	noneLeft("after the second down")
