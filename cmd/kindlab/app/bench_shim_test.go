@@ -86,7 +86,7 @@ func BenchmarkCRIShimPodStart(b *testing.B) {
 				wg.Add(1)
 				go func() { defer wg.Done(); sample = sampleProc(b, node, shimPID(), 0, stop) }()
 			}
-			total, each := podBurst(b, cs, image, pods)
+			total, each := podBurst(b, cs, node, image, pods)
 			close(stop)
 			wg.Wait()
 			if mode == "shim" {
@@ -158,8 +158,8 @@ func kubeletEndpoint(b *testing.B, cs kubernetes.Interface, node, endpoint strin
 
 // podBurst creates n pods at once and returns the time from the first
 // create to all Running, and each pod's create→Running time; then deletes
-// them and waits until they are gone.
-func podBurst(b *testing.B, cs kubernetes.Interface, image string, n int) (time.Duration, []time.Duration) {
+// them and waits until they are gone, from the API and from containerd.
+func podBurst(b *testing.B, cs kubernetes.Interface, node, image string, n int) (time.Duration, []time.Duration) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -241,8 +241,18 @@ func podBurst(b *testing.B, cs kubernetes.Interface, image string, n int) (time.
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	// The kubelet tears the sandboxes down after the API objects go.
-	time.Sleep(5 * time.Second)
+	// The kubelet tears the sandboxes down after the API objects go: the
+	// next burst starts when containerd has none of them left.
+	for {
+		out, err := dockerExec(node, "crictl", "--runtime-endpoint", crishim.ContainerdEndpoint, "pods", "-q", "--label", "kindlab.dev/bench=shim")
+		if err == nil && strings.TrimSpace(out) == "" {
+			break
+		}
+		if ctx.Err() != nil {
+			b.Fatalf("bench sandboxes still in containerd after 5 minutes: %s %v", out, err)
+		}
+		time.Sleep(time.Second)
+	}
 	return total, each
 }
 
