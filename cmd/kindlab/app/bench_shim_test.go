@@ -244,7 +244,8 @@ func podBurst(b *testing.B, cs kubernetes.Interface, node, image string, n int) 
 	// The kubelet tears the sandboxes down after the API objects go: the
 	// next burst starts when containerd has none of them left.
 	for {
-		out, err := dockerExec(node, "crictl", "--runtime-endpoint", crishim.ContainerdEndpoint, "pods", "-q", "--label", "kindlab.dev/bench=shim")
+		// ctr, not crictl: kind's node images have the former only for sure.
+		out, err := dockerExec(node, "ctr", "-n", "k8s.io", "containers", "ls", "-q", `labels."io.kubernetes.pod.namespace"==`+ns)
 		if err == nil && strings.TrimSpace(out) == "" {
 			break
 		}
@@ -282,8 +283,7 @@ func sampleProc(b *testing.B, node, pid string, d time.Duration, stop <-chan str
 	read := func() (time.Duration, int) {
 		out, err := dockerExec(node, "sh", "-c", "cat /proc/"+pid+"/stat; grep VmRSS /proc/"+pid+"/status")
 		if err != nil {
-			b.Error(err)
-			return 0, 0
+			return 0, -1
 		}
 		lines := strings.Split(out, "\n")
 		stat := lines[0][strings.LastIndex(lines[0], ")")+2:] // fields from 3 on: state is [0]
@@ -316,6 +316,9 @@ func sampleProc(b *testing.B, node, pid string, d time.Duration, stop <-chan str
 		case <-time.After(500 * time.Millisecond):
 		}
 		cpu, rss := read()
+		if rss < 0 { // the node or the process went away (a failed run)
+			return s
+		}
 		s.rssMaxKiB = max(s.rssMaxKiB, rss)
 		if done {
 			s.cpu, s.wall = cpu-cpu0, time.Since(start)
