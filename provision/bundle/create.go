@@ -208,10 +208,10 @@ type Host struct {
 type NodeFacts struct {
 	Name string `json:"name"`
 	// Kubernetes is /kind/version, what the node image was built from.
-	Kubernetes string   `json:"kubernetes,omitempty"`
-	Containerd string   `json:"containerd,omitempty"`
-	Runc       string   `json:"runc,omitempty"`
-	Kernel     string   `json:"kernel,omitempty"`
+	Kubernetes string `json:"kubernetes,omitempty"`
+	Containerd string `json:"containerd,omitempty"`
+	Runc       string `json:"runc,omitempty"`
+	Kernel     string `json:"kernel,omitempty"`
 	// CRIShim is systemd's state of kindlab's CRI shim in the node
 	// (active, inactive, failed…), and RuntimeEndpoint the CRI endpoint the
 	// kubelet was started with: together, whether the shim really ran.

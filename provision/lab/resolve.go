@@ -74,11 +74,11 @@ type Resolved struct {
 	// ContainerRuntime.ImageVolumeReadOnlyShim).
 	ImageVolumeReadOnlyShim bool
 	Registry                bool
-	Images               []Image
-	Artifacts            []ResolvedArtifact
-	Workloads            []ResolvedWorkload
-	Checks               []string
-	Instructions         []Instruction
+	Images                  []Image
+	Artifacts               []ResolvedArtifact
+	Workloads               []ResolvedWorkload
+	Checks                  []string
+	Instructions            []Instruction
 	// Source is the top lab file, for messages.
 	Source string
 }

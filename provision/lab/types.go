@@ -57,12 +57,12 @@ type Spec struct {
 	APIServer     APIServer         `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`
 	// ContainerRuntime shapes how the nodes' kubelets reach containerd.
 	ContainerRuntime ContainerRuntime `yaml:"containerRuntime,omitempty" json:"containerRuntime,omitempty"`
-	Registry      *Registry         `yaml:"registry,omitempty" json:"registry,omitempty"`
-	Images        []Image           `yaml:"images,omitempty" json:"images,omitempty"`
-	Artifacts     []Artifact        `yaml:"artifacts,omitempty" json:"artifacts,omitempty"`
-	Workloads     []Workload        `yaml:"workloads,omitempty" json:"workloads,omitempty"`
-	Checks        []string          `yaml:"checks,omitempty" json:"checks,omitempty"`
-	Instructions  string            `yaml:"instructions,omitempty" json:"instructions,omitempty"`
+	Registry         *Registry        `yaml:"registry,omitempty" json:"registry,omitempty"`
+	Images           []Image          `yaml:"images,omitempty" json:"images,omitempty"`
+	Artifacts        []Artifact       `yaml:"artifacts,omitempty" json:"artifacts,omitempty"`
+	Workloads        []Workload       `yaml:"workloads,omitempty" json:"workloads,omitempty"`
+	Checks           []string         `yaml:"checks,omitempty" json:"checks,omitempty"`
+	Instructions     string           `yaml:"instructions,omitempty" json:"instructions,omitempty"`
 }
 
 // Node roles, as kind names them.
