@@ -245,8 +245,10 @@ func podBurst(b *testing.B, cs kubernetes.Interface, node, image string, n int) 
 	// next burst starts when containerd has none of them left.
 	for {
 		// ctr, not crictl: kind's node images have the former only for sure.
-		out, err := dockerExec(node, "ctr", "-n", "k8s.io", "containers", "ls", "-q", `labels."io.kubernetes.pod.namespace"==`+ns)
-		if err == nil && strings.TrimSpace(out) == "" {
+		// stdout only: ctr warns about cgroup v1 on stderr.
+		out, err := exec.Command("docker", "exec", node, "ctr", "-n", "k8s.io", "containers", "ls", "-q",
+			`labels."io.kubernetes.pod.namespace"==`+ns).Output()
+		if err == nil && strings.TrimSpace(string(out)) == "" {
 			break
 		}
 		if ctx.Err() != nil {
