@@ -12,9 +12,12 @@ NODE_IMAGE ?=
 VERSION   := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/kindlab/kindlab/cmd/kindlab/app.Version=$(VERSION)
 
+# Static (CGO_ENABLED=0; nothing in kindlab needs cgo): the same binary runs
+# inside the kind nodes as the image-volume CRI shim (`kindlab cri-shim`),
+# and a node's libc is not this machine's. `up` refuses a dynamic build.
 .PHONY: build
-build: ## build bin/kindlab
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kindlab
+build: ## build bin/kindlab (static)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/kindlab
 
 # The node image the labs pin (labs/base.yaml).
 PINNED_NODE_IMAGE := $(shell sed -n 's/^ *nodeImage: *//p' labs/base.yaml)
@@ -119,7 +122,9 @@ offline-images: build docker ## build the labs' workload images from source and 
 # first), then all-features on a 3-node kind cluster from what the kit
 # loaded, every check against it, then down (asserting nothing is left).
 E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
+# The tests run kindlab in-process; the nodes' CRI shim is bin/kindlab.
 E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
+	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
@@ -145,6 +150,13 @@ test: deps docker k8s-bins node-image ## every test, including the offline end-t
 bench: deps docker ## artifact push vs crane, kit save/load vs the disk and docker save/load (same run)
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./provision/artifact/...
 	$(GO) test -run '^$$' -bench . -benchtime 2x -timeout 30m ./provision/kit/...
+
+# kindlab's CRI shim: pod start latency of 30-pod bursts through the shim
+# and straight to containerd on the same node (alternating), and the shim's
+# CPU and RSS idle and under the bursts. Needs the offline images (make e2e's).
+.PHONY: bench-shim
+bench-shim: node-image offline-images ## CRI shim: 30-pod start latency with/without it, its CPU and memory
+	$(E2E_ENV) $(GO) test -count=1 -run '^$$' -bench BenchmarkCRIShimPodStart -benchtime 1x -timeout 40m -v ./cmd/kindlab/app/
 
 .PHONY: fmt
 fmt:

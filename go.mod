@@ -3,6 +3,7 @@ module github.com/kindlab/kindlab
 go 1.26.0
 
 require (
+	github.com/coreos/go-systemd/v22 v22.5.0
 	github.com/docker/docker v28.5.2+incompatible
 	github.com/docker/go-connections v0.7.0
 	github.com/google/go-containerregistry v0.22.1
@@ -13,12 +14,14 @@ require (
 	golang.org/x/net v0.59.0
 	golang.org/x/sys v0.48.0
 	golang.org/x/term v0.46.0
+	google.golang.org/grpc v1.83.2
 	gopkg.in/yaml.v3 v3.0.1
 	k8s.io/api v0.31.14
 	k8s.io/apimachinery v0.31.14
 	k8s.io/apiserver v0.31.14
 	k8s.io/client-go v0.31.14
 	k8s.io/component-base v0.31.14
+	k8s.io/cri-api v0.31.14
 	sigs.k8s.io/kind v0.31.0
 	sigs.k8s.io/yaml v1.4.0
 )

@@ -97,6 +97,12 @@ type Pins struct {
 	Artifacts            []ArtifactPin `json:"artifacts,omitempty"`
 	RegistryImage        string        `json:"registryImage,omitempty"`
 	RegistryImageID      string        `json:"registryImageID,omitempty"`
+	// CRIShim says that the nodes ran kindlab's CRI shim (the lab's
+	// spec.containerRuntime.imageVolumeReadOnlyShim): its unit, endpoint and
+	// the kindlab it ran; "" when they did not. A replay renders the lab
+	// from the bundle's files, so it runs the shim exactly when this is set,
+	// and shows this pin side by side.
+	CRIShim string `json:"criShim,omitempty"`
 }
 
 // ArtifactPin is one artifact's digest: as built from the lab's files (what
@@ -181,6 +187,9 @@ func (p Pins) Flat() []PinValue {
 	}
 	if p.RegistryImage != "" || p.RegistryImageID != "" {
 		out = append(out, PinValue{"registry-image", p.RegistryImage}, PinValue{"registry-image-id", p.RegistryImageID})
+	}
+	if p.CRIShim != "" {
+		out = append(out, PinValue{"cri-shim", p.CRIShim})
 	}
 	return out
 }

@@ -22,6 +22,7 @@ import (
 	kindlog "sigs.k8s.io/kind/pkg/log"
 
 	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/doctor"
 	"github.com/kindlab/kindlab/provision/internal/confine"
 	"github.com/kindlab/kindlab/provision/internal/text"
@@ -215,11 +216,16 @@ type Host struct {
 type NodeFacts struct {
 	Name string `json:"name"`
 	// Kubernetes is /kind/version, what the node image was built from.
-	Kubernetes string   `json:"kubernetes,omitempty"`
-	Containerd string   `json:"containerd,omitempty"`
-	Runc       string   `json:"runc,omitempty"`
-	Kernel     string   `json:"kernel,omitempty"`
-	Errors     []string `json:"errors,omitempty"`
+	Kubernetes string `json:"kubernetes,omitempty"`
+	Containerd string `json:"containerd,omitempty"`
+	Runc       string `json:"runc,omitempty"`
+	Kernel     string `json:"kernel,omitempty"`
+	// CRIShim is systemd's state of kindlab's CRI shim in the node
+	// (active, inactive, failed…), and RuntimeEndpoint the CRI endpoint the
+	// kubelet was started with: together, whether the shim really ran.
+	CRIShim         string   `json:"criShim,omitempty"`
+	RuntimeEndpoint string   `json:"kubeletRuntimeEndpoint,omitempty"`
+	Errors          []string `json:"errors,omitempty"`
 }
 
 func nodeFacts(ctx context.Context, na check.NodeAccess) []NodeFacts {
@@ -253,6 +259,20 @@ func nodeFacts(ctx context.Context, na check.NodeAccess) []NodeFacts {
 				first, _, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 				*q.dst = first
 			}
+			// `systemctl is-active` prints the state and exits non-zero for
+			// anything but active: the state is the answer either way.
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			b, _ := na.Exec(cctx, n, nil, "systemctl", "is-active", crishim.UnitName)
+			// KUBELET_KUBEADM_ARGS="--container-runtime-endpoint=… --node-ip=…"
+			if flags, err := na.Exec(cctx, n, nil, "cat", "/var/lib/kubelet/kubeadm-flags.env"); err == nil {
+				const flag = "--container-runtime-endpoint="
+				if _, v, ok := strings.Cut(string(flags), flag); ok {
+					f.RuntimeEndpoint, _, _ = strings.Cut(strings.TrimLeft(v, "= "), " ")
+					f.RuntimeEndpoint = strings.Trim(strings.TrimSpace(f.RuntimeEndpoint), `"`)
+				}
+			}
+			cancel()
+			f.CRIShim = strings.TrimSpace(string(b))
 			out[i] = f
 		}()
 	}

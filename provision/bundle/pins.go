@@ -29,6 +29,11 @@ func collectPins(ctx context.Context, plan *render.Plan, cfg *rest.Config, v Ver
 		NodeImage: plan.NodeImage,
 		Images:    append([]lab.Image(nil), plan.Images...),
 	}
+	if c := plan.CRIShim; c != nil {
+		// The shim is the kindlab binary itself, so its version is the
+		// kindlab pin; unit and socket say where it sat.
+		p.CRIShim = fmt.Sprintf("%s: kubelet -> %s -> %s", c.Unit, c.Endpoint, c.RuntimeEndpoint)
+	}
 	if cfg != nil {
 		ver, err := serverVersion(cfg)
 		if err != nil {

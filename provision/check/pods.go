@@ -13,6 +13,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/kindlab/kindlab/provision/crishim"
 )
 
 const (
@@ -133,17 +135,37 @@ func checkImageVolume(ctx context.Context, c *run) error {
 	if err := c.needNodes("the kubelet and the runtime mount the image"); err != nil {
 		return err
 	}
-	var logs string
+	shim := c.env.Lab != nil && c.env.Lab.ImageVolumeReadOnlyShim
+	var logs, node, runtime string
 	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		p, err := cs.CoreV1().Pods(imageVolumeNamespace).Get(ctx, imageVolumePod, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("get pod %s/%s: %w", imageVolumeNamespace, imageVolumePod, err)
 		}
 		done, why := initDone(p, imageVolumeReader)
+		if node == "" && p.Spec.NodeName != "" {
+			node = p.Spec.NodeName
+			n, err := cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+			if err != nil {
+				return false, "", fmt.Errorf("get node %s: %w", node, err)
+			}
+			runtime = n.Status.NodeInfo.ContainerRuntimeVersion
+		}
 		if msg, ok := runtimeRefusesImageMount(p); ok {
-			return false, "", unsupported("the container runtime cannot mount image volumes for this kubelet: containerd 2.1+ accepts only read-only image mounts and the Kubernetes 1.31 kubelet does not mark them read-only; the runtime says: %s", msg)
+			if shim {
+				return false, "", fmt.Errorf("containerd on node %s still got a writable image mount although the lab runs kindlab's CRI shim "+
+					"(spec.containerRuntime.imageVolumeReadOnlyShim): is that node's kubelet talking to it? (docker exec %s systemctl status %s); containerd says: %s",
+					node, node, crishim.UnitName, msg)
+			}
+			return false, "", unsupported("the container runtime cannot mount image volumes for this kubelet: containerd 2.1+ accepts only read-only image mounts "+
+				"and the Kubernetes 1.31 kubelet does not mark them read-only (pkg/kubelet/kubelet_pods.go makeMounts; fixed in 1.32 by kubernetes PR #126806); "+
+				"the runtime says: %s. Turn on spec.containerRuntime.imageVolumeReadOnlyShim (kindlab's CRI shim) to mount it on 1.31; "+
+				"Kubernetes 1.32+ or CRI-O need no shim", msg)
 		}
 		if !done {
+			if reason := oldContainerd(runtime); reason != "" {
+				return false, "", unsupported("node %s runs %s: %s; the pod waits: %s", node, runtime, reason, why)
+			}
 			if l, _ := podLogs(ctx, c, imageVolumeNamespace, imageVolumePod, imageVolumeReader); strings.TrimSpace(l) != "" {
 				why += "; reader says: " + strings.TrimSpace(l)
 			}
@@ -163,7 +185,59 @@ func checkImageVolume(ctx context.Context, c *run) error {
 		return fmt.Errorf("%s in the image volume reads %q, want %q (the artifact's file)", file, got, want)
 	}
 	c.detail("the container read %s from the image volume: %q", file, firstLine(got))
+	if shim {
+		c.detail("mounted on Kubernetes 1.31 through kindlab's CRI shim on node %s (%s): the 1.31 kubelet sends image mounts without readonly "+
+			"(pkg/kubelet/kubelet_pods.go makeMounts) and containerd 2.1+ refuses those (\"readonly must be true while mount image\"); "+
+			"the shim marks them read-only, as the 1.32 kubelet does (kubernetes PR #126806). Kubernetes 1.32+ or CRI-O need no shim", node, runtime)
+		if line := shimRewrite(ctx, c, node); line != "" {
+			c.detail("the shim's journal on %s: %s", node, line)
+		}
+	}
 	return nil
+}
+
+// shimRewrite finds the shim's log line for the reader container on a node:
+// the proof that this mount went through it. "" when it cannot be read.
+func shimRewrite(ctx context.Context, c *run, node string) string {
+	if node == "" {
+		return ""
+	}
+	out, err := c.exec(ctx, node, "journalctl", "_SYSTEMD_UNIT="+crishim.UnitName, "-o", "cat", "--no-pager")
+	if err != nil {
+		return ""
+	}
+	want := fmt.Sprintf("CreateContainer %s/%s container %s:", imageVolumeNamespace, imageVolumePod, imageVolumeReader)
+	last := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, want) {
+			last = line
+		}
+	}
+	return last
+}
+
+// oldContainerd says why a node's runtime cannot mount image volumes at
+// all, from the version the kubelet reports (node.status.nodeInfo
+// .containerRuntimeVersion, e.g. containerd://1.7.18), or "" when it can or
+// the runtime is not containerd. containerd gained image volumes in 2.1.0
+// (containerd PR #10579); 2.0 and 1.7 fail with `failed to mkdir ""`
+// (kind #3745) or may mount nothing.
+func oldContainerd(runtime string) string {
+	v, ok := strings.CutPrefix(runtime, "containerd://")
+	if !ok {
+		return ""
+	}
+	v = strings.TrimPrefix(v, "v")
+	var major, minor int
+	if n, _ := fmt.Sscanf(v, "%d.%d", &major, &minor); n != 2 {
+		return ""
+	}
+	if major > 2 || (major == 2 && minor >= 1) {
+		return ""
+	}
+	return fmt.Sprintf("containerd mounts image volumes from 2.1.0 on (containerd PR #10579), this is %d.%d; "+
+		"2.0 and 1.7 have no image-volume support (pods fail with `failed to mkdir \"\"`, kind #3745): use a node image with containerd 2.1+ "+
+		"(kind v0.29.0 or later, e.g. kindest/node:v1.31.14 of kind v0.31.0) together with kindlab's CRI shim", major, minor)
 }
 
 // runtimeRefusesImageMount spots containerd refusing the 1.31 kubelet's

@@ -115,6 +115,17 @@ func (p *Provider) Exists(name string) (bool, error) {
 	return false, nil
 }
 
+// ListNodes returns kind's handles to a cluster's node containers, also
+// while kind is still creating it (a Handle needs the kubeconfig, which
+// exists only at the end).
+func (p *Provider) ListNodes(name string) ([]nodes.Node, error) {
+	ns, err := p.kind.ListNodes(name)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes of %s: %w", name, err)
+	}
+	return ns, nil
+}
+
 // List returns every kind cluster on the engine.
 func (p *Provider) List() ([]string, error) { return p.kind.List() }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/registry"
 )
@@ -53,6 +54,9 @@ type Options struct {
 	// sizing, the one `up --count` measures and enforces (fleet imports
 	// this package, so it cannot be called from here).
 	Capacity func(ctx context.Context, clusters int) Finding
+	// CRIShimBinary, for a lab with kindlab's CRI shim, is the kindlab
+	// binary the nodes would run (crishim.DefaultBinary).
+	CRIShimBinary string
 }
 
 // Run looks at the machine.
@@ -88,7 +92,29 @@ func Run(ctx context.Context, opts Options) []Finding {
 	if dockerOK && opts.NodeImage != "" {
 		out = append(out, nodeImage(ctx, opts.NodeImage)...)
 	}
+	if dockerOK && opts.CRIShimBinary != "" {
+		out = append(out, criShim(ctx, opts.CRIShimBinary))
+	}
 	return out
+}
+
+// criShim says whether the nodes can run this kindlab as their CRI shim:
+// the checks `up` makes before creating anything (see crishim.CheckBinary).
+func criShim(ctx context.Context, bin string) Finding {
+	const affects = "image-volume, all-features: kindlab's CRI shim (spec.containerRuntime.imageVolumeReadOnlyShim) runs this binary in every node"
+	if ep, err := dockerhost.Resolve(); err == nil && ep.Remote() {
+		return Finding{Check: "cri-shim", Level: Fail, Detail: "the Docker engine at " + ep.String() + " is remote: the shim's files are mounted from this machine",
+			Affects: affects, Fix: "use a local engine, or a lab that includes the lab with containerRuntime.imageVolumeReadOnlyShim: false"}
+	}
+	arch, err := run(ctx, "docker", "info", "--format", "{{.Architecture}}")
+	if err != nil {
+		return Finding{Check: "cri-shim", Level: Warn, Detail: "cannot ask the engine its architecture: " + err.Error(), Affects: affects}
+	}
+	if err := crishim.CheckBinary(bin, strings.TrimSpace(arch)); err != nil {
+		return Finding{Check: "cri-shim", Level: Fail, Detail: err.Error(), Affects: affects,
+			Fix: "build a static kindlab for the engine (make build does) and run it, or set " + crishim.BinaryEnv}
+	}
+	return Finding{Check: "cri-shim", Level: OK, Detail: bin + " is a static Linux executable for the engine's " + strings.TrimSpace(arch) + ": the nodes can run it as their CRI shim"}
 }
 
 // Worst is the most severe level among the findings.
@@ -295,7 +321,8 @@ func nodeImage(ctx context.Context, image string) []Finding {
 			Affects: "image-volume, all-features: containerd before 2.1 cannot mount image volumes (pods fail with `failed to mkdir \"\"`)",
 			Fix:     "use a node image from kind v0.28.0 or newer (the labs pin kind v0.31.0's kindest/node:v1.31.14)"})
 	}
-	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] + " (image volumes need 2.1+)"})
+	return append(fs, Finding{Check: "containerd", Level: OK, Detail: "the node image has containerd " + m[0] +
+		" (image volumes need 2.1+, and on Kubernetes 1.31 kindlab's CRI shim)"})
 }
 
 // configPath matches containerd's CRI registry config_path setting, in

@@ -212,3 +212,35 @@ func TestRegistryWiringFinding(t *testing.T) {
 		})
 	}
 }
+
+// TestCRIShimFinding: for a lab with kindlab's CRI shim, doctor reads the
+// binary the nodes would run against the engine's architecture: Debian's
+// static busybox passes the check, a dynamically linked /bin/ls fails it
+// with the build command.
+func TestCRIShimFinding(t *testing.T) {
+	if exec.Command("docker", "version").Run() != nil {
+		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {
+			t.Fatal("no Docker engine answers (and KINDLAB_REQUIRE_DOCKER=1 forbids skipping)")
+		}
+		t.Skip("no Docker engine answers")
+	}
+	if _, err := os.Stat("/usr/bin/busybox"); err != nil {
+		t.Skip("/usr/bin/busybox not installed")
+	}
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), CRIShimBinary: "/usr/bin/busybox"}), "cri-shim")
+	if f.Level != doctor.OK {
+		t.Errorf("static binary: %+v", f)
+	}
+	ls, _ := exec.LookPath("ls")
+	f = find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), CRIShimBinary: ls}), "cri-shim")
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, "dynamically linked") || !strings.Contains(f.Affects, "image-volume") {
+		t.Errorf("dynamic binary: %+v", f)
+	}
+	if fs := doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}); len(fs) > 0 {
+		for _, f := range fs {
+			if f.Check == "cri-shim" {
+				t.Errorf("a lab without the shim got a cri-shim finding: %+v", f)
+			}
+		}
+	}
+}

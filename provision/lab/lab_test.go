@@ -158,6 +158,17 @@ func TestBadInput(t *testing.T) {
 			"", []string{"line 11", "maybe"}},
 		{"two documents", map[string]string{"labs/x.yaml": labFile("x", goodNodes) + "---\n" + labFile("y", goodNodes)},
 			"", []string{"one document"}},
+		{"shim without the ImageVolume gate", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    imageVolumeReadOnlyShim: true\n")},
+			"", []string{":11:", "spec.containerRuntime.imageVolumeReadOnlyShim", "spec.featureGates.ImageVolume", "valid: turn the gate on"}},
+		{"shim is a bool", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    imageVolumeReadOnlyShim: yes please\n")},
+			"", []string{"line 11", "yes please"}},
+		{"unknown containerRuntime field", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    readOnlyShim: true\n")},
+			"", []string{":11:", "spec.containerRuntime.readOnlyShim: unknown field", "imageVolumeReadOnlyShim"}},
+		{"included labs disagree on the shim", map[string]string{
+			"labs/x.yaml": labFile("x", goodNodes+"  include: [a, b]\n"),
+			"labs/a.yaml": labFile("a", "  featureGates:\n    ImageVolume: true\n  containerRuntime:\n    imageVolumeReadOnlyShim: true\n"),
+			"labs/b.yaml": labFile("b", "  containerRuntime:\n    imageVolumeReadOnlyShim: false\n")},
+			"", []string{"builtin:labs/b.yaml:7:", "spec.containerRuntime.imageVolumeReadOnlyShim", `false conflicts with true from lab "a"`}},
 		{"not YAML", map[string]string{"labs/x.yaml": "apiVersion: [\n"},
 			"", []string{"builtin:labs/x.yaml", "not valid YAML"}},
 	}
@@ -253,6 +264,38 @@ func TestTopLabOverridesIncludes(t *testing.T) {
 	}
 	if strings.Join(r.Labs, ",") != "a,x" {
 		t.Fatalf("merge order %v", r.Labs)
+	}
+}
+
+// TestImageVolumeShimMerge: the image-volume lab (and so all-features)
+// turns the shim on; a lab that includes it can turn it off again with an
+// explicit false, and a lab that says nothing leaves it off.
+func TestImageVolumeShimMerge(t *testing.T) {
+	c := builtin(t)
+	for name, want := range map[string]bool{"image-volume": true, "all-features": true, "nftables": false, "base": false} {
+		r, err := c.Resolve(name, lab.ResolveOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.ImageVolumeReadOnlyShim != want {
+			t.Errorf("%s: imageVolumeReadOnlyShim %t, want %t", name, r.ImageVolumeReadOnlyShim, want)
+		}
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "no-shim.yaml")
+	content := labFile("no-shim", "  include: [all-features]\n  containerRuntime:\n    imageVolumeReadOnlyShim: false\n")
+	if err := os.WriteFile(file, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddFile(file); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("no-shim", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ImageVolumeReadOnlyShim || !r.FeatureGates["ImageVolume"] {
+		t.Fatalf("explicit false in the including lab: shim %t, ImageVolume %t; want the shim off, the gate on", r.ImageVolumeReadOnlyShim, r.FeatureGates["ImageVolume"])
 	}
 }
 

@@ -73,12 +73,15 @@ type Resolved struct {
 	RuntimeConfig        map[string]string
 	Networking           Networking
 	AuthenticationConfig *File
-	Registry             bool
-	Images               []Image
-	Artifacts            []ResolvedArtifact
-	Workloads            []ResolvedWorkload
-	Checks               []string
-	Instructions         []Instruction
+	// ImageVolumeReadOnlyShim runs kindlab's CRI shim in every node (see
+	// ContainerRuntime.ImageVolumeReadOnlyShim).
+	ImageVolumeReadOnlyShim bool
+	Registry                bool
+	Images                  []Image
+	Artifacts               []ResolvedArtifact
+	Workloads               []ResolvedWorkload
+	Checks                  []string
+	Instructions            []Instruction
 	// Source is the top lab file, for messages.
 	Source string
 }
@@ -125,6 +128,15 @@ func (c *Catalog) Resolve(name string, opts ResolveOptions) (*Resolved, error) {
 	}
 	if len(r.Artifacts) > 0 {
 		r.Registry = true // artifacts are pushed to the local registry
+	}
+	if m.shim != nil {
+		r.ImageVolumeReadOnlyShim = *m.shim
+	}
+	if r.ImageVolumeReadOnlyShim && !r.FeatureGates["ImageVolume"] {
+		field := "spec.containerRuntime.imageVolumeReadOnlyShim"
+		return nil, &Error{File: m.c.labs[m.setBy[field]].Origin.Display, Line: m.c.docs[m.setBy[field]].line(field), Field: field,
+			Msg: "true, but the lab does not turn on spec.featureGates.ImageVolume: the shim only changes image-volume mounts " +
+				"(valid: turn the gate on, or set false / remove the field)"}
 	}
 	if opts.KnownChecks != nil {
 		for _, ch := range r.Checks {
@@ -188,6 +200,9 @@ type merger struct {
 	r     *Resolved
 	setBy map[string]string // merged key -> lab that set it, for conflict messages
 	done  map[string]bool
+	// shim is spec.containerRuntime.imageVolumeReadOnlyShim as merged so
+	// far: nil until a lab sets it, so an explicit false is kept.
+	shim *bool
 }
 
 // merge folds a lab and (first) its includes into the result. A lab
@@ -231,7 +246,8 @@ func (m *merger) merge(name string, stack []string) error {
 		}
 		dv := reflect.ValueOf(dst).Elem()
 		if !dv.IsZero() && !top && !reflect.DeepEqual(dv.Interface(), cur) {
-			return conflict(field, field, dv.Interface(), cur)
+			// Indirect: a *bool prints as its value, not an address.
+			return conflict(field, field, reflect.Indirect(dv).Interface(), reflect.Indirect(reflect.ValueOf(cur)).Interface())
 		}
 		dv.Set(reflect.ValueOf(cur))
 		m.setBy[field] = name
@@ -250,6 +266,9 @@ func (m *merger) merge(name string, stack []string) error {
 		return err
 	}
 	if err := setOne("spec.networking.serviceSubnet", s.Networking.ServiceSubnet, &m.r.Networking.ServiceSubnet); err != nil {
+		return err
+	}
+	if err := setOne("spec.containerRuntime.imageVolumeReadOnlyShim", s.ContainerRuntime.ImageVolumeReadOnlyShim, &m.shim); err != nil {
 		return err
 	}
 	if p := s.APIServer.AuthenticationConfig; p != "" {

@@ -59,12 +59,14 @@ type Spec struct {
 	RuntimeConfig map[string]string `yaml:"runtimeConfig,omitempty" json:"runtimeConfig,omitempty"`
 	Networking    Networking        `yaml:"networking,omitempty" json:"networking,omitempty"`
 	APIServer     APIServer         `yaml:"apiServer,omitempty" json:"apiServer,omitempty"`
-	Registry      *Registry         `yaml:"registry,omitempty" json:"registry,omitempty"`
-	Images        []Image           `yaml:"images,omitempty" json:"images,omitempty"`
-	Artifacts     []Artifact        `yaml:"artifacts,omitempty" json:"artifacts,omitempty"`
-	Workloads     []Workload        `yaml:"workloads,omitempty" json:"workloads,omitempty"`
-	Checks        []string          `yaml:"checks,omitempty" json:"checks,omitempty"`
-	Instructions  string            `yaml:"instructions,omitempty" json:"instructions,omitempty"`
+	// ContainerRuntime shapes how the nodes' kubelets reach containerd.
+	ContainerRuntime ContainerRuntime `yaml:"containerRuntime,omitempty" json:"containerRuntime,omitempty"`
+	Registry         *Registry        `yaml:"registry,omitempty" json:"registry,omitempty"`
+	Images           []Image          `yaml:"images,omitempty" json:"images,omitempty"`
+	Artifacts        []Artifact       `yaml:"artifacts,omitempty" json:"artifacts,omitempty"`
+	Workloads        []Workload       `yaml:"workloads,omitempty" json:"workloads,omitempty"`
+	Checks           []string         `yaml:"checks,omitempty" json:"checks,omitempty"`
+	Instructions     string           `yaml:"instructions,omitempty" json:"instructions,omitempty"`
 }
 
 // Node roles, as kind names them.
@@ -93,6 +95,24 @@ type APIServer struct {
 	// apiserver.config.k8s.io AuthenticationConfiguration passed with
 	// --authentication-config.
 	AuthenticationConfig string `yaml:"authenticationConfig,omitempty" json:"authenticationConfig,omitempty"`
+}
+
+// ContainerRuntime is what sits between each node's kubelet and its
+// container runtime (containerd, in kind's node images).
+type ContainerRuntime struct {
+	// ImageVolumeReadOnlyShim, when true, runs kindlab's CRI shim in every
+	// node between the kubelet and containerd: a CRI proxy that forwards
+	// every call unchanged except that it marks image-volume mounts
+	// read-only. Without it no image volume mounts on Kubernetes 1.31 with
+	// containerd 2.1+: the 1.31 kubelet never sets the CRI mount's readonly
+	// (pkg/kubelet/kubelet_pods.go makeMounts) and containerd refuses a
+	// writable image mount ("readonly must be true while mount image").
+	// Kubernetes 1.32+ (kubernetes PR #126806) and CRI-O need no shim.
+	//
+	// A pointer so that a lab including one that turns it on can turn it
+	// off again (false), as with any other single-valued field. It takes
+	// spec.featureGates.ImageVolume: true, the only thing it changes.
+	ImageVolumeReadOnlyShim *bool `yaml:"imageVolumeReadOnlyShim,omitempty" json:"imageVolumeReadOnlyShim,omitempty"`
 }
 
 // Registry asks for the shared local registry to be wired to the nodes.

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 	"sigs.k8s.io/yaml"
 
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 )
@@ -45,6 +46,10 @@ type Options struct {
 	// which the kubeconfig names. "" keeps kind's 127.0.0.1, which only
 	// works when the engine is this machine's.
 	APIServerAddress string
+	// CRIShimBinary is the kindlab executable a lab with the CRI shim
+	// puts in its nodes; "" means crishim.DefaultBinary() ($KINDLAB_CRI_SHIM_BINARY,
+	// else the running kindlab).
+	CRIShimBinary string
 }
 
 // File is a file written on the host and mounted into nodes.
@@ -66,6 +71,7 @@ type Plan struct {
 	Config       *v1alpha4.Cluster `json:"kindConfig"`
 	Files        []File            `json:"files,omitempty"`
 	Registry     *RegistryPlan     `json:"registry,omitempty"`
+	CRIShim      *CRIShimPlan      `json:"criShim,omitempty"`
 	Artifacts    []ArtifactPlan    `json:"artifacts,omitempty"`
 	Images       []lab.Image       `json:"images,omitempty"`
 	Workloads    []string          `json:"workloads,omitempty"`
@@ -86,6 +92,24 @@ type RegistryPlan struct {
 	HostsToml  string `json:"hostsToml"`
 	// ConfigMap is the KEP-1755 local-registry-hosting document.
 	ConfigMap string `json:"localRegistryHosting"`
+}
+
+// CRIShimPlan is kindlab's CRI shim in every node, for a lab with
+// spec.containerRuntime.imageVolumeReadOnlyShim: the kubelet talks CRI to
+// Endpoint, the shim forwards to RuntimeEndpoint, making image-volume
+// mounts read-only on the way (package crishim says why).
+type CRIShimPlan struct {
+	// Unit is the systemd unit running it in each node.
+	Unit            string `json:"unit"`
+	Endpoint        string `json:"endpoint"`
+	RuntimeEndpoint string `json:"runtimeEndpoint"`
+	// Binary is the kindlab executable `up` copies to HostBinary (in the
+	// cluster's state directory), which every node mounts read-only at
+	// NodeBinary. It must be a static Linux build for the nodes'
+	// architecture; up checks that before creating anything.
+	Binary     string `json:"binary"`
+	HostBinary string `json:"hostBinary"`
+	NodeBinary string `json:"nodeBinary"`
 }
 
 // ArtifactPlan is one artifact to build and push.
@@ -176,11 +200,20 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		}
 		cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, patch)
 	}
+	var allMounts []v1alpha4.Mount
+	if r.ImageVolumeReadOnlyShim {
+		mounts, err := renderCRIShim(plan, opts)
+		if err != nil {
+			return nil, err
+		}
+		allMounts = append(allMounts, mounts...)
+	}
 	for _, n := range r.Nodes {
 		node := v1alpha4.Node{Role: v1alpha4.NodeRole(n.Role), Image: image, Labels: copyMap(n.Labels)}
 		if n.Role == lab.RoleControlPlane {
 			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
 		}
+		node.ExtraMounts = append(node.ExtraMounts, allMounts...)
 		cfg.Nodes = append(cfg.Nodes, node)
 	}
 	if r.Registry {
@@ -204,6 +237,40 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	}
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil
+}
+
+// renderCRIShim adds the shim's unit, kubelet drop-in and kubeadm patches
+// to the plan and returns the mounts every node gets: the binary's
+// directory and the two systemd files, all read-only. Files rather than a
+// changed node image, so the stock digest-pinned kindest/node runs it.
+func renderCRIShim(plan *Plan, opts Options) ([]v1alpha4.Mount, error) {
+	bin := opts.CRIShimBinary
+	if bin == "" {
+		var err error
+		if bin, err = crishim.DefaultBinary(); err != nil {
+			return nil, err
+		}
+	}
+	dir := filepath.Join(opts.StateDir, "cri-shim")
+	binDir := filepath.Join(dir, "bin")
+	plan.CRIShim = &CRIShimPlan{
+		Unit:            crishim.UnitName,
+		Endpoint:        crishim.Endpoint,
+		RuntimeEndpoint: crishim.ContainerdEndpoint,
+		Binary:          bin,
+		HostBinary:      filepath.Join(binDir, path.Base(crishim.NodeBinary)),
+		NodeBinary:      crishim.NodeBinary,
+	}
+	const field = "spec.containerRuntime.imageVolumeReadOnlyShim"
+	unit := File{HostPath: filepath.Join(dir, crishim.UnitName), ContainerPath: crishim.UnitPath, Content: crishim.UnitFile(), Source: field}
+	dropIn := File{HostPath: filepath.Join(dir, path.Base(crishim.DropInPath)), ContainerPath: crishim.DropInPath, Content: crishim.KubeletDropIn(), Source: field}
+	plan.Files = append(plan.Files, unit, dropIn)
+	plan.Config.KubeadmConfigPatches = append(plan.Config.KubeadmConfigPatches, crishim.KubeadmPatches()...)
+	return []v1alpha4.Mount{
+		{HostPath: binDir, ContainerPath: crishim.NodeBinDir, Readonly: true},
+		{HostPath: unit.HostPath, ContainerPath: unit.ContainerPath, Readonly: true},
+		{HostPath: dropIn.HostPath, ContainerPath: dropIn.ContainerPath, Readonly: true},
+	}, nil
 }
 
 // apiServerPatch is the kubeadm ClusterConfiguration patch that passes the

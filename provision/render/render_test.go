@@ -93,23 +93,34 @@ func TestRenderAllFeatures(t *testing.T) {
 	roles := map[v1alpha4.NodeRole]int{}
 	for _, n := range cfg.Nodes {
 		roles[n.Role]++
+		// Every node mounts the CRI shim (binary, unit, kubelet drop-in);
+		// the control plane also the apiserver's directory, first.
+		mounts := n.ExtraMounts
 		switch n.Role {
 		case v1alpha4.ControlPlaneRole:
-			if len(n.ExtraMounts) != 1 || n.ExtraMounts[0].ContainerPath != render.NodeConfigDir ||
-				n.ExtraMounts[0].HostPath != "/var/lib/kindlab/all-features/apiserver" || !n.ExtraMounts[0].Readonly {
-				t.Errorf("control plane mounts %+v", n.ExtraMounts)
+			if len(mounts) != 4 || mounts[0].ContainerPath != render.NodeConfigDir ||
+				mounts[0].HostPath != "/var/lib/kindlab/all-features/apiserver" || !mounts[0].Readonly {
+				t.Errorf("control plane mounts %+v", mounts)
 			}
+			mounts = mounts[1:]
 		default:
-			if len(n.ExtraMounts) != 0 {
-				t.Errorf("worker mounts %+v", n.ExtraMounts)
+			if len(mounts) != 3 {
+				t.Errorf("worker mounts %+v", mounts)
 			}
+		}
+		if len(mounts) == 3 && (mounts[0].ContainerPath != "/opt/kindlab/bin" || mounts[0].HostPath != "/var/lib/kindlab/all-features/cri-shim/bin" ||
+			mounts[1].ContainerPath != "/etc/systemd/system/kindlab-cri-shim.service" ||
+			mounts[2].ContainerPath != "/etc/systemd/system/kubelet.service.d/11-kindlab-cri-shim.conf" ||
+			!mounts[0].Readonly || !mounts[1].Readonly || !mounts[2].Readonly) {
+			t.Errorf("%s: CRI shim mounts %+v", n.Role, mounts)
 		}
 	}
 	if roles[v1alpha4.ControlPlaneRole] != 1 || roles[v1alpha4.WorkerRole] != 2 {
 		t.Errorf("roles %v", roles)
 	}
-	// The kubeadm patch must be v1beta3-shaped: extraArgs a map, the file in a mounted volume.
-	if len(cfg.KubeadmConfigPatches) != 1 {
+	// The kubeadm patch must be v1beta3-shaped: extraArgs a map, the file in
+	// a mounted volume. Then the CRI shim's two (TestRenderCRIShim).
+	if len(cfg.KubeadmConfigPatches) != 3 {
 		t.Fatalf("patches %v", cfg.KubeadmConfigPatches)
 	}
 	var patch struct {
@@ -140,7 +151,7 @@ func TestRenderAllFeatures(t *testing.T) {
 		t.Errorf("patch volumes %+v", patch.APIServer.ExtraVolumes)
 	}
 	// The authentication config file the control plane mounts.
-	if len(p.Files) != 1 || p.Files[0].HostPath != "/var/lib/kindlab/all-features/apiserver/authentication-config.yaml" {
+	if len(p.Files) != 3 || p.Files[0].HostPath != "/var/lib/kindlab/all-features/apiserver/authentication-config.yaml" {
 		t.Fatalf("files %+v", p.Files)
 	}
 	for _, s := range []string{"apiserver.config.k8s.io/v1alpha1", "AuthenticationConfiguration", "/livez", "/readyz", "/healthz",
@@ -181,6 +192,67 @@ func TestRenderOptions(t *testing.T) {
 	// A lab without an authentication config or registry mounts nothing.
 	if p := renderLab(t, "nftables", render.Options{}); len(p.Files) != 0 || p.Registry != nil || len(p.Config.KubeadmConfigPatches) != 0 {
 		t.Errorf("nftables lab renders extras: %+v", p)
+	}
+}
+
+// TestRenderCRIShim: a lab with spec.containerRuntime.imageVolumeReadOnlyShim
+// gets the shim's plan (the binary to deliver, where), its unit and kubelet
+// drop-in as files in the cluster's state directory, and kubeadm patches
+// pointing init and join at its socket; a lab without it gets none of it.
+func TestRenderCRIShim(t *testing.T) {
+	p := renderLab(t, "image-volume", render.Options{StateDir: "/st/iv", CRIShimBinary: "/usr/local/bin/kindlab"})
+	s := p.CRIShim
+	if s == nil {
+		t.Fatal("image-volume renders no CRI shim")
+	}
+	if s.Binary != "/usr/local/bin/kindlab" || s.HostBinary != "/st/iv/cri-shim/bin/kindlab" || s.NodeBinary != "/opt/kindlab/bin/kindlab" ||
+		s.Endpoint != "unix:///run/kindlab-cri/cri.sock" || s.RuntimeEndpoint != "unix:///run/containerd/containerd.sock" || s.Unit != "kindlab-cri-shim.service" {
+		t.Errorf("shim plan %+v", s)
+	}
+	files := map[string]render.File{}
+	for _, f := range p.Files {
+		files[f.ContainerPath] = f
+	}
+	unit, dropIn := files["/etc/systemd/system/kindlab-cri-shim.service"], files["/etc/systemd/system/kubelet.service.d/11-kindlab-cri-shim.conf"]
+	if unit.HostPath != "/st/iv/cri-shim/kindlab-cri-shim.service" || !strings.Contains(unit.Content, "ExecStart=/opt/kindlab/bin/kindlab cri-shim") {
+		t.Errorf("unit file %+v", unit)
+	}
+	if dropIn.HostPath != "/st/iv/cri-shim/11-kindlab-cri-shim.conf" || !strings.Contains(dropIn.Content, "After=kindlab-cri-shim.service") {
+		t.Errorf("kubelet drop-in %+v", dropIn)
+	}
+	raw, err := p.KindConfigYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kindDecode(t, raw)
+	kinds := map[string]string{}
+	for _, patch := range cfg.KubeadmConfigPatches {
+		var doc struct {
+			Kind             string `yaml:"kind"`
+			NodeRegistration struct {
+				CRISocket string `yaml:"criSocket"`
+			} `yaml:"nodeRegistration"`
+		}
+		if err := yaml.Unmarshal([]byte(patch), &doc); err != nil {
+			t.Fatal(err)
+		}
+		kinds[doc.Kind] = doc.NodeRegistration.CRISocket
+	}
+	if kinds["InitConfiguration"] != "unix:///run/kindlab-cri/cri.sock" || kinds["JoinConfiguration"] != "unix:///run/kindlab-cri/cri.sock" {
+		t.Errorf("kubeadm patches %v", cfg.KubeadmConfigPatches)
+	}
+	for _, n := range cfg.Nodes {
+		if len(n.ExtraMounts) != 3 {
+			t.Errorf("%s mounts %+v", n.Role, n.ExtraMounts)
+		}
+	}
+	// Without an explicit binary: $KINDLAB_CRI_SHIM_BINARY, else this executable.
+	t.Setenv("KINDLAB_CRI_SHIM_BINARY", "/opt/static/kindlab")
+	if p := renderLab(t, "all-features", render.Options{}); p.CRIShim == nil || p.CRIShim.Binary != "/opt/static/kindlab" {
+		t.Errorf("shim binary from the environment: %+v", p.CRIShim)
+	}
+	if p := renderLab(t, "nftables", render.Options{}); p.CRIShim != nil {
+		t.Errorf("nftables renders a CRI shim: %+v", p.CRIShim)
 	}
 }
 

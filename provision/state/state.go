@@ -61,6 +61,12 @@ func (s Store) ClusterDir(cluster string) string {
 	return filepath.Join(s.Root, "clusters", cluster)
 }
 
+// LogDir is where kindlab keeps logs about a cluster that must outlive it,
+// such as a node's CRI shim log when a failed up took the nodes away.
+func (s Store) LogDir(cluster string) string {
+	return filepath.Join(s.Root, "logs", cluster)
+}
+
 // Save writes a record atomically: concurrent readers (status, check, a
 // bundle) see the previous record or this one, never a part, and
 // concurrent savers do not collide (see atomicfile.WriteFile). Which save

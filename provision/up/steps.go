@@ -16,7 +16,7 @@ import (
 )
 
 func init() {
-	steps = []step{registryStep, artifactsStep, workloadsStep}
+	steps = []step{criShimStep, registryStep, artifactsStep, workloadsStep}
 }
 
 // registryStep starts or reuses the shared registry and wires every node

@@ -99,6 +99,10 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 			return nil, err
 		}
 	} else {
+		// Refused before anything exists: nothing to clean up.
+		if err := checkCRIShim(ctx, plan); err != nil {
+			return nil, err
+		}
 		// From here on a failure must not leave a half-made lab behind: take
 		// it down as `kindlab down` would (cluster, context, record, and the
 		// registry if no other cluster uses it), even after Ctrl-C. Only
@@ -245,8 +249,22 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			}
 		}
 	}
+	var watch *shimWatch
+	if plan.CRIShim != nil {
+		if err := copyCRIShim(plan.CRIShim); err != nil {
+			return err
+		}
+		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))
+	}
 	err := p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
 	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
+	if watch != nil {
+		// A shim that failed is why kind's create failed (the watch ended
+		// it): say that, not kind's "container is not running".
+		if serr := watch.stop(); serr != nil {
+			return serr
+		}
+	}
 	return err
 }
 

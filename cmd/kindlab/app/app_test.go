@@ -15,7 +15,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 )
 
-func run(t *testing.T, args ...string) (int, string, string) {
+func run(t testing.TB, args ...string) (int, string, string) {
 	t.Helper()
 	var out, errOut bytes.Buffer
 	code := app.Run(context.Background(), &cli.Streams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}, args)
@@ -24,7 +24,7 @@ func run(t *testing.T, args ...string) (int, string, string) {
 
 // isolate points kindlab's state and kubeconfig at a temp dir so a test never
 // touches the user's.
-func isolate(t *testing.T) string {
+func isolate(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("KINDLAB_STATE_DIR", filepath.Join(dir, "state"))
@@ -62,7 +62,9 @@ func TestRenderAllFeaturesText(t *testing.T) {
 	for _, s := range []string{"kind: Cluster", "ImageVolume: true", "AnonymousAuthConfigurableEndpoints: true",
 		"MultiCIDRServiceAllocator: true", "networking.k8s.io/v1beta1: \"true\"", "kubeProxyMode: nftables",
 		"authentication-config: /etc/kubernetes/kindlab/authentication-config.yaml", "kind: AuthenticationConfiguration",
-		"/etc/containerd/certs.d/localhost:5001/hosts.toml", "localhost:5001/kindlab/model:v1"} {
+		"/etc/containerd/certs.d/localhost:5001/hosts.toml", "localhost:5001/kindlab/model:v1",
+		"criSocket: unix:///run/kindlab-cri/cri.sock", "containerPath: /etc/systemd/system/kindlab-cri-shim.service",
+		"every node runs kindlab's CRI shim (kindlab-cri-shim.service", "image-volume mounts are made read-only"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("render output lacks %q", s)
 		}

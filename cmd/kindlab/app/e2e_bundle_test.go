@@ -97,6 +97,21 @@ func e2eBundleCreate(t *testing.T, name, dir string) string {
 	if kc, _ := b.File(bundle.KindConfigFile); !strings.Contains(string(kc), "kind: Cluster") || !strings.Contains(string(kc), "image: "+rec.NodeImage) {
 		t.Errorf("kind config:\n%s", kc)
 	}
+	// all-features runs kindlab's CRI shim: the bundle says so in its pins
+	// and, node by node, in host.json (the unit active, the kubelet on its
+	// socket), so a replay can be seen to be the same lab.
+	if pins.CRIShim != "kindlab-cri-shim.service: kubelet -> unix:///run/kindlab-cri/cri.sock -> unix:///run/containerd/containerd.sock" {
+		t.Errorf("cri-shim pin %q", pins.CRIShim)
+	}
+	var host bundle.Host
+	if raw, _ := b.File(bundle.HostFile); json.Unmarshal(raw, &host) != nil || len(host.Nodes) == 0 {
+		t.Errorf("host.json: %s", raw)
+	}
+	for _, n := range host.Nodes {
+		if n.CRIShim != "active" || n.RuntimeEndpoint != "unix:///run/kindlab-cri/cri.sock" {
+			t.Errorf("host.json node %s: CRI shim %q, kubelet runtime endpoint %q", n.Name, n.CRIShim, n.RuntimeEndpoint)
+		}
+	}
 	recorded, err := b.RecordedChecks()
 	if err != nil {
 		t.Fatal(err)
@@ -161,7 +176,7 @@ func slicesContain(list []lab.Image, name, ref string) bool {
 	return false
 }
 
-func e2eClient(t *testing.T, name string) kubernetes.Interface {
+func e2eClient(t testing.TB, name string) kubernetes.Interface {
 	t.Helper()
 	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(clientcmd.NewDefaultClientConfigLoadingRules(),
 		&clientcmd.ConfigOverrides{CurrentContext: "kind-" + name}).ClientConfig()

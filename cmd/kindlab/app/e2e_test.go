@@ -2,14 +2,18 @@ package app_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/kindlab/kindlab/provision/crishim"
 )
 
 // e2eImage is the node image the end-to-end test runs: the lab's pinned
@@ -23,7 +27,7 @@ func e2eImage() string {
 
 // requireE2E skips, saying why, when no engine or node image is here, unless
 // KINDLAB_REQUIRE_E2E=1 makes that a failure (CI, once it builds the image).
-func requireE2E(t *testing.T) string {
+func requireE2E(t testing.TB) string {
 	t.Helper()
 	img := e2eImage()
 	why := ""
@@ -34,6 +38,7 @@ func requireE2E(t *testing.T) string {
 			"(build one offline: fixtures/nodeimage/build.sh, then KINDLAB_E2E_IMAGE=kindlab.local/node:v1.31.14)"
 	}
 	if why == "" {
+		e2eShimBinary(t)
 		return img
 	}
 	if os.Getenv("KINDLAB_REQUIRE_E2E") == "1" {
@@ -41,6 +46,36 @@ func requireE2E(t *testing.T) string {
 	}
 	t.Skipf("end-to-end test skipped: %s", why)
 	return ""
+}
+
+var shimBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// e2eShimBinary makes sure a lab with the CRI shim gets a static kindlab
+// for its nodes. These tests run kindlab in-process, so the running
+// executable is the test binary, which is not kindlab: KINDLAB_CRI_SHIM_BINARY
+// names the binary (make e2e: bin/kindlab), or one is built here once.
+func e2eShimBinary(t testing.TB) {
+	t.Helper()
+	if os.Getenv(crishim.BinaryEnv) != "" {
+		return
+	}
+	shimBuild.once.Do(func() {
+		dir := filepath.Join(os.TempDir(), "kindlab-e2e-shim")
+		shimBuild.path = filepath.Join(dir, "kindlab")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", shimBuild.path, "github.com/kindlab/kindlab/cmd/kindlab")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			shimBuild.err = fmt.Errorf("build a static kindlab for the nodes' CRI shim: %v\n%s", err, out)
+		}
+	})
+	if shimBuild.err != nil {
+		t.Fatal(shimBuild.err)
+	}
+	t.Setenv(crishim.BinaryEnv, shimBuild.path)
 }
 
 func TestEndToEndAllFeatures(t *testing.T) {
@@ -163,8 +198,8 @@ func TestEndToEndAllFeatures(t *testing.T) {
 
 type checkResult struct{ Name, Status, Reason string }
 
-// assertChecks accepts every feature check passing, except the two this
-// stack truly cannot run, and those only with the component's own reason.
+// assertChecks accepts every feature check passing, except AppArmor on a
+// host without it, and that only with the kubelet's own reason.
 func assertChecks(t *testing.T, what string, results []checkResult) {
 	t.Helper()
 	if len(results) != 11 {
@@ -175,11 +210,10 @@ func assertChecks(t *testing.T, what string, results []checkResult) {
 		switch {
 		case c.Status == "pass":
 		case c.Name == "apparmor" && c.Status == "unsupported" && strings.Contains(c.Reason, "Cannot enforce AppArmor") && !hostHasAppArmor():
-		// The 1.31 kubelet never marks image-volume mounts read-only and
-		// containerd 2.1+ refuses them: kind v0.31.0's node image (containerd
-		// 2.2.0) cannot run image volumes on 1.31, and the check must say so
-		// with containerd's own words, not pass.
-		case c.Name == "image-volume" && c.Status == "unsupported" && strings.Contains(c.Reason, "readonly must be true while mount image"):
+		// image-volume must pass: all-features includes the image-volume
+		// lab, which runs kindlab's CRI shim, so containerd 2.2 mounts the
+		// artifact the 1.31 kubelet asks for (TestEndToEndImageVolumeShim
+		// shows the refusal without it).
 		default:
 			t.Errorf("%s: check %s: %s: %s", what, c.Name, c.Status, c.Reason)
 		}

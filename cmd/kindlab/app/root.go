@@ -13,6 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/bundle"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/check"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	crishimcmd "github.com/kindlab/kindlab/cmd/kindlab/app/crishim"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/kit"
@@ -61,6 +62,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		doctor.NewCommand(s),
 		bundle.NewCommand(s, Version),
 		kit.NewCommand(s),
+		crishimcmd.NewCommand(s),
 	)
 	// Every verb that reaches a container engine refuses a node provider
 	// kindlab does not drive (KIND_EXPERIMENTAL_PROVIDER=podman…) before it

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/doctor"
 	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/lab"
@@ -28,7 +29,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Short: "Check whether this machine can run a lab, and say exactly what to fix",
 		Long: "Look at the Docker engine, cgroups, kernel (nftables needs 5.13+), AppArmor (the apparmor lab needs it),\n" +
 			"how many clusters fit (inotify and memory, measured as `up --count` does), the registry port, disk space, and the lab's node image\n" +
-			"(present, containerd new enough for image volumes). Exit 0 when nothing fails, 1 otherwise;\n" +
+			"(present, containerd new enough for image volumes) and, for a lab with kindlab's CRI shim, whether the\n" +
+			"nodes can run this kindlab binary as the shim (static, for the engine's architecture, a local engine). Exit 0 when nothing fails, 1 otherwise;\n" +
 			"warnings name the labs they affect.",
 		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
 		Args:    cobra.MaximumNArgs(1),
@@ -58,6 +60,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					roles = append(roles, n.Role)
 				}
 				shape = fleet.ShapeOfNodes(roles)
+				if r.ImageVolumeReadOnlyShim {
+					if opts.CRIShimBinary, err = crishim.DefaultBinary(); err != nil {
+						return err
+					}
+				}
 			}
 			// The same measure and limit as `up --count`, so doctor's advice
 			// and up's refusal agree.

@@ -185,7 +185,16 @@ func printPlan(w io.Writer, p *render.Plan) error {
 		fmt.Fprintf(w, "# %d. %s\n", step, fmt.Sprintf(format, args...))
 		step++
 	}
+	if c := p.CRIShim; c != nil {
+		say("check that %s is a static Linux executable for the engine's architecture; copy it to %s", c.Binary, c.HostBinary)
+	}
 	say("create kind cluster %s: %d nodes", p.ClusterName, len(p.Config.Nodes))
+	if c := p.CRIShim; c != nil {
+		say("every node runs kindlab's CRI shim (%s: %s cri-shim, mounted read-only from %s): the kubelet talks CRI to %s, "+
+			"the shim forwards every call to containerd at %s unchanged except that image-volume mounts are made read-only, "+
+			"which Kubernetes 1.31 needs on containerd 2.1+ (spec.containerRuntime.imageVolumeReadOnlyShim; 1.32+ or CRI-O need no shim)",
+			c.Unit, c.NodeBinary, c.HostBinary, c.Endpoint, c.RuntimeEndpoint)
+	}
 	if r := p.Registry; r != nil {
 		say("start or reuse registry container %s on 127.0.0.1:%d, join it to the kind network", r.Container, r.HostPort)
 		say("write %s on every node: %s", r.CertsDPath, strings.TrimSpace(r.HostsToml))
