@@ -91,6 +91,20 @@ func TestPullThroughCache(t *testing.T) {
 	if err := waitFor(ctx, pull); err != nil {
 		t.Fatalf("pull through the cache: %v", err)
 	}
+	// distribution's proxy streams a blob to the client and stores it in
+	// the background: wait until every layer is in the cache's storage, or
+	// a loaded machine removes the upstream before the cache has it.
+	layers, _ := img.Layers()
+	for _, l := range layers {
+		d, _ := l.Digest()
+		blob := fmt.Sprintf("/var/lib/registry/docker/registry/v2/blobs/sha256/%s/%s/data", d.Hex[:2], d.Hex)
+		if err := waitFor(ctx, func() error {
+			_, err := c.ContainerStatPath(ctx, registry.ProxyName(o.Name, p.Upstream), blob)
+			return err
+		}); err != nil {
+			t.Fatalf("the cache never stored %s: %v", d, err)
+		}
+	}
 	if err := registry.Remove(ctx, upstream, registry.RemoveOptions{DeleteData: true}); err != nil {
 		t.Fatal(err)
 	}
