@@ -42,7 +42,7 @@ type testContainerd struct {
 // startContainerd starts Debian's containerd (1.6: it has no image-volume
 // support, but every CRI call the shim forwards is real) with a registry
 // next to it. Pod sandboxes run on the host network, so no CNI is needed.
-func startContainerd(t *testing.T) *testContainerd {
+func startContainerd(t testing.TB) *testContainerd {
 	t.Helper()
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
@@ -149,7 +149,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 // pushBusybox pushes Debian's static busybox as a one-layer image whose
 // default command sleeps (the sandbox's and the test container's process).
-func pushBusybox(t *testing.T, busybox []byte, ref string) {
+func pushBusybox(t testing.TB, busybox []byte, ref string) {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -190,13 +190,13 @@ func pushBusybox(t *testing.T, busybox []byte, ref string) {
 	}
 }
 
-func criClient(t *testing.T, endpoint string, opts ...grpc.DialOption) runtimeapi.RuntimeServiceClient {
+func criClient(t testing.TB, endpoint string, opts ...grpc.DialOption) runtimeapi.RuntimeServiceClient {
 	t.Helper()
 	conn := dial(t, endpoint, opts...)
 	return runtimeapi.NewRuntimeServiceClient(conn)
 }
 
-func dial(t *testing.T, endpoint string, opts ...grpc.DialOption) *grpc.ClientConn {
+func dial(t testing.TB, endpoint string, opts ...grpc.DialOption) *grpc.ClientConn {
 	t.Helper()
 	conn, err := grpc.NewClient(endpoint, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {

@@ -40,7 +40,7 @@ func (s *syncBuffer) String() string {
 }
 
 // shortDir is a temp dir whose socket paths fit the 108-byte limit.
-func shortDir(t *testing.T) string {
+func shortDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "crishim-")
 	if err != nil {
@@ -52,7 +52,7 @@ func shortDir(t *testing.T) string {
 
 // startShim runs crishim.Serve, as `kindlab cri-shim` does, in front of
 // runtimeEndpoint, and stops it when the test ends.
-func startShim(t *testing.T, runtimeEndpoint string) (endpoint string, log *syncBuffer) {
+func startShim(t testing.TB, runtimeEndpoint string) (endpoint string, log *syncBuffer) {
 	t.Helper()
 	endpoint = "unix://" + filepath.Join(shortDir(t), "cri.sock")
 	log = &syncBuffer{}
