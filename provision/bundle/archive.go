@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"archive/tar"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -284,15 +285,12 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	case *v.FormatVersion > FormatVersion:
 		return nil, badf(file, "bundle format version %d is newer than this kindlab reads (%d): use a newer kindlab", *v.FormatVersion, FormatVersion)
 	}
-	var m Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
+	m, err := decodeManifest(raw, lim.Entries)
+	if err != nil {
 		return nil, badf(file, "%s: %v", ManifestFile, err)
 	}
 	if err := fn(ManifestFile, raw); err != nil {
 		return nil, err
-	}
-	if len(m.Files) > lim.Entries {
-		return nil, badf(file, "%s lists %d files, more than the limit of %d", ManifestFile, len(m.Files), lim.Entries)
 	}
 	entries := make([]confine.Entry, 0, len(m.Files))
 	expect := make(map[string]FileEntry, len(m.Files))
@@ -304,7 +302,10 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 		if e.Link != "" && !strings.HasPrefix(e.Path, LabDir+"/") {
 			return nil, badf(file, "symlink %s is outside the lab tree, the only place a bundle holds links", e.Path)
 		}
-		if e.Size < 0 || e.Size > lim.File {
+		if e.Size < 0 {
+			return nil, badf(file, "%s lists %s with a negative size (%d)", ManifestFile, e.Path, e.Size)
+		}
+		if e.Size > lim.File {
 			return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("%s (%d bytes as listed)", e.Path, e.Size), lim.File, "--max-file-size"))
 		}
 		listed += e.Size
@@ -321,7 +322,7 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 		return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("the bundle's files (%d bytes as listed)", listed), lim.Total, "--max-total-size"))
 	}
 	if held > lim.Held {
-		return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("what replay keeps in memory of it (%d bytes as listed)", held), lim.Held, "--max-total-size"))
+		return nil, badf(file, "%v", confine.TooLarge(fmt.Sprintf("what replay keeps in memory of it, the lab's files (%d bytes as listed)", held), lim.Held, ""))
 	}
 	seen := make(map[string]bool, len(expect))
 	for {
@@ -389,6 +390,39 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 		}
 		sort.Strings(missing)
 		return nil, badf(file, "truncated bundle: %d of the %d files %s lists are missing (first: %s)", len(missing), len(expect), ManifestFile, missing[0])
+	}
+	return m, nil
+}
+
+// decodeManifest decodes bundle.json, streaming its file list so that a
+// list longer than maxEntries is refused after maxEntries+1 entries, not
+// after all of them are in memory (a small bundle.json of tiny entries
+// decodes to gigabytes).
+func decodeManifest(raw []byte, maxEntries int) (*Manifest, error) {
+	var shell struct {
+		Manifest
+		Files json.RawMessage `json:"files"` // shadows Manifest.Files
+	}
+	if err := json.Unmarshal(raw, &shell); err != nil {
+		return nil, err
+	}
+	m := shell.Manifest
+	if len(shell.Files) == 0 || string(shell.Files) == "null" {
+		return &m, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(shell.Files))
+	if t, err := dec.Token(); err != nil || t != json.Delim('[') {
+		return nil, fmt.Errorf("files: not a list")
+	}
+	for dec.More() {
+		if len(m.Files) == maxEntries {
+			return nil, fmt.Errorf("lists more than the limit of %d files", maxEntries)
+		}
+		var e FileEntry
+		if err := dec.Decode(&e); err != nil {
+			return nil, fmt.Errorf("files[%d]: %v", len(m.Files), err)
+		}
+		m.Files = append(m.Files, e)
 	}
 	return &m, nil
 }

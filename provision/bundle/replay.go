@@ -173,9 +173,8 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 	if err != nil {
 		return nil, err
 	}
-	if err := preflight(ctx, b, plan, opts); err != nil {
-		return nil, err
-	}
+	// Asked before preflight: checking images already sends requests to
+	// the addresses the bundle names.
 	if opts.Confirm != nil {
 		rev, err := ReviewPlan(plan)
 		if err != nil {
@@ -184,6 +183,9 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		if err := opts.Confirm(rev); err != nil {
 			return nil, err
 		}
+	}
+	if err := preflight(ctx, b, plan, opts); err != nil {
+		return nil, err
 	}
 
 	// Held from before the first file is written until the replayed

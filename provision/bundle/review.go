@@ -3,7 +3,9 @@ package bundle
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
+	"unicode"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -33,8 +35,28 @@ type Review struct {
 	FeatureGates []string `json:"featureGates,omitempty"`
 }
 
-// Lines renders the review for a terminal, one finding a line.
+// Lines renders the review for a terminal, one finding a line. Every name
+// in it comes from the bundle, so control characters are shown escaped: a
+// pod name must not move the cursor over the lines the user approves.
 func (r *Review) Lines() []string {
+	out := r.lines()
+	for i, l := range out {
+		out[i] = Printable(l)
+	}
+	return out
+}
+
+// Printable escapes what a terminal would act on (control characters,
+// escape sequences, invisible format runes) and keeps the rest as it is.
+func Printable(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool { return !unicode.IsPrint(r) }) < 0 {
+		return s
+	}
+	q := strconv.QuoteToGraphic(s)
+	return q[1 : len(q)-1]
+}
+
+func (r *Review) lines() []string {
 	out := []string{
 		fmt.Sprintf("lab %s: %d kind node(s) from %s (node containers are privileged, as kind's always are)", r.Lab, r.Nodes, r.NodeImage),
 	}

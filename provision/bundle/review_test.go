@@ -69,3 +69,17 @@ spec:
 		}
 	}
 }
+
+// Found by the hostile review: names from the bundle reached the terminal
+// raw, so escape sequences could redraw the lines the user approves.
+func TestReviewEscapesControlCharacters(t *testing.T) {
+	r := &Review{Lab: "x", Privileged: []string{"Pod/ns/\x1b[2K\x1b[1Aharmless container a: privileged"}}
+	for _, l := range r.Lines() {
+		if strings.ContainsAny(l, "\x1b\r") {
+			t.Fatalf("a control character reaches the terminal: %q", l)
+		}
+	}
+	if got := Printable("ok name"); got != "ok name" {
+		t.Errorf("Printable changed a plain string: %q", got)
+	}
+}

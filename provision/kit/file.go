@@ -111,7 +111,7 @@ func (k *kitFile) readSmall(name string) ([]byte, error) {
 	if !ok {
 		return nil, kitErr(k.name, "has no %s: not a kindlab kit", name)
 	}
-	if r.Size() > 64<<20 {
+	if r.Size() > 8<<20 {
 		return nil, kitErr(k.name, "%s is %d bytes, too large for a kit's table of contents", name, r.Size())
 	}
 	return io.ReadAll(r)

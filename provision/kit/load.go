@@ -40,6 +40,8 @@ type LoadResult struct {
 	// the engine and the registry (blobs they already had are skipped).
 	BytesVerified int64 `json:"bytesVerified"`
 	BytesLoaded   int64 `json:"bytesLoaded"`
+	// Warnings say what the kit was trusted for without proof.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // Loaded is one image of the kit, loaded.
@@ -62,6 +64,8 @@ type walked struct {
 	blobs     []v1.Descriptor
 	// images are the carried image manifests, by platform.
 	images map[string]*v1.Manifest
+	// seen holds the digests already walked.
+	seen map[v1.Hash]bool
 }
 
 // Open reads a kit's table of contents, checks its format and that every
@@ -161,6 +165,10 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 			res.BytesLoaded += w.entry.Size
 		}
 		if tag != w.entry.Reference {
+			// The engine keeps no manifest, so nothing here can prove that
+			// this image is what the digest pins: the kit says so. Say that.
+			res.Warnings = append(res.Warnings, fmt.Sprintf("%s is used for %s on the kit's word: a kit cannot prove a Docker image is the one a digest pins (the engine keeps no manifest); load kits only from people you trust", tag, w.entry.Reference))
+			progress("warning: " + res.Warnings[len(res.Warnings)-1])
 			if err := saveAlias(ctx, opts.Store, Alias{Reference: w.entry.Reference, Tag: tag, ImageID: w.entry.ImageIDs[engine.String()]}); err != nil {
 				return nil, fmt.Errorf("record %s as %s: %w", w.entry.Reference, tag, err)
 			}
@@ -262,7 +270,24 @@ func (k *kitFile) walk() (*Manifest, []walked, error) {
 	return &man, out, nil
 }
 
+// maxManifestSize is the most a manifest or index may be: what registries
+// accept (the OCI distribution spec's 4 MiB).
+const maxManifestSize = 4 << 20
+
 func (k *kitFile) walkManifest(w *walked, d v1.Descriptor) error {
+	// Each manifest and blob is taken once: a kit that lists one manifest a
+	// thousand times in an index, each listing one layer a thousand times,
+	// must not cost a million walks.
+	if w.seen == nil {
+		w.seen = map[v1.Hash]bool{}
+	}
+	if w.seen[d.Digest] {
+		return nil
+	}
+	w.seen[d.Digest] = true
+	if d.Size > maxManifestSize {
+		return kitErr(k.name, "manifest %s of %s is %d bytes, more than a manifest may be (%d)", d.Digest, w.entry.Reference, d.Size, maxManifestSize)
+	}
 	s, ok := k.entries[blobPath(d.Digest)]
 	if !ok {
 		return kitErr(k.name, "is missing manifest %s of %s: the kit is incomplete; get it again", d.Digest, w.entry.Reference)
@@ -307,7 +332,10 @@ func (k *kitFile) walkManifest(w *walked, d v1.Descriptor) error {
 		if s.size != b.Size {
 			return kitErr(k.name, "blob %s of %s is %d bytes, want %d: the kit was damaged", b.Digest, w.entry.Reference, s.size, b.Size)
 		}
-		w.blobs = append(w.blobs, b)
+		if !w.seen[b.Digest] {
+			w.seen[b.Digest] = true
+			w.blobs = append(w.blobs, b)
+		}
 	}
 	p := "unknown"
 	if d.Platform != nil {

@@ -21,6 +21,10 @@ type Catalog struct {
 	roots map[string]*os.Root
 }
 
+// MaxFileSize bounds a lab file, and the authentication config it names,
+// in bytes.
+const MaxFileSize = 1 << 20
+
 // NewCatalog returns an empty catalog.
 func NewCatalog() *Catalog {
 	return &Catalog{labs: map[string]*Lab{}, docs: map[string]*document{}, roots: map[string]*os.Root{}}
@@ -122,6 +126,11 @@ func (c *Catalog) AddFileIn(root, file string) (*Lab, error) {
 
 func (c *Catalog) add(o Origin, builtin bool) (*Lab, error) {
 	display := o.Display
+	// Bounded before it is read: a lab file may come from someone else, and
+	// decoding YAML costs about a hundred times its size in memory.
+	if info, err := fs.Stat(o.FS, o.Path); err == nil && (!info.Mode().IsRegular() || info.Size() > MaxFileSize) {
+		return nil, &Error{File: display, Msg: fmt.Sprintf("want a regular file of at most %d KiB (a lab file is a page of YAML)", MaxFileSize>>10)}
+	}
 	data, err := fs.ReadFile(o.FS, o.Path)
 	if err != nil {
 		return nil, &Error{File: display, Msg: fmt.Sprintf("cannot read lab file: %v", unwrapPathError(err))}

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"testing/fstest"
 
@@ -424,5 +425,28 @@ func TestDiskLabStaysInsideItsTree(t *testing.T) {
 				t.Fatalf("the error does not name the lab file first: %v", err)
 			}
 		})
+	}
+}
+
+// Found by the hostile review: a 20 MB lab file took 2 GB to decode, and a
+// FIFO named as the authentication config hung render. Both are refused.
+func TestLabFilesAreBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.yaml")
+	content := labFile("big", goodNodes) + "  description: \"" + strings.Repeat("x", lab.MaxFileSize) + "\"\n"
+	if err := os.WriteFile(big, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lab.NewCatalog().AddFile(big); err == nil || !strings.Contains(err.Error(), "want a regular file of at most 1024 KiB") {
+		t.Errorf("big lab file: %v", err)
+	}
+	fifo := filepath.Join(dir, "auth.yaml")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := filepath.Join(dir, "fifo.yaml")
+	os.WriteFile(f, []byte(labFile("fifo", goodNodes+"  apiServer:\n    authenticationConfig: auth.yaml\n")), 0o644)
+	if _, err := lab.NewCatalog().AddFile(f); err == nil || !strings.Contains(err.Error(), `spec.apiServer.authenticationConfig: "auth.yaml" must be a regular file`) {
+		t.Errorf("FIFO: %v", err)
 	}
 }

@@ -259,6 +259,10 @@ func checkRef(o Origin, rel string, wantDir bool) error {
 	if !wantDir && info.IsDir() {
 		return fmt.Errorf("%q is a directory, not a file", rel)
 	}
+	// A FIFO or device would block or never end when read.
+	if !wantDir && (!info.Mode().IsRegular() || info.Size() > MaxFileSize) {
+		return fmt.Errorf("%q must be a regular file of at most %d KiB", rel, MaxFileSize>>10)
+	}
 	return nil
 }
 

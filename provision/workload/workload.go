@@ -121,6 +121,10 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	return nil
 }
 
+// MaxManifestSize bounds one manifest file of a workload, in bytes (the
+// labs' largest is a few KiB).
+const MaxManifestSize = 4 << 20
+
 // Load reads every *.yaml, *.yml and *.json file directly in a workload's
 // directory, in name order, and returns the objects in apply order
 // (namespaces and cluster-wide prerequisites first, file order otherwise).
@@ -138,6 +142,15 @@ func Load(w lab.ResolvedWorkload) ([]*unstructured.Unstructured, error) {
 		ext := path.Ext(e.Name())
 		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
 			continue
+		}
+		info, err := fs.Stat(dir, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		// A lab may come from someone else: decoding YAML costs about a
+		// hundred times its size in memory, so a manifest is bounded.
+		if !info.Mode().IsRegular() || info.Size() > MaxManifestSize {
+			return nil, fmt.Errorf("workload %s: %s/%s: want a regular file of at most %d MiB", w.Name, w.Dir.Display, e.Name(), MaxManifestSize>>20)
 		}
 		data, err := fs.ReadFile(dir, e.Name())
 		if err != nil {

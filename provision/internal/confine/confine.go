@@ -109,7 +109,16 @@ type Entry struct {
 func Check(entries []Entry, depth int) error {
 	links := map[string]string{}
 	seen := make(map[string]bool, len(entries))
+	files := map[string]bool{}
 	for _, e := range entries {
+		// Bounded before anything walks them: a path or link target longer
+		// than the kernel's PATH_MAX would cost time, not name a file.
+		if len(e.Path) > maxPath || strings.Count(e.Path, "/") > maxDepth {
+			return fmt.Errorf("a path of %d bytes is longer than an archive's paths may be (%d bytes, %d levels)", len(e.Path), maxPath, maxDepth)
+		}
+		if len(e.Link) > maxPath {
+			return fmt.Errorf("symlink %q has a target of %d bytes, longer than %d", e.Path, len(e.Link), maxPath)
+		}
 		if !ValidPath(e.Path) {
 			return fmt.Errorf("%q is not a path inside the archive", e.Path)
 		}
@@ -117,14 +126,20 @@ func Check(entries []Entry, depth int) error {
 			return fmt.Errorf("%q appears twice (an archive where a later entry replaces an earlier one is refused)", e.Path)
 		}
 		seen[e.Path] = true
-		if e.Link != "" {
+		switch {
+		case e.Link != "":
 			links[e.Path] = e.Link
+		case !e.Dir:
+			files[e.Path] = true
 		}
 	}
 	for _, e := range entries {
 		for d := path.Dir(e.Path); d != "."; d = path.Dir(d) {
 			if _, ok := links[d]; ok {
 				return fmt.Errorf("%q lies below the symlink %q", e.Path, d)
+			}
+			if files[d] {
+				return fmt.Errorf("%q lies below the file %q", e.Path, d)
 			}
 		}
 	}
@@ -154,8 +169,13 @@ func Check(entries []Entry, depth int) error {
 	return nil
 }
 
-// maxHops is the kernel's limit on symlinks followed in one lookup (ELOOP).
-const maxHops = 40
+// maxHops is the kernel's limit on symlinks followed in one lookup (ELOOP);
+// maxPath is PATH_MAX; maxDepth bounds how many levels a path may have.
+const (
+	maxHops  = 40
+	maxPath  = 4096
+	maxDepth = 256
+)
 
 // Resolve walks p component by component as the kernel would, replacing
 // every symlink of links met on the way by its target, and returns the

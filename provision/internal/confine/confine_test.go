@@ -158,3 +158,22 @@ func TestReadAllNeverTrustsAClaim(t *testing.T) {
 		t.Fatalf("got %q %v", b, err)
 	}
 }
+
+// Found by the hostile review: long link targets and deep paths cost CPU
+// (43 s for 20 links of 32 KB), and a file with children slipped past Check.
+func TestCheckBoundsCost(t *testing.T) {
+	long := strings.Repeat("a/", 20000)
+	cases := []struct {
+		entries []Entry
+		want    string
+	}{
+		{[]Entry{{Path: "lab/disk/l", Link: long}}, "has a target of 40000 bytes, longer than 4096"},
+		{[]Entry{{Path: "lab/disk/" + strings.Repeat("d/", 300) + "f"}}, "longer than an archive's paths may be"},
+		{[]Entry{{Path: "lab/disk/x"}, {Path: "lab/disk/x/y"}}, `"lab/disk/x/y" lies below the file "lab/disk/x"`},
+	}
+	for _, c := range cases {
+		if err := Check(c.entries, 2); err == nil || !strings.Contains(err.Error(), c.want) || len(err.Error()) > 300 {
+			t.Errorf("want a short error with %q, got %.300v", c.want, err)
+		}
+	}
+}

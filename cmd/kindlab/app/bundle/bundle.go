@@ -253,8 +253,8 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
 			if !out.JSON() {
-				fmt.Fprintf(s.ErrOut, "Replaying %s: lab %s, recorded on cluster %s by kindlab %s\n",
-					b.Path, b.Manifest.Lab.Name, b.Manifest.Cluster, b.Manifest.Pins.Kindlab)
+				fmt.Fprintln(s.ErrOut, bundle.Printable(fmt.Sprintf("Replaying %s: lab %s, recorded on cluster %s by kindlab %s",
+					b.Path, b.Manifest.Lab.Name, b.Manifest.Cluster, b.Manifest.Pins.Kindlab)))
 			}
 			res, err := bundle.Replay(ctx, p, b, opts)
 			if err != nil {
