@@ -395,6 +395,7 @@ func TestDiskLabStaysInsideItsTree(t *testing.T) {
 		{"dotdot to /proc/self/environ", "labs/b.yaml", "  apiServer:\n    authenticationConfig: " + depth + "proc/self/environ\n",
 			"leaves the lab's tree " + proj},
 		{"absolute", "labs/c.yaml", "  apiServer:\n    authenticationConfig: /etc/passwd\n", "is absolute"},
+		{"a dotfile beside the lab", "elsewhere/h.yaml", "  apiServer:\n    authenticationConfig: .ssh/id_rsa\n", `names the hidden ".ssh"`},
 		{"symlink out", "labs/d.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/out.yaml\n",
 			"\"../fixtures/out.yaml\" cannot be read inside the lab's tree " + proj},
 		{"symlink chain out", "labs/e.yaml", "  apiServer:\n    authenticationConfig: ../fixtures/chain.yaml\n", "cannot be read inside the lab's tree"},

@@ -271,6 +271,13 @@ func (o Origin) Resolve(rel string) (string, error) {
 	if path.IsAbs(rel) {
 		return "", fmt.Errorf("%q is absolute; write it relative to the lab file", rel)
 	}
+	for _, c := range strings.Split(rel, "/") {
+		// A lab saved in a home folder must not reach ~/.ssh or ~/.kube:
+		// labs refer to their own files, which are never hidden.
+		if strings.HasPrefix(c, ".") && c != "." && c != ".." {
+			return "", fmt.Errorf("%q names the hidden %q: a lab refers only to its own files, not to dotfiles such as .ssh", rel, c)
+		}
+	}
 	p := path.Join(path.Dir(o.Path), rel)
 	if !fs.ValidPath(p) {
 		return "", fmt.Errorf("%q leaves %s", rel, o.tree())
