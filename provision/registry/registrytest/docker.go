@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/volume"
 	"github.com/docker/docker/client"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -79,15 +80,28 @@ func BusyboxImage(t testing.TB, c *client.Client) string {
 	if err != nil {
 		SkipOrFail(t, "/usr/bin/busybox not installed (apt-get install busybox-static)")
 	}
+	img := BusyboxV1Image(t, bin, []string{"bin/", "etc/", "tmp/"}, []string{"sh", "mkdir", "cat", "mv", "wget", "sleep", "ls"})
+	if err := offlineimage.Load(context.Background(), c, img, BusyboxTag); err != nil {
+		t.Fatal(err)
+	}
+	return BusyboxTag
+}
+
+// BusyboxV1Image is a one-layer image of the static busybox binary bin at
+// /bin/busybox, with the directories dirs and a symlink /bin/<applet> for
+// each applet; its default command is `sleep 3600` and PATH is /bin. Every
+// timestamp is the epoch, so the same inputs give the same digest.
+func BusyboxV1Image(t testing.TB, bin []byte, dirs, applets []string) v1.Image {
+	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
-	for _, d := range []string{"bin/", "etc/", "tmp/"} {
+	for _, d := range dirs {
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: 0o755, ModTime: epoch})
 	}
 	_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "bin/busybox", Mode: 0o755, Size: int64(len(bin)), ModTime: epoch})
 	_, _ = tw.Write(bin)
-	for _, applet := range []string{"sh", "mkdir", "cat", "mv", "wget", "sleep", "ls"} {
+	for _, applet := range applets {
 		_ = tw.WriteHeader(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + applet, Linkname: "busybox", Mode: 0o777, ModTime: epoch})
 	}
 	if err := tw.Close(); err != nil {
@@ -109,10 +123,7 @@ func BusyboxImage(t testing.TB, c *client.Client) string {
 	if img, err = mutate.ConfigFile(img, cf); err != nil {
 		t.Fatal(err)
 	}
-	if err := offlineimage.Load(context.Background(), c, img, BusyboxTag); err != nil {
-		t.Fatal(err)
-	}
-	return BusyboxTag
+	return img
 }
 
 // testPrefixes name every Docker object the registry tests create.
