@@ -316,3 +316,20 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+// Replay extracts into the cluster's state directory, which does not exist
+// yet: extraction makes it (the end-to-end replay found this).
+func TestExtractLabMakesItsDirectory(t *testing.T) {
+	b, err := Open(smallBundle(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "state", "clusters", "x", "bundle")
+	files, err := b.extractLab(dir)
+	if err != nil || len(files) == 0 {
+		t.Fatalf("extract into a new directory: %v, %d lab files", err, len(files))
+	}
+	if _, err := os.Stat(files[0]); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"sort"
@@ -233,6 +234,9 @@ func (b *Bundle) extractLab(dir string) ([]string, error) {
 		if strings.HasPrefix(f.Path, LabDir+"/") {
 			entries = append(entries, confine.Entry{Path: f.Path, Dir: f.Dir, Link: f.Link})
 		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("extract the bundle's lab: %w", err)
 	}
 	if err := confine.Extract(dir, entries, func(p string) []byte { return b.files[p] }); err != nil {
 		return nil, badf(b.Path, "%v", err)

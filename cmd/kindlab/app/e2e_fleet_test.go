@@ -27,9 +27,9 @@ import (
 	"github.com/kindlab/kindlab/provision/state"
 )
 
-// oneNodeLab is the test lab with a single node (fixtures/e2e/labs), so that
+// oneNodeLab is the test lab with a single node (fixtures/labs), so that
 // a fleet of two fits on a CI machine.
-const oneNodeLab = "../../../fixtures/e2e/labs/one-node.yaml"
+const oneNodeLab = "../../../fixtures/labs/one-node.yaml"
 
 // e2eReset breaks the lab running on cluster name the ways attendees do
 // (a Deployment deleted, a Service edited, a Deployment scaled, a stray pod

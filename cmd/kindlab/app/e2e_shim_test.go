@@ -14,13 +14,13 @@ import (
 )
 
 // The image-volume lab on one node, with kindlab's CRI shim (as the
-// image-volume lab has it) and without (fixtures/e2e/labs).
+// image-volume lab has it) and without (fixtures/labs).
 const (
-	shimLab   = "../../../fixtures/e2e/labs/image-volume-one-node.yaml"
-	noShimLab = "../../../fixtures/e2e/labs/image-volume-no-shim.yaml"
+	shimLab   = "../../../fixtures/labs/image-volume-one-node.yaml"
+	noShimLab = "../../../fixtures/labs/image-volume-no-shim.yaml"
 	// shimOnlyLab has the shim and no registry: its failed up leaves the
 	// shared registry (and the offline images in it) alone.
-	shimOnlyLab = "../../../fixtures/e2e/labs/cri-shim-only.yaml"
+	shimOnlyLab = "../../../fixtures/labs/cri-shim-only.yaml"
 )
 
 // downArgs takes a test cluster down, keeping the shared registry when it
