@@ -50,10 +50,10 @@ func checkCRIShim(ctx context.Context, plan *render.Plan) error {
 	return crishim.CheckBinary(c.Binary, info.Architecture)
 }
 
-// copyCRIShim puts the binary where the nodes mount it from: a copy in the
+// CopyCRIShim puts the binary where the nodes mount it from: a copy in the
 // cluster's state directory, so rebuilding or removing the kindlab that ran
 // `up` does not change what runs in the nodes.
-func copyCRIShim(c *render.CRIShimPlan) error {
+func CopyCRIShim(c *render.CRIShimPlan) error {
 	if err := os.MkdirAll(filepath.Dir(c.HostBinary), 0o755); err != nil {
 		return fmt.Errorf("copy the CRI shim binary: %w", err)
 	}

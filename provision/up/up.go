@@ -251,7 +251,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	}
 	var watch *shimWatch
 	if plan.CRIShim != nil {
-		if err := copyCRIShim(plan.CRIShim); err != nil {
+		if err := CopyCRIShim(plan.CRIShim); err != nil {
 			return err
 		}
 		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))

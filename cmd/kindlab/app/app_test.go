@@ -127,6 +127,44 @@ func TestRenderKindWritesWhatItMounts(t *testing.T) {
 	}
 }
 
+// A lab with the CRI shim mounts kindlab's binary into every node: render
+// -o kind copies it there, or plain kind's nodes would have no CRI socket.
+func TestRenderKindCopiesTheShimBinary(t *testing.T) {
+	isolate(t)
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("KINDLAB_CRI_SHIM_BINARY", bin)
+	code, out, errOut := run(t, "render", "image-volume", "-o", "kind")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var cfg struct {
+		Nodes []struct {
+			ExtraMounts []struct{ HostPath, ContainerPath string } `json:"extraMounts"`
+		}
+	}
+	if err := sigsyaml.Unmarshal([]byte(out), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, n := range cfg.Nodes {
+		for _, m := range n.ExtraMounts {
+			if m.ContainerPath != "/opt/kindlab/bin" {
+				continue
+			}
+			found++
+			if st, err := os.Stat(filepath.Join(m.HostPath, "kindlab")); err != nil || st.Mode()&0o111 == 0 {
+				t.Fatalf("kind would mount %s without an executable kindlab in it: %v", m.HostPath, err)
+			}
+		}
+	}
+	if found != len(cfg.Nodes) || found == 0 || !strings.Contains(errOut, "on every node (the CRI shim)") {
+		t.Fatalf("%d of %d nodes mount the shim binary; stderr %q", found, len(cfg.Nodes), errOut)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	dir := isolate(t)
 	code, out, _ := run(t, "validate", "all-features")
@@ -272,5 +310,14 @@ func TestUpWithoutDockerSaysSoInOneLine(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err == nil {
 		t.Fatal("a failed up wrote a kubeconfig")
+	}
+}
+
+// A mistyped verb is a usage error, like a mistyped flag.
+func TestUnknownVerbExitsTwo(t *testing.T) {
+	isolate(t)
+	code, _, errOut := run(t, "version")
+	if code != cli.ExitUsage || !strings.Contains(errOut, `unknown command "version"`) {
+		t.Fatalf("exit %d, %q", code, errOut)
 	}
 }

@@ -86,6 +86,10 @@ func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string)
 	cmd.SetErr(s.ErrOut)
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
 	err := cmd.ExecuteContext(ctx)
+	// cobra reports a mistyped verb as a plain error; it is a usage error.
+	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
+		err = WithCode(ExitUsage, err)
+	}
 	if err != nil {
 		fmt.Fprintf(s.ErrOut, "ERROR: %v\n", err)
 	}

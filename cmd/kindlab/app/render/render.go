@@ -16,6 +16,7 @@ import (
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
+	"github.com/kindlab/kindlab/provision/up"
 )
 
 // Flags are the flags that select and shape a lab's cluster; `up` shares them.
@@ -151,8 +152,17 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					if err := state.WriteFile(f.HostPath, f.Content); err != nil {
 						return fmt.Errorf("write %s, which the kind config mounts: %w", f.HostPath, err)
 					}
-					fmt.Fprintf(s.ErrOut, "kindlab render: wrote %s (from %s); the kind config mounts it at %s on the control plane\n",
+					fmt.Fprintf(s.ErrOut, "kindlab render: wrote %s (from %s); the kind config mounts it at %s\n",
 						f.HostPath, f.Source, f.ContainerPath)
+				}
+				// The shim's binary is mounted too: without it the nodes'
+				// kubelets have no CRI socket.
+				if c := plan.CRIShim; c != nil {
+					if err := up.CopyCRIShim(c); err != nil {
+						return err
+					}
+					fmt.Fprintf(s.ErrOut, "kindlab render: copied %s to %s; the kind config mounts it at %s on every node (the CRI shim)\n",
+						c.Binary, c.HostBinary, c.NodeBinary)
 				}
 				_, err = s.Out.Write(b)
 				return err
