@@ -298,6 +298,22 @@ func disk(dir string, clusters int) Finding {
 
 var containerdVersion = regexp.MustCompile(`v?(\d+)\.(\d+)\.(\d+)`)
 
+// RegistryWiring is doctor's registry-wiring finding for a node image the
+// engine already has, or nil when it has not (nothing is pulled): whether
+// the image's containerd reads the hosts.toml files kindlab writes. render
+// prints it as a warning.
+func RegistryWiring(ctx context.Context, image string) *Finding {
+	if _, err := run(ctx, "docker", "image", "inspect", image); err != nil {
+		return nil
+	}
+	for _, f := range nodeImage(ctx, image) {
+		if f.Check == "registry-wiring" {
+			return &f
+		}
+	}
+	return nil
+}
+
 func nodeImage(ctx context.Context, image string) []Finding {
 	if _, err := run(ctx, "docker", "image", "inspect", image); err != nil {
 		return []Finding{{Check: "node-image", Level: Warn, Detail: image + " is not in the Docker engine",

@@ -209,7 +209,15 @@ func TestRegistryWiringFinding(t *testing.T) {
 			if tc.want == doctor.Warn && !strings.Contains(f.Fix, "v0.27.0") {
 				t.Errorf("no fix: %+v", f)
 			}
+			// render's warning is the same finding.
+			if r := doctor.RegistryWiring(context.Background(), img); r == nil || r.Level != tc.want {
+				t.Errorf("RegistryWiring = %+v, want level %s", r, tc.want)
+			}
 		})
+	}
+	// An image the engine does not have: nothing is pulled, nothing said.
+	if r := doctor.RegistryWiring(context.Background(), "kindlab.invalid/none:v1"); r != nil {
+		t.Errorf("a missing image gave %+v", r)
 	}
 }
 

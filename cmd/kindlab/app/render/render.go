@@ -13,6 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/doctor"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -135,6 +136,14 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			plan, _, err := f.Plan(args[0])
 			if err != nil {
 				return err
+			}
+			// A node image without containerd's config_path ignores the
+			// registry wiring; say so when the engine has the image (render
+			// pulls nothing and needs no engine otherwise).
+			if plan.Registry != nil {
+				if f := doctor.RegistryWiring(cmd.Context(), plan.NodeImage); f != nil && f.Level == doctor.Warn {
+					fmt.Fprintf(s.ErrOut, "warning: %s: %s; fix: %s\n", f.Detail, f.Affects, f.Fix)
+				}
 			}
 			switch out.Format {
 			case "json":
