@@ -91,7 +91,12 @@ func Create(ctx context.Context, in Input, out string) (*Manifest, error) {
 		return nil, fmt.Errorf("bundle: %w", err)
 	}
 	defer os.RemoveAll(dir)
-	st := &stage{dir: dir, Status: progress.Status{W: in.Status}}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle: %w", err)
+	}
+	defer root.Close()
+	st := &stage{dir: dir, root: root, Status: progress.Status{W: in.Status}}
 	m := &Manifest{
 		FormatVersion: FormatVersion,
 		CreatedAt:     time.Now().UTC().Truncate(time.Second),
@@ -284,7 +289,10 @@ func nodeFacts(ctx context.Context, na check.NodeAccess) []NodeFacts {
 // through it passes the redaction rules (redact.go).
 type stage struct {
 	progress.Status
-	dir        string
+	dir string
+	// root is dir opened as an os.Root: every write goes through it, so a
+	// symlink the lab's tree brought in never makes one land outside.
+	root       *os.Root
 	redactions []Redaction
 	problems   []string
 }
@@ -292,27 +300,15 @@ type stage struct {
 func (s *stage) write(name string, data []byte) error {
 	data, found := Text(data)
 	s.redactions = append(s.redactions, redactions(name, found)...)
-	if err := s.writeRaw(name, data); err != nil {
+	if d := path.Dir(name); d != "." {
+		if err := s.root.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("bundle: %w", err)
+		}
+	}
+	if err := s.root.WriteFile(name, data, 0o644); err != nil {
 		return fmt.Errorf("bundle: %w", err)
 	}
 	return nil
-}
-
-// writeRaw writes through an os.Root on the stage directory: a symlink the
-// lab's tree brought in can never make a write land outside the stage.
-// Each file is new (O_EXCL) or, for a log file being redacted, its own.
-func (s *stage) writeRaw(name string, data []byte) error {
-	root, err := os.OpenRoot(s.dir)
-	if err != nil {
-		return err
-	}
-	defer root.Close()
-	if d := path.Dir(name); d != "." {
-		if err := root.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	return root.WriteFile(name, data, 0o644)
 }
 
 func (s *stage) writeJSON(name string, v any) error {
@@ -326,9 +322,12 @@ func (s *stage) writeJSON(name string, v any) error {
 func (s *stage) writeTree(e treeEntry) error {
 	switch {
 	case e.dir:
-		return confine.Extract(s.dir, []confine.Entry{{Path: e.path, Dir: true}}, nil)
+		return s.root.MkdirAll(e.path, 0o755)
 	case e.link != "":
-		return confine.Extract(s.dir, []confine.Entry{{Path: e.path, Link: e.link}}, nil)
+		if err := s.root.MkdirAll(path.Dir(e.path), 0o755); err != nil {
+			return err
+		}
+		return s.root.Symlink(e.link, e.path)
 	}
 	data, found := redactManifest(e.path, e.data)
 	s.note(e.path, found)
