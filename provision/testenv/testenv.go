@@ -471,8 +471,15 @@ func waitFor(ctx context.Context, p *process, what string, check func(context.Co
 			}
 			return fmt.Errorf("testenv: waiting for %s: %w", what, err)
 		}
-		if last = check(ctx); last == nil {
+		err := check(ctx)
+		if err == nil {
 			return nil
+		}
+		// A check cut short by the deadline says nothing about the
+		// process: keep the last answer it gave (a failing /readyz
+		// names its failing checks) for the error below.
+		if last == nil || ctx.Err() == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -479,5 +481,41 @@ func TestSweepRemovesDirsOfDeadOwners(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(tmp, "kindlab-testenv-live")); err != nil {
 		t.Errorf("dir of a live owner was swept: %v", err)
+	}
+}
+
+// TestWaitForKeepsLastAnswer: when the deadline cuts a readiness request
+// short, the error names what the server last answered (its failing
+// checks), not only the cancelled request. CI met exactly this: a loaded
+// apiserver took longer than the time left to answer the last /readyz.
+func TestWaitForKeepsLastAnswer(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) <= 2 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "[+]ping ok\n[-]informer-sync failed: reason withheld\nreadyz check failed\n")
+			return
+		}
+		<-r.Context().Done() // a server too slow to answer before the deadline
+	}))
+	defer srv.Close()
+	log := filepath.Join(t.TempDir(), "x.log")
+	if err := os.WriteFile(log, []byte("a log line\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{name: "x", logPath: log, done: make(chan struct{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := waitFor(ctx, p, "x /readyz", func(ctx context.Context) error {
+		return get(ctx, srv.Client(), srv.URL+"/readyz", http.StatusOK)
+	})
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("want a deadline error, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "informer-sync failed: reason withheld") {
+		t.Errorf("the error lost the server's last answer: %v", err)
+	}
+	if calls.Load() < 3 {
+		t.Errorf("the slow request was never made (%d calls)", calls.Load())
 	}
 }
