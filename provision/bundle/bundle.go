@@ -93,6 +93,10 @@ type Pins struct {
 	// for node images named by tag only, as offline builds are.
 	NodeImageID          string        `json:"nodeImageID,omitempty"`
 	NodeImageRepoDigests []string      `json:"nodeImageRepoDigests,omitempty"`
+	// NodeImageIDs are the engine's image IDs of every node image the
+	// nodes ran, keyed by reference: NodeImage's and each
+	// spec.nodes[].image's (a lab may give a node its own image).
+	NodeImageIDs map[string]string `json:"nodeImageIDs,omitempty"`
 	Images               []lab.Image   `json:"images,omitempty"`
 	Artifacts            []ArtifactPin `json:"artifacts,omitempty"`
 	RegistryImage        string        `json:"registryImage,omitempty"`

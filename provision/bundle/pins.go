@@ -42,11 +42,19 @@ func collectPins(ctx context.Context, plan *render.Plan, cfg *rest.Config, v Ver
 			p.Kubernetes = ver
 		}
 	}
-	id, digests, err := dockerImage(ctx, kit.LocalImage(ctx, nil, store, plan.NodeImage))
-	if err != nil {
-		problems = append(problems, fmt.Sprintf("node image %s: %v", plan.NodeImage, err))
-	} else {
-		p.NodeImageID, p.NodeImageRepoDigests = id, digests
+	for _, ref := range plan.NodeImages() {
+		id, digests, err := dockerImage(ctx, kit.LocalImage(ctx, nil, store, ref))
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("node image %s: %v", ref, err))
+			continue
+		}
+		if p.NodeImageIDs == nil {
+			p.NodeImageIDs = map[string]string{}
+		}
+		p.NodeImageIDs[ref] = id
+		if ref == plan.NodeImage {
+			p.NodeImageID, p.NodeImageRepoDigests = id, digests
+		}
 	}
 	port := 0
 	if plan.Registry != nil {

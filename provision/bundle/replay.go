@@ -316,17 +316,24 @@ func preflight(ctx context.Context, b *Bundle, plan *render.Plan, opts ReplayOpt
 	var missing []string
 	// After `kit load` a pinned image is in Docker under its tag only; up
 	// hands kind that tag, so it counts as present.
-	id, _, err := dockerImage(ctx, kit.LocalImage(ctx, nil, opts.Store, plan.NodeImage))
-	switch {
-	case err == nil:
-		if want := b.Manifest.Pins.NodeImageID; want != "" && id != want && opts.Status != nil && plan.NodeImage == b.Manifest.Pins.NodeImage {
-			fmt.Fprintf(opts.Status, "warning: node image %s here is %s, the bundle recorded %s: the lab may not behave the same\n", plan.NodeImage, short(id), short(want))
-		}
-	case !errdefs.IsNotFound(err) && !strings.Contains(err.Error(), "No such image"):
-		return fmt.Errorf("inspect node image %s: %w", plan.NodeImage, err)
-	default:
-		if perr := pullable(ctx, plan.NodeImage, 0); perr != nil {
-			missing = append(missing, fmt.Sprintf("node image %s is not in the Docker engine and cannot be pulled (%v)", plan.NodeImage, perr))
+	pins := b.Manifest.Pins
+	for _, ref := range plan.NodeImages() {
+		id, _, err := dockerImage(ctx, kit.LocalImage(ctx, nil, opts.Store, ref))
+		switch {
+		case err == nil:
+			want := pins.NodeImageIDs[ref]
+			if want == "" && ref == pins.NodeImage {
+				want = pins.NodeImageID // bundles made before per-node images
+			}
+			if want != "" && id != want && opts.Status != nil {
+				fmt.Fprintf(opts.Status, "warning: node image %s here is %s, the bundle recorded %s: the lab may not behave the same\n", ref, short(id), short(want))
+			}
+		case !errdefs.IsNotFound(err) && !strings.Contains(err.Error(), "No such image"):
+			return fmt.Errorf("inspect node image %s: %w", ref, err)
+		default:
+			if perr := pullable(ctx, ref, 0); perr != nil {
+				missing = append(missing, fmt.Sprintf("node image %s is not in the Docker engine and cannot be pulled (%v)", ref, perr))
+			}
 		}
 	}
 	port := 0

@@ -19,6 +19,9 @@ import (
 type Review struct {
 	Lab       string `json:"lab"`
 	NodeImage string `json:"nodeImage"`
+	// NodeImages are every image the nodes run (render.Plan.NodeImages):
+	// more than NodeImage when the lab gives a node its own.
+	NodeImages []string `json:"nodeImages"`
 	// Nodes counts the kind node containers, each privileged (as kind's are).
 	Nodes int `json:"nodes"`
 	// Images are the container images the lab's workloads run.
@@ -58,7 +61,7 @@ func Printable(s string) string {
 
 func (r *Review) lines() []string {
 	out := []string{
-		fmt.Sprintf("lab %s: %d kind node(s) from %s (node containers are privileged, as kind's always are)", r.Lab, r.Nodes, r.NodeImage),
+		fmt.Sprintf("lab %s: %d kind node(s) from %s (node containers are privileged, as kind's always are)", r.Lab, r.Nodes, strings.Join(r.NodeImages, ", ")),
 	}
 	add := func(title string, items []string) {
 		if len(items) == 0 {
@@ -80,7 +83,7 @@ func (r *Review) lines() []string {
 // ReviewPlan lists what a rendered plan runs: its nodes, images, artifacts,
 // and every container or pod whose spec reaches past its sandbox.
 func ReviewPlan(plan *render.Plan) (*Review, error) {
-	r := &Review{Lab: plan.Lab, NodeImage: plan.NodeImage, Nodes: len(plan.Resolved.Nodes)}
+	r := &Review{Lab: plan.Lab, NodeImage: plan.NodeImage, NodeImages: plan.NodeImages(), Nodes: len(plan.Resolved.Nodes)}
 	refs, err := workloadImages(plan)
 	if err != nil {
 		return nil, err

@@ -41,8 +41,9 @@ type Finding struct {
 
 // Options say what the user intends to run.
 type Options struct {
-	// NodeImage is the lab's node image.
-	NodeImage string
+	// NodeImages are the lab's node images: spec.nodeImage and any
+	// spec.nodes[].image (render.Plan.NodeImages).
+	NodeImages []string
 	// Clusters is how many clusters will run at once (inotify limits scale with it).
 	Clusters int
 	// RegistryPort is the host port the registry wants.
@@ -89,8 +90,10 @@ func Run(ctx context.Context, opts Options) []Finding {
 		dir = dataRoot
 	}
 	out = append(out, disk(dir, opts.Clusters))
-	if dockerOK && opts.NodeImage != "" {
-		out = append(out, nodeImage(ctx, opts.NodeImage)...)
+	if dockerOK {
+		for _, ref := range opts.NodeImages {
+			out = append(out, nodeImage(ctx, ref)...)
+		}
 	}
 	if dockerOK && opts.CRIShimBinary != "" {
 		out = append(out, criShim(ctx, opts.CRIShimBinary))

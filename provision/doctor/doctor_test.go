@@ -80,7 +80,7 @@ func TestMissingNodeImage(t *testing.T) {
 		t.Skip("no Docker engine answers")
 	}
 	fs := doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t),
-		NodeImage: "kindlab.invalid/none:v0@sha256:0000000000000000000000000000000000000000000000000000000000000000"})
+		NodeImages: []string{"kindlab.invalid/none:v0@sha256:0000000000000000000000000000000000000000000000000000000000000000"}})
 	if f := find(t, fs, "node-image"); f.Level != doctor.Warn || !strings.Contains(f.Fix, "offline kit") {
 		t.Fatalf("missing image: %+v", f)
 	}
@@ -202,7 +202,7 @@ func TestRegistryWiringFinding(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			img := fakeNodeImage(t, "kindlab.local/doctortest-node:"+strings.ReplaceAll(tc.version, ".", "-"), tc.version, tc.config)
-			f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), NodeImage: img}), "registry-wiring")
+			f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), NodeImages: []string{img}}), "registry-wiring")
 			if f.Level != tc.want {
 				t.Errorf("finding %+v, want %s", f, tc.want)
 			}

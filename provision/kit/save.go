@@ -111,8 +111,10 @@ func Save(ctx context.Context, opts SaveOptions) (*SaveResult, error) {
 		srcs = append(srcs, s)
 		return nil
 	}
-	if err := add(RoleNode, "", opts.Plan.NodeImage, true); err != nil {
-		return nil, err
+	for _, ref := range opts.Plan.NodeImages() {
+		if err := add(RoleNode, "", ref, true); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Plan.Registry != nil {
 		if err := add(RoleRegistry, "", opts.RegistryImage, true); err != nil {

@@ -120,6 +120,8 @@ func TestBadInput(t *testing.T) {
 			"", []string{"spec.featureGates.AppArmor", "GA in 1.31 and locked to true"}},
 		{"bad node role", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: control-plane\n  - role: master\n")},
 			"", []string{":9:", "spec.nodes[1].role", `"master" is not a node role (valid: control-plane, worker)`}},
+		{"node image not pinned", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: control-plane\n  - role: worker\n    image: kindest/node:v1.31.14\n")},
+			"", []string{":10:", "spec.nodes[1].image", `"kindest/node:v1.31.14" is not pinned: add its digest`}},
 		{"zero control planes", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: worker\n")},
 			"", []string{"spec.nodes", "no node has role control-plane"}},
 		{"no nodes at all", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n")},

@@ -77,7 +77,11 @@ const (
 
 // Node is one kind node.
 type Node struct {
-	Role   string            `yaml:"role" json:"role"`
+	Role string `yaml:"role" json:"role"`
+	// Image is this node's own node image, pinned by digest like
+	// spec.nodeImage, which it replaces for this node only (kind's v1alpha4
+	// Node.image). Empty means spec.nodeImage.
+	Image  string            `yaml:"image,omitempty" json:"image,omitempty"`
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
 }
 

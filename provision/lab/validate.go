@@ -55,6 +55,11 @@ func validateFile(d *document) error {
 		if n.Role != RoleControlPlane && n.Role != RoleWorker {
 			return e(fmt.Sprintf("spec.nodes[%d].role", i), "%q is not a node role (valid: %s, %s)", n.Role, RoleControlPlane, RoleWorker)
 		}
+		if n.Image != "" {
+			if err := ValidateNodeImage(n.Image); err != nil {
+				return e(fmt.Sprintf("spec.nodes[%d].image", i), "%v", err)
+			}
+		}
 	}
 	if len(s.Nodes) > 0 && countRole(s.Nodes, RoleControlPlane) == 0 {
 		return e("spec.nodes", "no node has role %s: a cluster needs at least one", RoleControlPlane)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
@@ -35,7 +36,9 @@ type Options struct {
 	// StateDir is the cluster's own directory on the host: files the nodes
 	// mount are written there before the cluster is created.
 	StateDir string
-	// NodeImage overrides the lab's node image (e.g. an image built offline).
+	// NodeImage overrides the lab's node image on every node, spec.nodes[].image
+	// included, as kind create cluster --image does (e.g. an image built
+	// offline).
 	NodeImage string
 	// RegistryPort is the host port of the local registry.
 	RegistryPort int
@@ -209,7 +212,13 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		allMounts = append(allMounts, mounts...)
 	}
 	for _, n := range r.Nodes {
-		node := v1alpha4.Node{Role: v1alpha4.NodeRole(n.Role), Image: image, Labels: copyMap(n.Labels)}
+		// --image replaces every node's image, as kind create cluster's
+		// --image does (kind pkg/cluster/internal/create fixupOptions).
+		nodeImage := image
+		if n.Image != "" && opts.NodeImage == "" {
+			nodeImage = n.Image
+		}
+		node := v1alpha4.Node{Role: v1alpha4.NodeRole(n.Role), Image: nodeImage, Labels: copyMap(n.Labels)}
 		if n.Role == lab.RoleControlPlane {
 			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
 		}
@@ -313,4 +322,23 @@ func copyMap[V any](m map[string]V) map[string]V {
 		return nil
 	}
 	return maps.Clone(m)
+}
+
+// NodeImages are the distinct images the plan's nodes run, in node order:
+// the lab's spec.nodeImage, and any spec.nodes[].image that differs from
+// it. A plan without a kind config has its NodeImage alone.
+func (p *Plan) NodeImages() []string {
+	if p.Config == nil || len(p.Config.Nodes) == 0 {
+		if p.NodeImage == "" {
+			return nil
+		}
+		return []string{p.NodeImage}
+	}
+	var out []string
+	for _, n := range p.Config.Nodes {
+		if !slices.Contains(out, n.Image) {
+			out = append(out, n.Image)
+		}
+	}
+	return out
 }

@@ -2,6 +2,9 @@ package render_test
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -303,5 +306,72 @@ func TestRenderAPIServerAddress(t *testing.T) {
 	_, err = render.Render(r, render.Options{APIServerAddress: "docker.example.com"})
 	if err == nil || !strings.Contains(err.Error(), "--api-server-address") {
 		t.Errorf("a host name was accepted as apiServerAddress: %v", err)
+	}
+}
+
+// A node may run its own image (kind's v1alpha4 nodes[].image): render
+// keeps it on that node only, NodeImages lists each image once in node
+// order, and --image replaces every node's image as kind's --image does.
+func TestRenderPerNodeImage(t *testing.T) {
+	dir := t.TempDir()
+	own := "localhost:5001/kindlab/node-b:v1.31.14@sha256:" + strings.Repeat("ab", 32)
+	file := filepath.Join(dir, "two-images.yaml")
+	src := `apiVersion: kindlab.dev/v1alpha1
+kind: Lab
+metadata:
+  name: two-images
+spec:
+  nodeImage: kindest/node:v1.31.14@sha256:` + strings.Repeat("01", 32) + `
+  nodes:
+  - role: control-plane
+  - role: worker
+    image: ` + own + `
+  - role: worker
+`
+	if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := lab.NewCatalog()
+	l, err := c.AddFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve(l.Metadata.Name, lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := render.Render(r, render.Options{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := p.KindConfigYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kindDecode(t, raw)
+	var got []string
+	for _, n := range cfg.Nodes {
+		got = append(got, n.Image)
+	}
+	want := []string{r.NodeImage, own, r.NodeImage}
+	if !slices.Equal(got, want) {
+		t.Errorf("node images %v, want %v", got, want)
+	}
+	if ni := p.NodeImages(); !slices.Equal(ni, []string{r.NodeImage, own}) {
+		t.Errorf("NodeImages() = %v", ni)
+	}
+
+	offline := "kindlab.local/node:v1.31.14"
+	p, err = render.Render(r, render.Options{StateDir: dir, NodeImage: offline})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range p.Config.Nodes {
+		if n.Image != offline {
+			t.Errorf("--image: node %d runs %s, want %s on every node", i, n.Image, offline)
+		}
+	}
+	if ni := p.NodeImages(); !slices.Equal(ni, []string{offline}) {
+		t.Errorf("--image: NodeImages() = %v", ni)
 	}
 }

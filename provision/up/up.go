@@ -239,13 +239,15 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			st.Done("Proxy %s: the nodes reach the local registry directly (NO_PROXY += %s) 🔀", proxy, strings.Join(added, ","))
 		}
 	}
-	// After `kit load` the engine has the pinned node image under a tag
+	// After `kit load` the engine has a pinned node image under a tag
 	// only (a load records no digest); kind gets that tag, the record keeps
-	// the pin.
-	if local := kit.LocalImage(ctx, nil, opts.Store, plan.NodeImage); local != plan.NodeImage {
-		for i := range plan.Config.Nodes {
-			if plan.Config.Nodes[i].Image == plan.NodeImage {
-				plan.Config.Nodes[i].Image = local
+	// the pin. Each node on its own image: a lab may give nodes their own.
+	for _, pinned := range plan.NodeImages() {
+		if local := kit.LocalImage(ctx, nil, opts.Store, pinned); local != pinned {
+			for i := range plan.Config.Nodes {
+				if plan.Config.Nodes[i].Image == pinned {
+					plan.Config.Nodes[i].Image = local
+				}
 			}
 		}
 	}

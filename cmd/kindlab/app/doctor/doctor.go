@@ -2,6 +2,8 @@
 package doctor
 
 import (
+	"slices"
+
 	"context"
 	"errors"
 	"fmt"
@@ -41,7 +43,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err := cli.CheckPort("--registry-port", port); err != nil {
 				return err
 			}
-			opts := doctor.Options{Clusters: clusters, RegistryPort: port, NodeImage: image}
+			opts := doctor.Options{Clusters: clusters, RegistryPort: port}
+			if image != "" {
+				opts.NodeImages = []string{image}
+			}
 			shape := fleet.BaseShape
 			if len(args) == 1 {
 				c, name, err := labs.LabArg(args[0])
@@ -53,11 +58,15 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					return err
 				}
 				if image == "" {
-					opts.NodeImage = r.NodeImage
+					opts.NodeImages = []string{r.NodeImage}
 				}
 				var roles []string
 				for _, n := range r.Nodes {
 					roles = append(roles, n.Role)
+					// --image stands for every node, as with render and up.
+					if image == "" && n.Image != "" && !slices.Contains(opts.NodeImages, n.Image) {
+						opts.NodeImages = append(opts.NodeImages, n.Image)
+					}
 				}
 				shape = fleet.ShapeOfNodes(roles)
 				if r.ImageVolumeReadOnlyShim {
