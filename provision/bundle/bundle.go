@@ -91,16 +91,16 @@ type Pins struct {
 	NodeImage  string `json:"nodeImage"`
 	// NodeImageID is the image's ID in the Docker engine: the content pin
 	// for node images named by tag only, as offline builds are.
-	NodeImageID          string        `json:"nodeImageID,omitempty"`
-	NodeImageRepoDigests []string      `json:"nodeImageRepoDigests,omitempty"`
+	NodeImageID          string   `json:"nodeImageID,omitempty"`
+	NodeImageRepoDigests []string `json:"nodeImageRepoDigests,omitempty"`
 	// NodeImageIDs are the engine's image IDs of every node image the
 	// nodes ran, keyed by reference: NodeImage's and each
 	// spec.nodes[].image's (a lab may give a node its own image).
-	NodeImageIDs map[string]string `json:"nodeImageIDs,omitempty"`
-	Images               []lab.Image   `json:"images,omitempty"`
-	Artifacts            []ArtifactPin `json:"artifacts,omitempty"`
-	RegistryImage        string        `json:"registryImage,omitempty"`
-	RegistryImageID      string        `json:"registryImageID,omitempty"`
+	NodeImageIDs    map[string]string `json:"nodeImageIDs,omitempty"`
+	Images          []lab.Image       `json:"images,omitempty"`
+	Artifacts       []ArtifactPin     `json:"artifacts,omitempty"`
+	RegistryImage   string            `json:"registryImage,omitempty"`
+	RegistryImageID string            `json:"registryImageID,omitempty"`
 	// CRIShim says that the nodes ran kindlab's CRI shim (the lab's
 	// spec.containerRuntime.imageVolumeReadOnlyShim): its unit, endpoint and
 	// the kindlab it ran; "" when they did not. A replay renders the lab
