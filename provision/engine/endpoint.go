@@ -132,6 +132,12 @@ func Resolve() (Endpoint, error) {
 	if err := CheckProvider(); err != nil {
 		return Endpoint{}, err
 	}
+	return resolve()
+}
+
+// resolve is Resolve without the provider check, which Open makes itself
+// (an option may override the environment).
+func resolve() (Endpoint, error) {
 	if h := os.Getenv("DOCKER_HOST"); h != "" {
 		return Endpoint{Host: h, Source: SourceEnv}, nil
 	}

@@ -125,7 +125,7 @@ func Open(ctx context.Context, opts ...Option) (*Engine, error) {
 		ep = *o.endpoint
 	} else {
 		var err error
-		if ep, err = Resolve(); err != nil {
+		if ep, err = resolve(); err != nil {
 			return nil, err
 		}
 	}
