@@ -81,7 +81,9 @@ func TestKindNodeContainers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = e.Client().ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true}) })
+	t.Cleanup(func() {
+		_ = e.Client().ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
+	})
 	after, err := e.KindNodeContainers(ctx)
 	if err != nil {
 		t.Fatal(err)
