@@ -47,7 +47,8 @@ func (sc *engineScope) close() {
 }
 
 // Engine is the command's engine (package engine), opened on the first
-// call with opts (a later call's opts are ignored: one command, one engine)
+// call with opts (a later call's opts are ignored: one command, one
+// engine; so a verb's kind logger goes through Provider, not an option)
 // and closed when Execute returns. Its error is what engine.Open returned,
 // reported as engine.Unreachable: one line wrapping engine.ErrNoEngine
 // with the fix. Outside Execute (a test driving a cobra command itself)
@@ -68,10 +69,19 @@ func Engine(ctx context.Context, opts ...engine.Option) (*engine.Engine, error) 
 // Provider is kind's provider over the command's engine, once the engine
 // answers, with kind's progress going to logger (nil: nowhere). Its error
 // wraps engine.ErrNoEngine when no engine can be found or answers.
+//
+// The logger is applied here rather than as an Open option: the engine may
+// have been opened already (rendering the lab resolves the endpoint for a
+// remote engine's API server address), and kind's progress must not be
+// lost to that.
 func Provider(ctx context.Context, logger log.Logger) (*cluster.Provider, error) {
-	e, err := Engine(ctx, engine.WithKindLogger(logger))
+	e, err := Engine(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return cluster.New(ctx, e)
+	p, err := cluster.New(ctx, e)
+	if err != nil || logger == nil {
+		return p, err
+	}
+	return p.WithLogger(logger), nil
 }
