@@ -18,12 +18,11 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
-	kindcluster "sigs.k8s.io/kind/pkg/cluster"
-	kindlog "sigs.k8s.io/kind/pkg/log"
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/internal/confine"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/lab"
@@ -46,6 +45,9 @@ type Input struct {
 	Config *rest.Config
 	// Nodes reach the cluster's nodes, for their runtime versions.
 	Nodes check.NodeAccess
+	// Engine is the engine the cluster runs on, for the images' pins and
+	// the registry; nil records those pins as problems.
+	Engine *engine.Engine
 	// CollectLogs writes the cluster's logs into a directory; KindLogs is
 	// `kind export logs`.
 	CollectLogs func(ctx context.Context, dir string) error
@@ -60,9 +62,9 @@ type Input struct {
 // KindLogs collects a kind cluster's logs into a directory, as `kind export
 // logs` does: every node's journal, kubelet and containerd logs, /var/log,
 // and docker inspect of the nodes.
-func KindLogs(cluster string) func(ctx context.Context, dir string) error {
+func KindLogs(e *engine.Engine, cluster string) func(ctx context.Context, dir string) error {
 	return func(ctx context.Context, dir string) error {
-		p := kindcluster.NewProvider(kindcluster.ProviderWithDocker(), kindcluster.ProviderWithLogger(kindlog.NoopLogger{}))
+		p := e.Kind()
 		// kind's collection takes no context; it runs to completion in the
 		// background if the caller gives up.
 		done := make(chan error, 1)
@@ -150,9 +152,9 @@ func Create(ctx context.Context, in Input, out string) (*Manifest, error) {
 	st.End(true)
 
 	st.Start("Reading pins and host facts 📌")
-	m.Pins, m.Problems = collectPins(ctx, plan, in.Config, in.Versions, in.Store)
+	m.Pins, m.Problems = collectPins(ctx, in.Engine, plan, in.Config, in.Versions, in.Store)
 	m.Run.RegistryImage = m.Pins.RegistryImage
-	host := Host{Findings: doctor.Run(ctx, doctor.Options{RegistryPort: m.Run.RegistryPort})}
+	host := Host{Findings: doctor.Run(ctx, doctor.Options{RegistryPort: m.Run.RegistryPort, Engine: in.Engine})}
 	if in.Nodes != nil {
 		host.Nodes = nodeFacts(ctx, in.Nodes)
 	}

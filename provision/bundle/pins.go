@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/kindlab/kindlab/provision/artifact"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
@@ -21,7 +23,7 @@ import (
 // Docker engine, an apiserver that does not answer) is left empty and
 // returned as a problem: the pins that can be read still matter. store
 // finds images a kit loaded under a tag only.
-func collectPins(ctx context.Context, plan *render.Plan, cfg *rest.Config, v Versions, store state.Store) (Pins, []string) {
+func collectPins(ctx context.Context, e *engine.Engine, plan *render.Plan, cfg *rest.Config, v Versions, store state.Store) (Pins, []string) {
 	var problems []string
 	p := Pins{
 		Kindlab:   v.Kindlab,
@@ -43,7 +45,7 @@ func collectPins(ctx context.Context, plan *render.Plan, cfg *rest.Config, v Ver
 		}
 	}
 	for _, ref := range plan.NodeImages() {
-		id, digests, err := dockerImage(ctx, kit.LocalImage(ctx, nil, store, ref))
+		id, digests, err := dockerImage(ctx, e, kit.LocalImage(ctx, dockerOf(e), store, ref))
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("node image %s: %v", ref, err))
 			continue
@@ -59,13 +61,13 @@ func collectPins(ctx context.Context, plan *render.Plan, cfg *rest.Config, v Ver
 	port := 0
 	if plan.Registry != nil {
 		port = plan.Registry.HostPort
-		st, err := registry.Inspect(ctx, registry.Options{HostPort: port})
+		st, err := registry.Inspect(ctx, registry.Options{HostPort: port, Docker: dockerOf(e)})
 		switch {
 		case err != nil:
 			problems = append(problems, fmt.Sprintf("registry: %v", err))
 		case !st.Absent():
 			p.RegistryImage = st.Image
-			if id, _, err := dockerImage(ctx, kit.LocalImage(ctx, nil, store, st.Image)); err == nil {
+			if id, _, err := dockerImage(ctx, e, kit.LocalImage(ctx, dockerOf(e), store, st.Image)); err == nil {
 				p.RegistryImageID = id
 			}
 		}
@@ -101,20 +103,25 @@ func serverVersion(cfg *rest.Config) (string, error) {
 	return v.GitVersion, nil
 }
 
+// errNoEngine is what a bundle records for the engine's pins when it was
+// given no engine (Input.Engine nil).
+var errNoEngine = errors.New("no container engine given")
+
 // dockerImage returns an image's ID and repo digests in the Docker engine.
-func dockerImage(ctx context.Context, ref string) (string, []string, error) {
-	c, err := registry.NewDockerClient()
-	if err != nil {
-		return "", nil, err
+func dockerImage(ctx context.Context, e *engine.Engine, ref string) (string, []string, error) {
+	if e == nil {
+		return "", nil, errNoEngine
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	img, err := c.ImageInspect(ctx, ref)
-	if err != nil {
-		return "", nil, err
+	return e.ImageID(ctx, ref)
+}
+
+// dockerOf is the engine's client, or nil (a nil interface, not a nil
+// pointer in one) without an engine.
+func dockerOf(e *engine.Engine) registry.Docker {
+	if e == nil {
+		return nil
 	}
-	return img.ID, img.RepoDigests, nil
+	return e.Client()
 }
 
 // artifactDigest builds an artifact from the lab's files, as up does

@@ -21,6 +21,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/lab"
@@ -184,7 +185,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 			return nil, err
 		}
 	}
-	if err := preflight(ctx, b, plan, opts); err != nil {
+	if err := preflight(ctx, p.Engine(), b, plan, opts); err != nil {
 		return nil, err
 	}
 
@@ -248,7 +249,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 	if err != nil {
 		return nil, err
 	}
-	pins, problems := collectPins(ctx, plan, h.RESTConfig, opts.Versions, opts.Store)
+	pins, problems := collectPins(ctx, p.Engine(), plan, h.RESTConfig, opts.Versions, opts.Store)
 	out.Problems = problems
 	out.Pins, out.PinsSame = comparePins(b.Manifest.Pins, pins)
 	out.Checks = compareChecks(recorded, res.Checks)
@@ -312,13 +313,13 @@ func (b *Bundle) plan(dir, name, stateDir string, opts ReplayOptions) (*render.P
 // pullable by the nodes (from the local registry or upstream), and the
 // registry's image if the registry has to be created. It reports every
 // missing image in one line.
-func preflight(ctx context.Context, b *Bundle, plan *render.Plan, opts ReplayOptions) error {
+func preflight(ctx context.Context, e *engine.Engine, b *Bundle, plan *render.Plan, opts ReplayOptions) error {
 	var missing []string
 	// After `kit load` a pinned image is in Docker under its tag only; up
 	// hands kind that tag, so it counts as present.
 	pins := b.Manifest.Pins
 	for _, ref := range plan.NodeImages() {
-		id, _, err := dockerImage(ctx, kit.LocalImage(ctx, nil, opts.Store, ref))
+		id, _, err := dockerImage(ctx, e, kit.LocalImage(ctx, e.Client(), opts.Store, ref))
 		switch {
 		case err == nil:
 			want := pins.NodeImageIDs[ref]
@@ -340,7 +341,7 @@ func preflight(ctx context.Context, b *Bundle, plan *render.Plan, opts ReplayOpt
 	registryStopped := false
 	if plan.Registry != nil {
 		port = plan.Registry.HostPort
-		st, err := registry.Inspect(ctx, registry.Options{HostPort: port})
+		st, err := registry.Inspect(ctx, registry.Options{HostPort: port, Docker: e.Client()})
 		if err != nil {
 			return err
 		}
@@ -350,7 +351,7 @@ func preflight(ctx context.Context, b *Bundle, plan *render.Plan, opts ReplayOpt
 			if img == "" {
 				img = registry.DefaultImage
 			}
-			if _, _, err := dockerImage(ctx, kit.LocalImage(ctx, nil, opts.Store, img)); err != nil && !strings.HasPrefix(img, offlineimage.Repository+":") {
+			if _, _, err := dockerImage(ctx, e, kit.LocalImage(ctx, e.Client(), opts.Store, img)); err != nil && !strings.HasPrefix(img, offlineimage.Repository+":") {
 				if perr := pullable(ctx, img, 0); perr != nil {
 					missing = append(missing, fmt.Sprintf("registry image %s is not in the Docker engine and cannot be pulled (%v); pass --registry-image %s", img, perr, offlineimage.Tag))
 				}

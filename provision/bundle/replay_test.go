@@ -17,7 +17,7 @@ import (
 
 func provider(t *testing.T) *cluster.Provider {
 	t.Helper()
-	p, err := cluster.NewProvider(context.Background(), nil)
+	p, err := cluster.New(context.Background(), registrytest.Engine(t))
 	if err != nil {
 		registrytest.SkipOrFail(t, err.Error())
 	}

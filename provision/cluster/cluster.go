@@ -18,12 +18,12 @@ import (
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
 	"sigs.k8s.io/kind/pkg/log"
 
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/render"
 )
 
-// ErrNoEngine means no container engine answered.
-var ErrNoEngine = errors.New("no container engine reachable")
+// ErrNoEngine means no container engine answered (engine.ErrNoEngine).
+var ErrNoEngine = engine.ErrNoEngine
 
 // ErrNodesExist is kind refusing to create a cluster because nodes of that
 // name exist: someone else (plain kind, or kindlab with another state
@@ -36,59 +36,36 @@ var ErrNodesExist = errors.New("its nodes exist already")
 // creating or deleting anything.
 const kindNodesExist = "node(s) already exist for a cluster with the name"
 
-// Provider wraps kind's provider for the Docker engine.
+// Provider is kind's provider of the command's engine.
 type Provider struct {
-	kind   *kindcluster.Provider
-	logger log.Logger
+	eng  *engine.Engine
+	kind *kindcluster.Provider
 }
 
-// NewProvider checks that a Docker engine answers and returns a provider
-// over it. kind shells out to the docker CLI, which honours DOCKER_HOST and
-// docker contexts; the ping goes through package dockerhost, which resolves
-// the same engine for kindlab's own client. Without an engine it fails in
-// one line that names the endpoint and says how to fix it.
-func NewProvider(ctx context.Context, logger log.Logger) (*Provider, error) {
-	if err := ping(ctx); err != nil {
-		return nil, err
-	}
-	if logger == nil {
-		logger = log.NoopLogger{}
-	}
-	return &Provider{
-		kind:   kindcluster.NewProvider(kindcluster.ProviderWithDocker(), kindcluster.ProviderWithLogger(logger)),
-		logger: logger,
-	}, nil
-}
-
-func ping(ctx context.Context) error {
+// New checks that the engine answers and returns a provider over it, using
+// the engine's kind provider (and so its kind logger). kind shells out to
+// the docker CLI, which honours DOCKER_HOST and docker contexts as the
+// engine's own resolution does. Without an engine it fails in one line
+// that wraps ErrNoEngine, names the endpoint and says how to fix it.
+func New(ctx context.Context, e *engine.Engine) (*Provider, error) {
 	if _, err := exec.LookPath("docker"); err != nil {
 		// kind drives the CLI, so it is needed even where the API answers.
-		return fmt.Errorf("%w: the docker CLI is not on PATH (install Docker, then run `kindlab doctor`)", ErrNoEngine)
+		return nil, fmt.Errorf("%w: the docker CLI is not on PATH (install Docker, then run `kindlab doctor`)", ErrNoEngine)
 	}
-	c, ep, err := dockerhost.NewClient()
-	if err != nil {
-		return fmt.Errorf("%w: %s (fix DOCKER_HOST or the docker context, see `docker context ls`)", ErrNoEngine, firstLine(err.Error()))
+	if err := e.Ping(ctx); err != nil {
+		return nil, err
 	}
-	defer c.Close()
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	if _, err := c.Ping(ctx); err != nil {
-		fix := "start the Docker daemon, or point DOCKER_HOST at one"
-		if ep.Remote() {
-			fix = "check that the engine runs there and that `docker version` reaches it from here"
-		}
-		return fmt.Errorf("%w at %s: %s (%s)", ErrNoEngine, ep, firstLine(err.Error()), fix)
-	}
-	return nil
+	return &Provider{eng: e, kind: e.Kind()}, nil
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
+// WithLogger is the same provider reporting kind's progress to l (each
+// member of a fleet has its own status stream).
+func (p *Provider) WithLogger(l log.Logger) *Provider {
+	return &Provider{eng: p.eng, kind: p.eng.KindWithLogger(l)}
 }
+
+// Engine is the engine the provider drives.
+func (p *Provider) Engine() *engine.Engine { return p.eng }
 
 // CreateOptions shape a create.
 type CreateOptions struct {
@@ -168,9 +145,9 @@ type Handle struct {
 	provider   *Provider
 }
 
-// Connect finds a running cluster by name.
-func Connect(ctx context.Context, name string) (*Handle, error) {
-	p, err := NewProvider(ctx, nil)
+// Connect finds a running cluster by name on the engine.
+func Connect(ctx context.Context, e *engine.Engine, name string) (*Handle, error) {
+	p, err := New(ctx, e)
 	if err != nil {
 		return nil, err
 	}
@@ -196,6 +173,9 @@ func (p *Provider) Connect(name string) (*Handle, error) {
 	}
 	return &Handle{Name: name, RESTConfig: cfg, provider: p}, nil
 }
+
+// Engine is the engine the cluster runs on.
+func (h *Handle) Engine() *engine.Engine { return h.provider.eng }
 
 // KindNodes returns kind's node handles (for packages that use kind's nodeutils).
 func (h *Handle) KindNodes() ([]nodes.Node, error) {

@@ -4,8 +4,8 @@
 package doctor
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -16,8 +16,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/system"
+
 	"github.com/kindlab/kindlab/provision/crishim"
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
@@ -58,6 +62,9 @@ type Options struct {
 	// CRIShimBinary, for a lab with kindlab's CRI shim, is the kindlab
 	// binary the nodes would run (crishim.DefaultBinary).
 	CRIShimBinary string
+	// Engine is the command's engine. nil: Run opens one for itself (and
+	// closes it), since whether one can be found is one of its findings.
+	Engine *engine.Engine
 }
 
 // Run looks at the machine.
@@ -69,14 +76,21 @@ func Run(ctx context.Context, opts Options) []Finding {
 		opts.RegistryPort = registry.DefaultHostPort
 	}
 	var out []Finding
-	if err := dockerhost.CheckProvider(); err != nil {
+	if err := engine.CheckProvider(); err != nil {
 		out = append(out, Finding{Check: "provider", Level: Fail, Detail: err.Error(), Affects: "every lab",
-			Fix: "unset " + dockerhost.ProviderEnv + " (or set it to docker)"})
+			Fix: "unset " + engine.ProviderEnv + " (or set it to docker)"})
 	}
 	if f := proxyFinding(os.Getenv); f != nil {
 		out = append(out, *f)
 	}
-	dockerOK, dataRoot, f := docker(ctx)
+	e, openErr := opts.Engine, error(nil)
+	if e == nil {
+		// Docker is what doctor examines, whatever the provider finding says.
+		if e, openErr = engine.Open(ctx, engine.WithProvider(engine.ProviderDocker)); openErr == nil {
+			defer e.Close()
+		}
+	}
+	dockerOK, dataRoot, f := docker(ctx, e, openErr)
 	out = append(out, f...)
 	out = append(out, kernel(), apparmor())
 	if opts.Capacity != nil {
@@ -84,7 +98,7 @@ func Run(ctx context.Context, opts Options) []Finding {
 	} else {
 		out = append(out, inotify(opts.Clusters))
 	}
-	out = append(out, port(ctx, opts.RegistryPort, dockerOK))
+	out = append(out, port(ctx, e, opts.RegistryPort, dockerOK))
 	dir := opts.Dir
 	if dir == "" {
 		dir = dataRoot
@@ -92,24 +106,25 @@ func Run(ctx context.Context, opts Options) []Finding {
 	out = append(out, disk(dir, opts.Clusters))
 	if dockerOK {
 		for _, ref := range opts.NodeImages {
-			out = append(out, nodeImage(ctx, ref)...)
+			out = append(out, nodeImage(ctx, e, ref)...)
 		}
 	}
 	if dockerOK && opts.CRIShimBinary != "" {
-		out = append(out, criShim(ctx, opts.CRIShimBinary))
+		out = append(out, criShim(ctx, e, opts.CRIShimBinary))
 	}
 	return out
 }
 
 // criShim says whether the nodes can run this kindlab as their CRI shim:
 // the checks `up` makes before creating anything (see crishim.CheckBinary).
-func criShim(ctx context.Context, bin string) Finding {
+func criShim(ctx context.Context, e *engine.Engine, bin string) Finding {
 	const affects = "image-volume, all-features: kindlab's CRI shim (spec.containerRuntime.imageVolumeReadOnlyShim) runs this binary in every node"
-	if ep, err := dockerhost.Resolve(); err == nil && ep.Remote() {
+	if ep := e.Endpoint(); ep.Remote() {
 		return Finding{Check: "cri-shim", Level: Fail, Detail: "the Docker engine at " + ep.String() + " is remote: the shim's files are mounted from this machine",
 			Affects: affects, Fix: "use a local engine, or a lab that includes the lab with containerRuntime.imageVolumeReadOnlyShim: false"}
 	}
-	arch, err := run(ctx, "docker", "info", "--format", "{{.Architecture}}")
+	info, err := dockerInfo(ctx, e)
+	arch := info.Architecture
 	if err != nil {
 		return Finding{Check: "cri-shim", Level: Warn, Detail: "cannot ask the engine its architecture: " + err.Error(), Affects: affects}
 	}
@@ -134,48 +149,44 @@ func Worst(fs []Finding) Level {
 	return worst
 }
 
-func run(ctx context.Context, name string, args ...string) (string, error) {
+// dockerInfo asks the engine about itself within 30 seconds; the error is
+// one line.
+func dockerInfo(ctx context.Context, e *engine.Engine) (system.Info, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	var out, errOut bytes.Buffer
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errOut.String())
-		if i := strings.IndexByte(msg, '\n'); i > 0 {
-			msg = msg[:i]
-		}
-		if msg == "" {
-			msg = err.Error()
-		}
-		return "", fmt.Errorf("%s", msg)
+	info, err := e.Client().Info(ctx)
+	if err != nil {
+		return info, errors.New(engine.FirstLine(err.Error()))
 	}
-	return strings.TrimSpace(out.String()), nil
+	return info, nil
 }
 
-func docker(ctx context.Context) (bool, string, []Finding) {
+// docker examines the engine: e is nil when opening it failed (openErr).
+// kind drives the docker CLI, so it must be on PATH even where the Engine
+// API answers.
+func docker(ctx context.Context, e *engine.Engine, openErr error) (bool, string, []Finding) {
 	const affects = "every lab"
 	if _, err := exec.LookPath("docker"); err != nil {
 		return false, "", []Finding{{Check: "docker", Level: Fail, Detail: "the docker CLI is not on PATH", Affects: affects,
 			Fix: "install Docker Engine (or Docker Desktop) and make sure `docker version` answers"}}
 	}
-	info, err := run(ctx, "docker", "info", "--format", "{{.ServerVersion}}|{{.CgroupVersion}}|{{.CgroupDriver}}|{{.DockerRootDir}}|{{.OperatingSystem}}")
+	if openErr != nil {
+		return false, "", []Finding{{Check: "docker", Level: Fail, Detail: "no Docker engine found: " + engine.FirstLine(openErr.Error()), Affects: affects,
+			Fix: "fix DOCKER_HOST or the docker context (`docker context ls`), or unset them to use the local engine"}}
+	}
+	info, err := dockerInfo(ctx, e)
 	if err != nil {
 		return false, "", []Finding{{Check: "docker", Level: Fail, Detail: "no Docker engine answers: " + err.Error(), Affects: affects,
 			Fix: "start the Docker daemon (`sudo systemctl start docker`), or point DOCKER_HOST at one"}}
 	}
-	parts := strings.Split(info, "|")
-	for len(parts) < 5 {
-		parts = append(parts, "")
-	}
-	fs := []Finding{{Check: "docker", Level: OK, Detail: fmt.Sprintf("Docker engine %s on %s", parts[0], parts[4])}}
-	cg := Finding{Check: "cgroups", Level: OK, Detail: fmt.Sprintf("cgroup v%s, driver %s", parts[1], parts[2])}
-	if parts[1] == "1" {
+	fs := []Finding{{Check: "docker", Level: OK, Detail: fmt.Sprintf("Docker engine %s on %s", info.ServerVersion, info.OperatingSystem)}}
+	cg := Finding{Check: "cgroups", Level: OK, Detail: fmt.Sprintf("cgroup v%s, driver %s", info.CgroupVersion, info.CgroupDriver)}
+	if info.CgroupVersion == "1" {
 		cg.Level = Warn
 		cg.Affects = "every lab (kind supports cgroup v1 less and less)"
 		cg.Fix = "boot with cgroup v2 (systemd.unified_cgroup_hierarchy=1) if clusters fail to start"
 	}
-	return true, parts[3], append(fs, cg)
+	return true, info.DockerRootDir, append(fs, cg)
 }
 
 var kernelVersion = regexp.MustCompile(`^(\d+)\.(\d+)`)
@@ -254,7 +265,7 @@ func ProcInt(path string) int {
 	return n
 }
 
-func port(ctx context.Context, p int, dockerOK bool) Finding {
+func port(ctx context.Context, e *engine.Engine, p int, dockerOK bool) Finding {
 	addr := fmt.Sprintf("127.0.0.1:%d", p)
 	l, err := net.Listen("tcp", addr)
 	if err == nil {
@@ -262,7 +273,7 @@ func port(ctx context.Context, p int, dockerOK bool) Finding {
 		return Finding{Check: "registry-port", Level: OK, Detail: addr + " is free for the local registry"}
 	}
 	if dockerOK {
-		owner, _ := run(ctx, "docker", "ps", "--filter", fmt.Sprintf("publish=%d", p), "--format", "{{.Names}}")
+		owner := publisher(ctx, e, p)
 		if owner == registry.ContainerName {
 			return Finding{Check: "registry-port", Level: OK, Detail: addr + " is the local registry, already running"}
 		}
@@ -275,6 +286,24 @@ func port(ctx context.Context, p int, dockerOK bool) Finding {
 	return Finding{Check: "registry-port", Level: Fail, Detail: addr + " is taken by another program",
 		Affects: "labs with a registry (image-volume, all-features)",
 		Fix:     fmt.Sprintf("free the port (`ss -ltnp 'sport = :%d'` shows who has it), or use --registry-port %d", p, p+1)}
+}
+
+// publisher names the running container(s) publishing port p, "" for none
+// (or when the engine cannot say): `docker ps --filter publish=P`.
+func publisher(ctx context.Context, e *engine.Engine, p int) string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cs, err := e.Client().ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("publish", strconv.Itoa(p)))})
+	if err != nil {
+		return ""
+	}
+	var names []string
+	for _, c := range cs {
+		if len(c.Names) > 0 {
+			names = append(names, strings.TrimPrefix(c.Names[0], "/"))
+		}
+	}
+	return strings.Join(names, "\n")
 }
 
 // A node image is about 1 GB and each node writes its own layer on top.
@@ -304,12 +333,12 @@ var containerdVersion = regexp.MustCompile(`v?(\d+)\.(\d+)\.(\d+)`)
 // RegistryWiring is doctor's registry-wiring finding for a node image the
 // engine already has, or nil when it has not (nothing is pulled): whether
 // the image's containerd reads the hosts.toml files kindlab writes. render
-// prints it as a warning.
-func RegistryWiring(ctx context.Context, image string) *Finding {
-	if _, err := run(ctx, "docker", "image", "inspect", image); err != nil {
+// prints it as a warning. It runs two short containers of the image on e.
+func RegistryWiring(ctx context.Context, e *engine.Engine, image string) *Finding {
+	if _, _, err := e.ImageID(ctx, image); err != nil {
 		return nil
 	}
-	for _, f := range nodeImage(ctx, image) {
+	for _, f := range nodeImage(ctx, e, image) {
 		if f.Check == "registry-wiring" {
 			return &f
 		}
@@ -317,14 +346,14 @@ func RegistryWiring(ctx context.Context, image string) *Finding {
 	return nil
 }
 
-func nodeImage(ctx context.Context, image string) []Finding {
-	if _, err := run(ctx, "docker", "image", "inspect", image); err != nil {
+func nodeImage(ctx context.Context, e *engine.Engine, image string) []Finding {
+	if _, _, err := e.ImageID(ctx, image); err != nil {
 		return []Finding{{Check: "node-image", Level: Warn, Detail: image + " is not in the Docker engine",
 			Affects: "every lab: `kindlab up` pulls it (about 1 GB) unless it is loaded from an offline kit",
 			Fix:     "docker pull " + image + " (or load the workshop's offline kit)"}}
 	}
 	fs := []Finding{{Check: "node-image", Level: OK, Detail: image + " is present"}}
-	out, err := run(ctx, "docker", "run", "--rm", "--entrypoint", "containerd", image, "--version")
+	out, err := e.RunOnce(ctx, image, "containerd", "--version")
 	if err != nil {
 		return append(fs, Finding{Check: "containerd", Level: Warn, Detail: "cannot read containerd's version in the node image: " + err.Error()})
 	}
@@ -334,7 +363,7 @@ func nodeImage(ctx context.Context, image string) []Finding {
 	}
 	major, _ := strconv.Atoi(m[1])
 	minor, _ := strconv.Atoi(m[2])
-	fs = append(fs, registryWiring(ctx, image, major))
+	fs = append(fs, registryWiring(ctx, e, image, major))
 	if major < 2 || (major == 2 && minor < 1) {
 		return append(fs, Finding{Check: "containerd", Level: Fail, Detail: "the node image has containerd " + m[0],
 			Affects: "image-volume, all-features: containerd before 2.1 cannot mount image volumes (pods fail with `failed to mkdir \"\"`)",
@@ -355,9 +384,9 @@ var configPath = regexp.MustCompile(`(?m)^\s*config_path\s*=\s*["']([^"']*)["']`
 // /etc/containerd/certs.d:/etc/docker/certs.d (containerd v2.2.0
 // internal/cri/config/config_unix.go). Node images with containerd 1.x
 // (kind before v0.27.0) and no config_path ignore them.
-func registryWiring(ctx context.Context, image string, containerdMajor int) Finding {
+func registryWiring(ctx context.Context, e *engine.Engine, image string, containerdMajor int) Finding {
 	const check = "registry-wiring"
-	toml, err := run(ctx, "docker", "run", "--rm", "--entrypoint", "cat", image, "/etc/containerd/config.toml")
+	toml, err := e.RunOnce(ctx, image, "cat", "/etc/containerd/config.toml")
 	if err != nil {
 		return Finding{Check: check, Level: Warn, Detail: "cannot read /etc/containerd/config.toml in the node image: " + err.Error()}
 	}

@@ -11,7 +11,19 @@ import (
 	"testing"
 
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/engine"
 )
+
+// openEngine opens the engine the environment names, as a command does.
+func openEngine(t *testing.T) *engine.Engine {
+	t.Helper()
+	e, err := engine.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
 
 func find(t *testing.T, fs []doctor.Finding, check string) doctor.Finding {
 	t.Helper()
@@ -192,6 +204,7 @@ func fakeNodeImage(t *testing.T, tag, version, configTOML string) string {
 func TestRegistryWiringFinding(t *testing.T) {
 	const v2Config = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.10\"\n"
 	const withPath = v2Config + "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"\n"
+	e := openEngine(t)
 	for _, tc := range []struct {
 		name, version, config string
 		want                  doctor.Level
@@ -210,13 +223,13 @@ func TestRegistryWiringFinding(t *testing.T) {
 				t.Errorf("no fix: %+v", f)
 			}
 			// render's warning is the same finding.
-			if r := doctor.RegistryWiring(context.Background(), img); r == nil || r.Level != tc.want {
+			if r := doctor.RegistryWiring(context.Background(), e, img); r == nil || r.Level != tc.want {
 				t.Errorf("RegistryWiring = %+v, want level %s", r, tc.want)
 			}
 		})
 	}
 	// An image the engine does not have: nothing is pulled, nothing said.
-	if r := doctor.RegistryWiring(context.Background(), "kindlab.invalid/none:v1"); r != nil {
+	if r := doctor.RegistryWiring(context.Background(), e, "kindlab.invalid/none:v1"); r != nil {
 		t.Errorf("a missing image gave %+v", r)
 	}
 }

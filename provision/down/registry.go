@@ -21,17 +21,13 @@ func ReleaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string
 	if err != nil || n > 0 {
 		return "", err
 	}
-	st, err := registry.Inspect(ctx, registry.Options{HostPort: port})
+	d := p.Engine().Client()
+	st, err := registry.Inspect(ctx, registry.Options{HostPort: port, Docker: d})
 	if err != nil || st.Absent() {
 		return "", err
 	}
 	// A loaded kit's images cannot be pushed again from lab files: the
 	// next up of the lab needs them, so only the container goes.
-	d, err := registry.NewDockerClient()
-	if err != nil {
-		return "", err
-	}
-	defer d.Close()
 	keep := registry.HoldsKits(ctx, registry.Options{Docker: d}, d)
 	if err := registry.Remove(ctx, registry.Options{HostPort: port, Docker: d}, registry.RemoveOptions{DeleteData: !keep}); err != nil {
 		return "", err

@@ -154,14 +154,10 @@ type member struct {
 // Up creates (or converges) every cluster of the fleet. Errors about the
 // request come back as *InputError before anything exists; once clusters
 // are being made the result lists each, and the error names those that failed.
-func Up(ctx context.Context, opts Options) (*Result, error) {
+func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error) {
 	start := time.Now()
 	if opts.Count < 1 {
 		return nil, &InputError{"--count", fmt.Sprintf("%d is not a number of clusters (valid: 1 or more)", opts.Count)}
-	}
-	p, err := cluster.NewProvider(ctx, nil)
-	if err != nil {
-		return nil, err
 	}
 	names := Members(opts.Name, opts.Count)
 	// The longest name fails first if any does.
@@ -203,7 +199,7 @@ func Up(ctx context.Context, opts Options) (*Result, error) {
 	}
 	host := opts.Host
 	if host == nil {
-		h := MeasureHost(ctx)
+		h := MeasureHost(ctx, p.Engine())
 		host = &h
 	}
 	limit := host.MaxClusters(shapeOf(first))
@@ -241,7 +237,7 @@ func Up(ctx context.Context, opts Options) (*Result, error) {
 	var regPort int
 	if reg := ms[0].plan.Registry; reg != nil {
 		regPort = reg.HostPort
-		if _, err := registry.Ensure(ctx, registry.Options{HostPort: reg.HostPort, Image: opts.RegistryImage}); err != nil {
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: reg.HostPort, Image: opts.RegistryImage, Docker: p.Engine().Client()}); err != nil {
 			return nil, err
 		}
 	}
@@ -264,7 +260,7 @@ func Up(ctx context.Context, opts Options) (*Result, error) {
 				m.Result, m.Error = ResultNotStarted, context.Cause(ctx).Error()
 				return
 			}
-			bringUp(ctx, opts, m, out.prefixed(m.Cluster), &kubeconfigMu)
+			bringUp(ctx, p, opts, m, out.prefixed(m.Cluster), &kubeconfigMu)
 		}()
 	}
 	wg.Wait()
@@ -383,17 +379,14 @@ func kubeconfigFile(dir, cluster string) string {
 }
 
 // bringUp runs one cluster's `up` and records the outcome in m.
-func bringUp(ctx context.Context, opts Options, m *member, status io.Writer, kubeconfigMu *sync.Mutex) {
+func bringUp(ctx context.Context, fleetP *cluster.Provider, opts Options, m *member, status io.Writer, kubeconfigMu *sync.Mutex) {
 	began := time.Now()
 	defer func() { m.Duration = time.Since(began) }()
 	fail := func(err error) {
 		m.Result, m.Error = ResultFailed, reason(err)
 	}
-	p, err := cluster.NewProvider(ctx, newKindLogger(status))
-	if err != nil {
-		fail(err)
-		return
-	}
+	// kind's progress for this member goes to its own prefixed stream.
+	p := fleetP.WithLogger(newKindLogger(status))
 	res, err := up.Run(ctx, p, up.Options{
 		Plan:       m.plan,
 		Store:      opts.Store,
@@ -424,7 +417,7 @@ func bringUp(ctx context.Context, opts Options, m *member, status io.Writer, kub
 	if check.AnyFailed(res.Checks) {
 		m.Result = ResultCheckFailed
 	}
-	if err := publishKubeconfig(opts, m, kubeconfigMu); err != nil {
+	if err := publishKubeconfig(p.Engine().Kind(), opts, m, kubeconfigMu); err != nil {
 		fail(fmt.Errorf("the cluster is up but its kubeconfig is not: %w", err))
 		return
 	}
@@ -449,8 +442,7 @@ func cleanUp(ctx context.Context, opts Options, m *member, p *cluster.Provider, 
 // publishKubeconfig makes sure the context is where the user will look:
 // the per-cluster file, or merged into the default kubeconfig (one cluster
 // at a time: kind's kubeconfig lock fails instead of waiting).
-func publishKubeconfig(opts Options, m *member, mu *sync.Mutex) error {
-	kp := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
+func publishKubeconfig(kp *kindcluster.Provider, opts Options, m *member, mu *sync.Mutex) error {
 	mu.Lock()
 	defer mu.Unlock()
 	path := m.Kubeconfig

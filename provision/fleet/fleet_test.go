@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	kindexec "sigs.k8s.io/kind/pkg/exec"
+
+	"github.com/kindlab/kindlab/provision/engine"
 )
 
 func TestMembers(t *testing.T) {
@@ -68,7 +70,12 @@ func TestParallel(t *testing.T) {
 
 // This machine's own numbers are readable (Linux /proc).
 func TestMeasureHost(t *testing.T) {
-	h := MeasureHost(context.Background())
+	e, err := engine.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	h := MeasureHost(context.Background(), e)
 	if h.CPUs < 1 || h.MemAvailable <= 0 || h.InotifyInstances <= 0 {
 		t.Errorf("host not measured: %+v", h)
 	}

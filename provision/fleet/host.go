@@ -5,13 +5,13 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/engine"
 )
 
 // What one kind node of Kubernetes 1.31 takes from the host, measured on
@@ -67,13 +67,13 @@ type Host struct {
 }
 
 // MeasureHost reads the limits and what is in use now.
-func MeasureHost(ctx context.Context) Host {
+func MeasureHost(ctx context.Context, e *engine.Engine) Host {
 	h := Host{
 		CPUs:             runtime.NumCPU(),
 		MemAvailable:     memAvailable(),
 		InotifyInstances: doctor.ProcInt("/proc/sys/fs/inotify/max_user_instances"),
 		InotifyWatches:   doctor.ProcInt("/proc/sys/fs/inotify/max_user_watches"),
-		NodesRunning:     kindNodes(ctx),
+		NodesRunning:     kindNodes(ctx, e),
 	}
 	// Another user's descriptors are only readable by root; elsewhere the
 	// running nodes are the best estimate of root's use.
@@ -200,13 +200,17 @@ func rootOwned(proc string) bool {
 }
 
 // kindNodes counts kind node containers, running or not (a stopped node
-// starts again with the engine).
-func kindNodes(ctx context.Context) int {
-	out, err := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label=io.x-k8s.kind.role").Output()
+// starts again with the engine); 0 when the engine cannot say (or there is
+// none: nil e).
+func kindNodes(ctx context.Context, e *engine.Engine) int {
+	if e == nil {
+		return 0
+	}
+	cs, err := e.KindNodeContainers(ctx)
 	if err != nil {
 		return 0
 	}
-	return len(strings.Fields(string(out)))
+	return len(cs)
 }
 
 // BaseShape is the base lab's layout (one control plane, two workers), for

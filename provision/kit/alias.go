@@ -68,7 +68,8 @@ func saveAlias(ctx context.Context, store state.Store, a Alias) error {
 
 // LocalImage is what to give the Docker engine for ref: ref itself when
 // the engine knows it (or has no alias for it), else the tag a kit loaded
-// it under, if that tag still is the image the kit verified.
+// it under, if that tag still is the image the kit verified. With a nil d
+// (no engine to ask) it is ref.
 func LocalImage(ctx context.Context, d registry.Docker, store state.Store, ref string) string {
 	aliases, err := loadAliases(store)
 	if err != nil {
@@ -79,12 +80,7 @@ func LocalImage(ctx context.Context, d registry.Docker, store state.Store, ref s
 		return ref
 	}
 	if d == nil {
-		c, err := registry.NewDockerClient()
-		if err != nil {
-			return ref
-		}
-		defer c.Close()
-		d = c
+		return ref // no engine to ask
 	}
 	if _, err := d.ImageInspect(ctx, ref); err == nil {
 		return ref

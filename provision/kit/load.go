@@ -24,7 +24,7 @@ type LoadOptions struct {
 	// Registry is the registry to start and fill (its Image comes from
 	// the kit).
 	Registry registry.Options
-	// Docker defaults to registry.NewDockerClient.
+	// Docker is the engine (the command's engine.Engine client); required.
 	Docker Docker
 	// Store keeps the aliases of images loaded into Docker.
 	Store    state.Store
@@ -107,12 +107,7 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 		return nil, kitErr(opts.File, "holds lab %q, not %q: make one with `kindlab kit save %s`", man.Lab, opts.Lab, opts.Lab)
 	}
 	if opts.Docker == nil {
-		c, err := registry.NewDockerClient()
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		opts.Docker = c
+		return nil, errors.New("kit load: no Docker engine given (LoadOptions.Docker is nil)")
 	}
 	engine, err := enginePlatform(ctx, opts.Docker)
 	if err != nil {

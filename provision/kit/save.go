@@ -34,7 +34,7 @@ type SaveOptions struct {
 	Platforms []v1.Platform
 	// Output is the kit file.
 	Output string
-	// Docker defaults to registry.NewDockerClient.
+	// Docker is the engine (the command's engine.Engine client); required.
 	Docker Docker
 	// CacheDir defaults to CacheDir().
 	CacheDir string
@@ -67,11 +67,7 @@ func Save(ctx context.Context, opts SaveOptions) (*SaveResult, error) {
 		return nil, errors.New("kit save: a lab and an output file are required")
 	}
 	if opts.Docker == nil {
-		c, err := registry.NewDockerClient()
-		if err != nil {
-			return nil, err
-		}
-		opts.Docker = c
+		return nil, errors.New("kit save: no Docker engine given (SaveOptions.Docker is nil)")
 	}
 	if opts.CacheDir == "" {
 		d, err := CacheDir()

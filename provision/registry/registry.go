@@ -35,7 +35,7 @@ import (
 	"github.com/docker/go-connections/nat"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
 )
@@ -79,21 +79,9 @@ type Docker interface {
 	DaemonHost() string
 }
 
-// NewDockerClient connects to the engine the docker CLI (and so kind)
-// uses: DOCKER_HOST (unix://, tcp:// with DOCKER_CERT_PATH, ssh://), else
-// the docker context, negotiating the API version so engines as old as
-// API 1.41 (dockerd 20.10) work. See package dockerhost.
-func NewDockerClient() (*client.Client, error) {
-	c, _, err := dockerhost.NewClient()
-	if err != nil {
-		return nil, fmt.Errorf("docker client: %w", err)
-	}
-	return c, nil
-}
-
 // Options say which registry to run. The zero value is the shared one.
 type Options struct {
-	// Docker is the engine; nil connects with NewDockerClient.
+	// Docker is the engine: the command's engine.Engine client (required).
 	Docker Docker
 	// Image defaults to DefaultImage. Offline, build one with the
 	// offlineimage package and name its tag here.
@@ -136,11 +124,9 @@ func (o Options) withDefaults() (Options, error) {
 		o.ReadyTimeout = 30 * time.Second
 	}
 	if o.Docker == nil {
-		c, err := NewDockerClient()
-		if err != nil {
-			return o, err
-		}
-		o.Docker = c
+		// Every caller holds the command's engine (package engine): a
+		// client made here would be a second one, never closed.
+		return o, errors.New("registry: no Docker engine given (Options.Docker is nil)")
 	}
 	return o, nil
 }
@@ -570,6 +556,13 @@ func Remove(ctx context.Context, opts Options, ro RemoveOptions) error {
 // masquerading, the default bridge's MTU, and an IPv6 ULA subnet derived
 // from the name, falling back to IPv4 only where IPv6 is unavailable. A
 // network kind later finds is then one it would have made.
+//
+// Why a copy: kind exposes no network API (its ensureNetwork and
+// generateULASubnetFromName live under pkg/cluster/internal, which Go
+// forbids importing, and they shell out to the docker CLI), and kind makes
+// the network only while creating a cluster, whereas the registry must
+// join it before (or without) one. It talks to the engine only through
+// the Docker interface, i.e. the command's engine.Engine client.
 func ensureNetwork(ctx context.Context, d Docker, name string) error {
 	if err := createNetwork(ctx, d, name); err != nil {
 		return err
@@ -699,7 +692,7 @@ func ulaSubnet(name string, attempt int32) string {
 }
 
 // kindClusterLabel is the label kind puts on its node containers.
-const kindClusterLabel = "io.x-k8s.kind.cluster"
+const kindClusterLabel = engine.KindClusterLabel
 
 // KindClusters lists the kind clusters with running nodes, so a caller can
 // avoid removing the registry under them.

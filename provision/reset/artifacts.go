@@ -18,7 +18,7 @@ import (
 // skips the manifest only when the tag already has its digest); the tag is
 // read before, to say what was put back, and after, to prove it.
 func pushArtifacts(ctx context.Context, opts Options) ([]Artifact, error) {
-	if _, err := registry.Ensure(ctx, registry.Options{HostPort: opts.RegistryPort, Image: opts.RegistryImage}); err != nil {
+	if _, err := registry.Ensure(ctx, registry.Options{HostPort: opts.RegistryPort, Image: opts.RegistryImage, Docker: opts.Docker}); err != nil {
 		return nil, err
 	}
 	before := map[string]string{}

@@ -57,6 +57,7 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/progress"
+	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/workload"
 )
 
@@ -70,6 +71,9 @@ type Options struct {
 	RegistryPort int
 	// RegistryImage starts the registry should it have been removed.
 	RegistryImage string
+	// Docker is the engine the registry runs on (the command's
+	// engine.Engine client); required when RegistryPort is not 0.
+	Docker registry.Docker
 	// Full deletes and recreates every object of the lab's namespaces,
 	// changed or not.
 	Full bool

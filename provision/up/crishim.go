@@ -16,10 +16,9 @@ import (
 
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/crishim"
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/internal/text"
 	"github.com/kindlab/kindlab/provision/progress"
-	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -28,22 +27,17 @@ import (
 // not run: the binary must be a static Linux executable for the engine's
 // architecture, and the engine must see this machine's files (the binary
 // and the unit reach the nodes as bind mounts).
-func checkCRIShim(ctx context.Context, plan *render.Plan) error {
+func checkCRIShim(ctx context.Context, e *engine.Engine, plan *render.Plan) error {
 	c := plan.CRIShim
 	if c == nil {
 		return nil
 	}
-	if ep, err := dockerhost.Resolve(); err == nil && ep.Remote() {
+	if ep := e.Endpoint(); ep.Remote() {
 		return fmt.Errorf("spec.containerRuntime.imageVolumeReadOnlyShim: the CRI shim's binary and unit files are mounted into the nodes "+
 			"from this machine, and the Docker engine at %s is remote: its nodes cannot see them (not supported yet); "+
 			"use a local engine, or a lab that includes this one with imageVolumeReadOnlyShim: false", ep)
 	}
-	d, err := registry.NewDockerClient()
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	info, err := d.Info(ctx)
+	info, err := e.Client().Info(ctx)
 	if err != nil {
 		return fmt.Errorf("ask the Docker engine its architecture (for the CRI shim binary): %w", err)
 	}
@@ -198,7 +192,7 @@ func watchCRIShim(ctx context.Context, p *cluster.Provider, name, logDir string)
 				w.mu.Lock()
 				w.err = serr
 				w.mu.Unlock()
-				killNode(n.String())
+				killNode(p.Engine(), n.String())
 				return
 			}
 		}
@@ -217,12 +211,8 @@ func (w *shimWatch) stop() error {
 
 // killNode stops a node container so that kind's create, waiting on it,
 // fails now; the failed up then removes the cluster as usual.
-func killNode(name string) {
-	d, err := registry.NewDockerClient()
-	if err != nil {
-		return
-	}
-	defer d.Close()
+func killNode(e *engine.Engine, name string) {
+	d := e.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_ = d.ContainerKill(ctx, name, "KILL")

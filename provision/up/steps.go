@@ -8,7 +8,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/artifact"
 	"github.com/kindlab/kindlab/provision/cluster"
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
@@ -40,7 +40,7 @@ func registryStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st 
 	for _, im := range plan.Images {
 		refs = append(refs, im.Reference)
 	}
-	ro := registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}
+	ro := registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: h.Engine().Client()}
 	if _, err := registry.Up(ctx, ro, ns, cs, registry.MirrorHosts(refs)); err != nil {
 		st.Fail()
 		return err
@@ -50,12 +50,12 @@ func registryStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st 
 }
 
 // artifactsStep builds each artifact and pushes what the registry lacks.
-func artifactsStep(ctx context.Context, _ *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error {
+func artifactsStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error {
 	if len(plan.Resolved.Artifacts) == 0 {
 		return nil
 	}
 	st.Start("Pushing %d artifact(s) 📦", len(plan.Resolved.Artifacts))
-	res, err := pushArtifacts(ctx, plan, opts)
+	res, err := pushArtifacts(ctx, h.Engine(), plan, opts)
 	if err != nil {
 		st.Fail()
 		return err
@@ -90,15 +90,11 @@ func workloadsStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st
 // pushArtifacts pushes over HTTP to the registry's port on this machine,
 // or, when the engine is remote (its published ports are on its own
 // loopback), writes them into the registry through the Engine API.
-func pushArtifacts(ctx context.Context, plan *render.Plan, opts Options) ([]artifact.LabResult, error) {
-	if ep, err := dockerhost.Resolve(); err != nil || !ep.Remote() {
+func pushArtifacts(ctx context.Context, e *engine.Engine, plan *render.Plan, opts Options) ([]artifact.LabResult, error) {
+	if !e.Endpoint().Remote() {
 		return artifact.PushLab(ctx, plan.Resolved.Artifacts, plan.Registry.HostPort, nil)
 	}
-	c, err := registry.NewDockerClient()
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
+	c := e.Client()
 	return artifact.ImportLab(ctx, plan.Resolved.Artifacts,
 		registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: c}, c)
 }

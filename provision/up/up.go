@@ -73,7 +73,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	if opts.RegistryImage == "" {
 		opts.RegistryImage = registry.DefaultImage
 	}
-	opts.RegistryImage = kit.LocalImage(ctx, nil, opts.Store, opts.RegistryImage)
+	opts.RegistryImage = kit.LocalImage(ctx, p.Engine().Client(), opts.Store, opts.RegistryImage)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
@@ -100,7 +100,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		}
 	} else {
 		// Refused before anything exists: nothing to clean up.
-		if err := checkCRIShim(ctx, plan); err != nil {
+		if err := checkCRIShim(ctx, p.Engine(), plan); err != nil {
 			return nil, err
 		}
 		// From here on a failure must not leave a half-made lab behind: take
@@ -214,7 +214,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	}
 	if plan.Registry != nil {
 		st.Start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
-		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage}); err != nil {
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: p.Engine().Client()}); err != nil {
 			st.Fail()
 			return err
 		}
@@ -223,7 +223,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		// containerd would send pulls from the local registry and its
 		// caches to the proxy too: those names join the NO_PROXY kind
 		// extends (it reads this process's).
-		caches, err := registry.Proxies(ctx, registry.Options{})
+		caches, err := registry.Proxies(ctx, registry.Options{Docker: p.Engine().Client()})
 		if err != nil {
 			return err
 		}
@@ -243,7 +243,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	// only (a load records no digest); kind gets that tag, the record keeps
 	// the pin. Each node on its own image: a lab may give nodes their own.
 	for _, pinned := range plan.NodeImages() {
-		if local := kit.LocalImage(ctx, nil, opts.Store, pinned); local != pinned {
+		if local := kit.LocalImage(ctx, p.Engine().Client(), opts.Store, pinned); local != pinned {
 			for i := range plan.Config.Nodes {
 				if plan.Config.Nodes[i].Image == pinned {
 					plan.Config.Nodes[i].Image = local

@@ -25,7 +25,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/status"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/up"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/validate"
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 )
 
 // Version is set at build time with -ldflags "-X github.com/kindlab/kindlab/cmd/kindlab/app.Version=…".
@@ -75,7 +75,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 				return nil
 			}
 		}
-		if err := dockerhost.CheckProvider(); err != nil {
+		if err := engine.CheckProvider(); err != nil {
 			return cli.WithCode(cli.ExitUsage, err)
 		}
 		return nil

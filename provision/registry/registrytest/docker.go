@@ -23,20 +23,28 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
 )
 
-// Docker returns a client for the engine the environment names, after
+// Docker returns the client of the engine the environment names, after
 // waiting up to a minute for it to answer (CI starts it concurrently).
 func Docker(t testing.TB) *client.Client {
 	t.Helper()
+	return Engine(t).Client()
+}
+
+// Engine opens the engine the environment names, as a command does, after
+// waiting up to a minute for it to answer; it is closed when the test ends.
+func Engine(t testing.TB) *engine.Engine {
+	t.Helper()
 	// The engine kindlab itself would use: DOCKER_HOST, else the docker context.
-	c, _, err := dockerhost.NewClient()
+	e, err := engine.Open(context.Background())
 	if err != nil {
 		SkipOrFail(t, "docker client: "+err.Error())
 	}
+	c := e.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for {
@@ -46,14 +54,14 @@ func Docker(t testing.TB) *client.Client {
 		}
 		select {
 		case <-ctx.Done():
-			c.Close()
+			e.Close()
 			SkipOrFail(t, "no Docker engine answers at "+c.DaemonHost()+": "+err.Error())
 		case <-time.After(time.Second):
 		}
 	}
 	sweepStale(ctx, c)
-	t.Cleanup(func() { c.Close() })
-	return c
+	t.Cleanup(func() { e.Close() })
+	return e
 }
 
 // RegistryImage loads the offline registry image and returns its tag.

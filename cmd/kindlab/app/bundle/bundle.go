@@ -20,7 +20,6 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/bundle"
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -132,7 +131,7 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := cluster.NewProvider(ctx, nil)
+			p, err := cli.Provider(ctx, nil)
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
@@ -145,7 +144,8 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 				Plan:        plan,
 				Config:      h.RESTConfig,
 				Nodes:       h,
-				CollectLogs: bundle.KindLogs(clusterName),
+				Engine:      p.Engine(),
+				CollectLogs: bundle.KindLogs(p.Engine(), clusterName),
 				Versions:    versions(version),
 				Store:       store,
 				Status:      s.ErrOut,
@@ -248,7 +248,7 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 			}
 			opts.Versions = versions(version)
 			opts.Status = s.ErrOut
-			p, err := cluster.NewProvider(ctx, kindcmd.NewLogger())
+			p, err := cli.Provider(ctx, kindcmd.NewLogger())
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
@@ -64,7 +63,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if name == "" {
 				name = r.Name
 			}
-			h, err := cluster.Connect(cmd.Context(), name)
+			p, err := cli.Provider(cmd.Context(), nil)
+			if err != nil {
+				return err
+			}
+			h, err := p.Connect(name)
 			if err != nil {
 				return err
 			}

@@ -85,7 +85,9 @@ func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string)
 	cmd.SetOut(s.Out)
 	cmd.SetErr(s.ErrOut)
 	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	ctx, closeEngine := withEngineScope(ctx)
 	err := cmd.ExecuteContext(ctx)
+	closeEngine()
 	// cobra reports a mistyped verb as a plain error; it is a usage error.
 	if err != nil && strings.HasPrefix(err.Error(), "unknown command ") {
 		err = WithCode(ExitUsage, err)

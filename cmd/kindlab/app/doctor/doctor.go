@@ -77,8 +77,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			// The same measure and limit as `up --count`, so doctor's advice
 			// and up's refusal agree.
+			// The command's engine; when none can be found doctor says so
+			// itself (opening it again, as a finding).
+			if e, err := cli.Engine(cmd.Context()); err == nil {
+				opts.Engine = e
+			}
 			opts.Capacity = func(ctx context.Context, n int) doctor.Finding {
-				return fleet.MeasureHost(ctx).CapacityFinding(shape, n)
+				return fleet.MeasureHost(ctx, opts.Engine).CapacityFinding(shape, n)
 			}
 			findings := doctor.Run(cmd.Context(), opts)
 			if out.JSON() {

@@ -9,7 +9,6 @@ import (
 	kindcmd "sigs.k8s.io/kind/pkg/cmd"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
-	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
 	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/state"
@@ -54,7 +53,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := cluster.NewProvider(cmd.Context(), kindcmd.NewLogger())
+			p, err := cli.Provider(cmd.Context(), kindcmd.NewLogger())
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}

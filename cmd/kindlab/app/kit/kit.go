@@ -67,13 +67,17 @@ func newSave(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return cli.Usagef("%v", err)
 			}
-			plan, store, err := f.Plan(args[0])
+			plan, store, err := f.Plan(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			e, err := cli.Engine(cmd.Context())
 			if err != nil {
 				return err
 			}
 			start := time.Now()
 			res, err := kit.Save(cmd.Context(), kit.SaveOptions{
-				Plan: plan, RegistryImage: f.regImage, Platforms: platforms, Output: f.output, Store: &store,
+				Plan: plan, RegistryImage: f.regImage, Platforms: platforms, Output: f.output, Store: &store, Docker: e.Client(),
 				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
 			})
 			if err != nil {
@@ -128,9 +132,13 @@ func newLoad(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			e, err := cli.Engine(cmd.Context())
+			if err != nil {
+				return err
+			}
 			start := time.Now()
 			res, err := kit.Load(cmd.Context(), kit.LoadOptions{
-				File: args[0], Lab: f.lab, Store: store,
+				File: args[0], Lab: f.lab, Store: store, Docker: e.Client(),
 				Registry: registry.Options{HostPort: f.port},
 				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
 			})

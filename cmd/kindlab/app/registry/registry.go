@@ -45,8 +45,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 // tests name their own with the hidden --name and --network.
 type target struct{ name, network string }
 
-func (t *target) options() (registry.Options, error) {
-	d, err := docker()
+func (t *target) options(ctx context.Context) (registry.Options, error) {
+	d, err := docker(ctx)
 	if err != nil {
 		return registry.Options{}, err
 	}
@@ -62,7 +62,7 @@ func newStatusCommand(s *cli.Streams, t *target) *cobra.Command {
   kindlab registry status -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			o, err := t.options()
+			o, err := t.options(c.Context())
 			if err != nil {
 				return err
 			}
@@ -145,7 +145,7 @@ func newUpCommand(s *cli.Streams, t *target) *cobra.Command {
 			if err := cli.CheckPort("--registry-port", f.port); err != nil {
 				return err
 			}
-			o, err := t.options()
+			o, err := t.options(c.Context())
 			if err != nil {
 				return err
 			}
@@ -219,7 +219,7 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
   kindlab registry down --delete-data --force`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			o, err := t.options()
+			o, err := t.options(c.Context())
 			if err != nil {
 				return err
 			}
@@ -276,7 +276,7 @@ func newBuildImageCommand(s *cli.Streams) *cobra.Command {
   kindlab registry up --registry-image ` + offlineimage.Tag,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			d, err := docker()
+			d, err := docker(c.Context())
 			if err != nil {
 				return err
 			}
@@ -293,12 +293,13 @@ func newBuildImageCommand(s *cli.Streams) *cobra.Command {
 	return cmd
 }
 
-func docker() (*client.Client, error) {
-	d, err := registry.NewDockerClient()
+// docker is the command's engine client; no engine found is exit 4.
+func docker(ctx context.Context) (*client.Client, error) {
+	e, err := cli.Engine(ctx)
 	if err != nil {
 		return nil, cli.WithCode(cli.ExitNoDocker, err)
 	}
-	return d, nil
+	return e.Client(), nil
 }
 
 // dockerErr gives an unreachable engine its own exit code.

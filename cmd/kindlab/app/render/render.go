@@ -2,6 +2,7 @@
 package render
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +13,6 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/dockerhost"
 	"github.com/kindlab/kindlab/provision/doctor"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
@@ -48,7 +48,7 @@ func (f *Flags) AddFlags(cmd *cobra.Command) {
 }
 
 // Plan resolves the lab an argument names and renders it.
-func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
+func (f *Flags) Plan(ctx context.Context, arg string) (*render.Plan, state.Store, error) {
 	c, name, err := f.Labs.LabArg(arg)
 	if err != nil {
 		return nil, state.Store{}, err
@@ -77,7 +77,7 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 	if cluster == "" {
 		cluster = r.Name
 	}
-	apiAddr, err := f.apiServerAddress()
+	apiAddr, err := f.apiServerAddress(ctx)
 	if err != nil {
 		return nil, state.Store{}, err
 	}
@@ -99,17 +99,18 @@ func (f *Flags) Plan(arg string) (*render.Plan, state.Store, error) {
 // its host's IP: kind publishes the API server on the engine's host, and
 // that host's 127.0.0.1 is not this machine's. Resolving reads only the
 // environment and the docker config (and asks ssh and DNS for the host's
-// address), so render still needs no engine; an endpoint that cannot be
-// resolved is left for the engine connection to report.
-func (f *Flags) apiServerAddress() (string, error) {
+// address), so render still needs no engine: the command's engine is
+// opened (resolved, not contacted) and its endpoint used; one that cannot
+// be resolved is left for the engine connection to report.
+func (f *Flags) apiServerAddress(ctx context.Context) (string, error) {
 	if f.APIServerAddress != "" {
 		return f.APIServerAddress, nil
 	}
-	ep, err := dockerhost.Resolve()
-	if err != nil || !ep.Remote() {
+	e, err := cli.Engine(ctx)
+	if err != nil || !e.Endpoint().Remote() {
 		return "", nil
 	}
-	ip, err := ep.HostIP()
+	ip, err := e.HostIP()
 	if err != nil {
 		return "", fmt.Errorf("the Docker engine is remote, so the API server must be published on its address: %v (pass --api-server-address IP)", err)
 	}
@@ -133,7 +134,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Example: "  kindlab render all-features\n  kindlab render image-volume -o json\n  kindlab render nftables -o kind | kind create cluster --config -",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			plan, _, err := f.Plan(args[0])
+			plan, _, err := f.Plan(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -141,8 +142,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			// registry wiring; say so when the engine has the image (render
 			// pulls nothing and needs no engine otherwise).
 			if plan.Registry != nil {
-				if f := doctor.RegistryWiring(cmd.Context(), plan.NodeImage); f != nil && f.Level == doctor.Warn {
-					fmt.Fprintf(s.ErrOut, "warning: %s: %s; fix: %s\n", f.Detail, f.Affects, f.Fix)
+				if e, err := cli.Engine(cmd.Context()); err == nil {
+					if f := doctor.RegistryWiring(cmd.Context(), e, plan.NodeImage); f != nil && f.Level == doctor.Warn {
+						fmt.Fprintf(s.ErrOut, "warning: %s: %s; fix: %s\n", f.Detail, f.Affects, f.Fix)
+					}
 				}
 			}
 			switch out.Format {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/reset"
@@ -84,7 +83,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err := r.OverrideImages(rec.ImageOverrides); err != nil {
 				return err
 			}
-			p, err := cluster.NewProvider(cmd.Context(), nil)
+			p, err := cli.Provider(cmd.Context(), nil)
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
@@ -106,6 +105,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				Lab:           r,
 				RegistryPort:  port,
 				RegistryImage: regImage,
+				Docker:        p.Engine().Client(),
 				Full:          full,
 				SkipChecks:    skipChecks,
 				Timeout:       timeout,

@@ -59,7 +59,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			var p *cluster.Provider
 			var running []string
 			if len(recs) > 0 {
-				if p, err = cluster.NewProvider(cmd.Context(), nil); err != nil {
+				if p, err = cli.Provider(cmd.Context(), nil); err != nil {
 					return cli.WithCode(cli.ExitNoDocker, err)
 				}
 				if running, err = p.List(); err != nil {

@@ -64,13 +64,12 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if f.kubeconfigDir != "" {
 				return cli.Usagef("--kubeconfig-dir: only with --count (for one cluster, use --kubeconfig FILE)")
 			}
-			plan, store, err := f.Plan(args[0])
+			plan, store, err := f.Plan(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			logger := kindcmd.NewLogger()
-			p, err := cluster.NewProvider(ctx, logger)
+			p, err := cli.Provider(ctx, kindcmd.NewLogger())
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
@@ -137,20 +136,24 @@ func (f *flags) runFleet(cmd *cobra.Command, s *cli.Streams, arg string) error {
 		name = labName
 	}
 	// The first render reports a bad lab or flag as a single up would.
-	if _, _, err := f.Plan(arg); err != nil {
+	if _, _, err := f.Plan(cmd.Context(), arg); err != nil {
 		return err
 	}
 	store, err := state.Default()
 	if err != nil {
 		return err
 	}
-	res, err := fleet.Up(cmd.Context(), fleet.Options{
+	p, err := cli.Provider(cmd.Context(), nil)
+	if err != nil {
+		return cli.WithCode(cli.ExitNoDocker, err)
+	}
+	res, err := fleet.Up(cmd.Context(), p, fleet.Options{
 		Name:  name,
 		Count: f.count,
 		Render: func(cluster string) (*render.Plan, error) {
 			g := f.Flags
 			g.Name = cluster
-			plan, _, err := g.Plan(arg)
+			plan, _, err := g.Plan(cmd.Context(), arg)
 			return plan, err
 		},
 		Store:         store,

@@ -1,4 +1,4 @@
-package dockerhost
+package engine
 
 import (
 	"bufio"

@@ -1,4 +1,4 @@
-package dockerhost_test
+package engine_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 
 	"github.com/docker/docker/client"
 
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/registrytest"
 )
@@ -90,8 +90,8 @@ LogLevel ERROR
 	}
 	port := registrytest.FreePort(t)
 	// Logs to a file: a pipe would be held open by the per-connection
-	// sshd processes that idle clients (registry.Options with a nil Docker
-	// makes its own) keep alive, and Wait would wait for them.
+	// sshd processes that idle clients keep alive, and Wait would wait
+	// for them.
 	logFile := filepath.Join(dir, "sshd.log")
 	cmd := exec.Command(sshd, "-D", "-E", logFile, "-f", filepath.Join(dir, "sshd_config"), "-p", strconv.Itoa(port))
 	if err := cmd.Start(); err != nil {
@@ -125,20 +125,20 @@ LogLevel ERROR
 // removed over it.
 func TestSSHEngine(t *testing.T) {
 	e := startSSHEngine(t)
-	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
+	t.Setenv(engine.SSHOptsEnv, e.Opts)
 	t.Setenv("DOCKER_CONTEXT", "")
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
 	t.Setenv("DOCKER_HOST", e.URL)
 
-	c, ep, err := dockerhost.NewClient()
+	c, ep, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if ep.Source != dockerhost.SourceEnv || !ep.Remote() || ep.Hostname() != "127.0.0.1" {
+	if ep.Source != engine.SourceEnv || !ep.Remote() || ep.Hostname() != "127.0.0.1" {
 		t.Errorf("endpoint %+v: want remote 127.0.0.1 from DOCKER_HOST", ep)
 	}
-	if !dockerhost.IsRemote(c.DaemonHost()) {
+	if !engine.IsRemote(c.DaemonHost()) {
 		t.Errorf("DaemonHost %s counts as local", c.DaemonHost())
 	}
 	pingAndInfo(t, c, e)
@@ -147,18 +147,18 @@ func TestSSHEngine(t *testing.T) {
 
 // TestSSHContext reaches the same engine through a docker context whose
 // endpoint is the ssh URL, as `docker context use` leaves it, and runs the
-// registry through registry.NewDockerClient (Options.Docker nil).
+// registry through a second engine opened from that context.
 func TestSSHContext(t *testing.T) {
 	e := startSSHEngine(t)
 	cfg := t.TempDir()
 	writeContext(t, cfg, "kindlab-ssh-test", e.URL, false)
 	writeCurrent(t, cfg, "kindlab-ssh-test")
-	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
+	t.Setenv(engine.SSHOptsEnv, e.Opts)
 	t.Setenv("DOCKER_HOST", "")
 	t.Setenv("DOCKER_CONTEXT", "")
 	t.Setenv("DOCKER_CONFIG", cfg)
 
-	c, ep, err := dockerhost.NewClient()
+	c, ep, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,22 +167,21 @@ func TestSSHContext(t *testing.T) {
 		t.Errorf("endpoint %+v: want the context's ssh URL", ep)
 	}
 	pingAndInfo(t, c, e)
-	rc, err := registry.NewDockerClient()
+	rc, _, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer rc.Close()
-	if !dockerhost.IsRemote(rc.DaemonHost()) {
-		t.Errorf("registry.NewDockerClient did not follow the context: %s", rc.DaemonHost())
+	if !engine.IsRemote(rc.DaemonHost()) {
+		t.Errorf("engine.Open did not follow the context: %s", rc.DaemonHost())
 	}
 	o := registrytest.Options(t, c)
-	o.Docker = nil // registry.NewDockerClient, from the context
+	o.Docker = rc // a second engine opened from the context
 	registryRoundTrip(t, o)
 
 	// DOCKER_CONTEXT names the same context with config.json saying otherwise.
 	writeCurrent(t, cfg, "default")
 	t.Setenv("DOCKER_CONTEXT", "kindlab-ssh-test")
-	c2, ep, err := dockerhost.NewClient()
+	c2, ep, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,8 +260,8 @@ func TestSSHFailuresAndCleanup(t *testing.T) {
 	t.Setenv("DOCKER_HOST", e.URL)
 	before := sshChildren(t)
 
-	t.Setenv(dockerhost.SSHOptsEnv, strings.Replace(e.Opts, filepath.Join(e.Dir, "id"), filepath.Join(e.Dir, "host_key"), 1))
-	bad, _, err := dockerhost.NewClient()
+	t.Setenv(engine.SSHOptsEnv, strings.Replace(e.Opts, filepath.Join(e.Dir, "id"), filepath.Join(e.Dir, "host_key"), 1))
+	bad, _, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,8 +273,8 @@ func TestSSHFailuresAndCleanup(t *testing.T) {
 		t.Errorf("a refused key: %v, want one line with ssh's reason", err)
 	}
 
-	t.Setenv(dockerhost.SSHOptsEnv, e.Opts)
-	c, _, err := dockerhost.NewClient()
+	t.Setenv(engine.SSHOptsEnv, e.Opts)
+	c, _, err := openClient(t)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,4 +335,17 @@ func sshChildren(t *testing.T) map[int]bool {
 		}
 	}
 	return out
+}
+
+// openClient opens the engine the environment names, as a command does,
+// and returns its client; the engine is closed when the test ends (which
+// closes the client: closing it again is harmless).
+func openClient(t *testing.T) (*client.Client, engine.Endpoint, error) {
+	t.Helper()
+	e, err := engine.Open(context.Background())
+	if err != nil {
+		return nil, engine.Endpoint{}, err
+	}
+	t.Cleanup(func() { e.Close() })
+	return e.Client(), e.Endpoint(), nil
 }

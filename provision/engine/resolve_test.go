@@ -1,6 +1,7 @@
-package dockerhost_test
+package engine_test
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/kindlab/kindlab/provision/dockerhost"
+	"github.com/kindlab/kindlab/provision/engine"
 )
 
 // writeContext stores a context the way `docker context create` does:
@@ -55,7 +56,7 @@ func TestResolveOrder(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "ssh://env@env.example")
 	t.Setenv("DOCKER_CONTEXT", "ctx-b")
 	ep := resolve(t)
-	if ep.Host != "ssh://env@env.example" || ep.Source != dockerhost.SourceEnv || ep.FromContext() {
+	if ep.Host != "ssh://env@env.example" || ep.Source != engine.SourceEnv || ep.FromContext() {
 		t.Errorf("DOCKER_HOST does not win: %+v", ep)
 	}
 
@@ -75,12 +76,12 @@ func TestResolveOrder(t *testing.T) {
 	}
 
 	t.Setenv("DOCKER_CONTEXT", "default")
-	if ep = resolve(t); ep.Host != dockerhost.DefaultHost || ep.Source != dockerhost.SourceDefault {
+	if ep = resolve(t); ep.Host != engine.DefaultHost || ep.Source != engine.SourceDefault {
 		t.Errorf("context default: %+v", ep)
 	}
 
 	t.Setenv("DOCKER_CONTEXT", "no-such-context")
-	_, err := dockerhost.Resolve()
+	_, err := engine.Resolve()
 	if err == nil || !strings.Contains(err.Error(), `"no-such-context"`) || !strings.Contains(err.Error(), "DOCKER_CONTEXT") || strings.Contains(err.Error(), "\n") {
 		t.Errorf("a missing context: %v", err)
 	}
@@ -98,14 +99,14 @@ func TestResolveOrder(t *testing.T) {
 
 	// Nothing anywhere: the local socket.
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
-	if ep = resolve(t); ep.Host != dockerhost.DefaultHost || ep.Remote() {
+	if ep = resolve(t); ep.Host != engine.DefaultHost || ep.Remote() {
 		t.Errorf("empty config: %+v", ep)
 	}
 }
 
-func resolve(t *testing.T) dockerhost.Endpoint {
+func resolve(t *testing.T) engine.Endpoint {
 	t.Helper()
-	ep, err := dockerhost.Resolve()
+	ep, err := engine.Resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,13 +126,13 @@ func TestRemoteAndHostname(t *testing.T) {
 		{"ssh://user@[::1]:22", true, "::1"},
 		{"tcp://192.0.2.1:2376", true, "192.0.2.1"},
 	} {
-		ep := dockerhost.Endpoint{Host: c.host}
+		ep := engine.Endpoint{Host: c.host}
 		if ep.Remote() != c.remote || ep.Hostname() != c.name {
 			t.Errorf("%s: remote %v hostname %q, want %v %q", c.host, ep.Remote(), ep.Hostname(), c.remote, c.name)
 		}
 	}
 	for host, want := range map[string]string{"ssh://root@127.0.0.1:22": "127.0.0.1", "tcp://localhost:2375": "127.0.0.1"} {
-		ip, err := dockerhost.Endpoint{Host: host}.HostIP()
+		ip, err := engine.Endpoint{Host: host}.HostIP()
 		if err != nil || ip != want {
 			t.Errorf("%s: HostIP %q %v, want %s", host, ip, err, want)
 		}
@@ -140,17 +141,18 @@ func TestRemoteAndHostname(t *testing.T) {
 
 func TestClientRefusesBadEndpoints(t *testing.T) {
 	for _, host := range []string{"foo://x", "ssh://user:secret@host", "no-scheme"} {
-		_, err := dockerhost.Endpoint{Host: host, Source: dockerhost.SourceEnv}.Client()
+		_, err := engine.Open(context.Background(), engine.WithEndpoint(engine.Endpoint{Host: host, Source: engine.SourceEnv}))
 		if err == nil || !strings.Contains(err.Error(), "DOCKER_HOST") || strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: %v", host, err)
 		}
 	}
 	// A context that skips TLS verification makes an https client.
-	c, err := dockerhost.Endpoint{Host: "tcp://192.0.2.1:2376", Source: dockerhost.SourceContext, Context: "x", SkipTLSVerify: true}.Client()
+	e, err := engine.Open(context.Background(), engine.WithEndpoint(engine.Endpoint{Host: "tcp://192.0.2.1:2376", Source: engine.SourceContext, Context: "x", SkipTLSVerify: true}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	defer e.Close()
+	c := e.Client()
 	if c.DaemonHost() != "tcp://192.0.2.1:2376" {
 		t.Errorf("DaemonHost %s", c.DaemonHost())
 	}
@@ -163,11 +165,11 @@ func TestClientRefusesBadEndpoints(t *testing.T) {
 func TestResolveRefusesOtherProviders(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
 	for v, ok := range map[string]bool{"": true, "docker": true, "podman": false, "nerdctl": false, "finch": false, "bogus": false} {
-		t.Setenv(dockerhost.ProviderEnv, v)
-		_, err := dockerhost.Resolve()
-		var upe *dockerhost.UnsupportedProviderError
+		t.Setenv(engine.ProviderEnv, v)
+		_, err := engine.Resolve()
+		var upe *engine.UnsupportedProviderError
 		if ok && err != nil || !ok && !errors.As(err, &upe) {
-			t.Errorf("%s=%q: Resolve error %v", dockerhost.ProviderEnv, v, err)
+			t.Errorf("%s=%q: Resolve error %v", engine.ProviderEnv, v, err)
 		}
 	}
 }

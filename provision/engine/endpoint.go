@@ -1,5 +1,5 @@
-// Package dockerhost finds the Docker engine the way the docker CLI does and
-// connects kindlab's own Engine API client to it.
+// Endpoint resolution: where the Docker engine is, found the way the docker
+// CLI finds it.
 //
 // kind drives the docker CLI, which already honours DOCKER_HOST=ssh://… and
 // docker contexts; kindlab's Go client (registry, kits, bundles) must reach
@@ -9,7 +9,7 @@
 // socket. ssh:// endpoints are dialled as docker/cli's connhelper does:
 // `ssh … -- host docker system dial-stdio`, its stdin and stdout being the
 // connection.
-package dockerhost
+package engine
 
 import (
 	"crypto/sha256"
@@ -132,6 +132,12 @@ func Resolve() (Endpoint, error) {
 	if err := CheckProvider(); err != nil {
 		return Endpoint{}, err
 	}
+	return resolve()
+}
+
+// resolve is Resolve without the provider check, which Open makes itself
+// (an option may override the environment).
+func resolve() (Endpoint, error) {
 	if h := os.Getenv("DOCKER_HOST"); h != "" {
 		return Endpoint{Host: h, Source: SourceEnv}, nil
 	}
@@ -232,23 +238,11 @@ func unsetHint(from string) string {
 	return "currentContext with `docker context use default`"
 }
 
-// NewClient resolves the engine and connects to it.
-func NewClient() (*client.Client, Endpoint, error) {
-	ep, err := Resolve()
-	if err != nil {
-		return nil, Endpoint{}, err
-	}
-	c, err := ep.Client()
-	if err != nil {
-		return nil, ep, err
-	}
-	return c, ep, nil
-}
-
-// Client returns an Engine API client for the endpoint, negotiating the
+// newClient returns an Engine API client for the endpoint, negotiating the
 // API version (engines as old as API 1.41 work). It does not contact the
-// engine; for ssh the first request starts ssh.
-func (e Endpoint) Client() (*client.Client, error) {
+// engine; for ssh the first request starts ssh. Only Open calls it: the
+// Engine owns and closes the one client a command uses.
+func (e Endpoint) newClient() (*client.Client, error) {
 	opts, err := e.clientOpts()
 	if err != nil {
 		return nil, fmt.Errorf("docker engine %s: %w", e, err)
