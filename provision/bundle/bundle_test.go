@@ -100,7 +100,7 @@ func TestBuiltinLabRoundTrips(t *testing.T) {
 			t.Errorf("bundle lacks %s", f)
 		}
 	}
-	got, err := b.plan(t.TempDir(), "all-features", stateDir, ReplayOptions{})
+	got, err := b.plan(context.Background(), nil, t.TempDir(), "all-features", stateDir, ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +226,7 @@ stringData:
 	if err := os.RemoveAll(root); err != nil {
 		t.Fatal(err)
 	}
-	got, err := b.plan(t.TempDir(), "mine", t.TempDir(), ReplayOptions{})
+	got, err := b.plan(context.Background(), nil, t.TempDir(), "mine", t.TempDir(), ReplayOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,7 +487,7 @@ func TestLabThatDoesNotResolveHereIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = b.plan(t.TempDir(), "x", t.TempDir(), ReplayOptions{})
+	_, err = b.plan(context.Background(), nil, t.TempDir(), "x", t.TempDir(), ReplayOptions{})
 	assertBad(t, fixed, err, `its lab pv-last-transition-time does not resolve here: lab/builtin/labs/pv-last-transition-time.yaml:`)
 	if err != nil && !strings.Contains(err.Error(), `unknown check "time-travel"`) {
 		t.Errorf("error does not say what is wrong: %v", err)

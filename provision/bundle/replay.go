@@ -170,7 +170,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		return nil, fmt.Errorf("replay: %w", err)
 	}
 	defer os.RemoveAll(scratch)
-	plan, err := b.plan(scratch, name, clusterDir, opts)
+	plan, err := b.plan(ctx, p.Engine(), scratch, name, clusterDir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -217,7 +217,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 			os.RemoveAll(labDir)
 		}
 	}
-	plan, err = b.plan(labDir, name, clusterDir, opts)
+	plan, err = b.plan(ctx, p.Engine(), labDir, name, clusterDir, opts)
 	if err != nil {
 		cleanup()
 		return nil, err
@@ -266,7 +266,7 @@ func registryImage(b *Bundle, opts ReplayOptions) string {
 
 // plan extracts the bundle's lab under dir, resolves it from those files
 // only, and renders it with the recorded settings.
-func (b *Bundle) plan(dir, name, stateDir string, opts ReplayOptions) (*render.Plan, error) {
+func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir string, opts ReplayOptions) (*render.Plan, error) {
 	files, err := b.extractLab(dir)
 	if err != nil {
 		return nil, err
@@ -291,7 +291,11 @@ func (b *Bundle) plan(dir, name, stateDir string, opts ReplayOptions) (*render.P
 	if err != nil {
 		return nil, badf(b.Path, "its lab %s does not resolve here: %s", b.Manifest.Lab.Name, inBundle(err))
 	}
-	image := b.Manifest.Run.NodeImage
+	var local func(string) string
+	if e != nil {
+		local = func(ref string) string { return kit.LocalImage(ctx, e.Client(), opts.Store, ref) }
+	}
+	image := render.ImageOverride(b.Manifest.Run.NodeImage, r)
 	if opts.NodeImage != "" {
 		image = opts.NodeImage
 	}
@@ -299,6 +303,7 @@ func (b *Bundle) plan(dir, name, stateDir string, opts ReplayOptions) (*render.P
 		Name:           name,
 		StateDir:       stateDir,
 		NodeImage:      image,
+		LocalImage:     local,
 		RegistryPort:   b.Manifest.Run.RegistryPort,
 		ImageOverrides: b.Manifest.Run.ImageOverrides,
 	})

@@ -90,3 +90,14 @@ func LocalImage(ctx context.Context, d registry.Docker, store state.Store, ref s
 	}
 	return ref
 }
+
+// HasAlias reports whether a kit load recorded a tag for ref, without
+// asking any engine (LocalImage then asks whether the tag still holds).
+func HasAlias(store state.Store, ref string) bool {
+	aliases, err := loadAliases(store)
+	if err != nil {
+		return false
+	}
+	_, ok := aliases[ref]
+	return ok
+}

@@ -40,6 +40,12 @@ type Options struct {
 	// included, as kind create cluster --image does (e.g. an image built
 	// offline).
 	NodeImage string
+	// LocalImage answers what the engine has for a node image the lab pins
+	// (kit.LocalImage: after `kit load`, a tag, since a load records no
+	// digest). The kind config's node images are its answers, so the plan
+	// is final: nothing rewrites it before kind creates the nodes. Nil
+	// keeps every reference as pinned.
+	LocalImage func(ref string) string
 	// RegistryPort is the host port of the local registry.
 	RegistryPort int
 	// ImageOverrides point lab images (by name) at other pinned references.
@@ -66,20 +72,24 @@ type File struct {
 
 // Plan is everything `kindlab up` will create for a lab.
 type Plan struct {
-	ClusterName  string            `json:"clusterName"`
-	Context      string            `json:"kubeconfigContext"`
-	Lab          string            `json:"lab"`
-	Labs         []string          `json:"labs"`
-	NodeImage    string            `json:"nodeImage"`
-	Config       *v1alpha4.Cluster `json:"kindConfig"`
-	Files        []File            `json:"files,omitempty"`
-	Registry     *RegistryPlan     `json:"registry,omitempty"`
-	CRIShim      *CRIShimPlan      `json:"criShim,omitempty"`
-	Artifacts    []ArtifactPlan    `json:"artifacts,omitempty"`
-	Images       []lab.Image       `json:"images,omitempty"`
-	Workloads    []string          `json:"workloads,omitempty"`
-	Checks       []string          `json:"checks,omitempty"`
-	Instructions []lab.Instruction `json:"instructions,omitempty"`
+	ClusterName string   `json:"clusterName"`
+	Context     string   `json:"kubeconfigContext"`
+	Lab         string   `json:"lab"`
+	Labs        []string `json:"labs"`
+	NodeImage   string   `json:"nodeImage"`
+	// PinnedNodeImages is each node's image as the lab pins it (or as
+	// --image names it), in Config.Nodes order; Config.Nodes[i].Image is
+	// what the engine has for it (Options.LocalImage), which kind is given.
+	PinnedNodeImages []string          `json:"pinnedNodeImages,omitempty"`
+	Config           *v1alpha4.Cluster `json:"kindConfig"`
+	Files            []File            `json:"files,omitempty"`
+	Registry         *RegistryPlan     `json:"registry,omitempty"`
+	CRIShim          *CRIShimPlan      `json:"criShim,omitempty"`
+	Artifacts        []ArtifactPlan    `json:"artifacts,omitempty"`
+	Images           []lab.Image       `json:"images,omitempty"`
+	Workloads        []string          `json:"workloads,omitempty"`
+	Checks           []string          `json:"checks,omitempty"`
+	Instructions     []lab.Instruction `json:"instructions,omitempty"`
 	// ImageOverrides are the overrides applied to Images.
 	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
 	// Resolved is the lab the plan was made from.
@@ -218,6 +228,10 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		if n.Image != "" && opts.NodeImage == "" {
 			nodeImage = n.Image
 		}
+		plan.PinnedNodeImages = append(plan.PinnedNodeImages, nodeImage)
+		if opts.LocalImage != nil {
+			nodeImage = opts.LocalImage(nodeImage)
+		}
 		node := v1alpha4.Node{Role: v1alpha4.NodeRole(n.Role), Image: nodeImage, Labels: copyMap(n.Labels)}
 		if n.Role == lab.RoleControlPlane {
 			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
@@ -324,21 +338,33 @@ func copyMap[V any](m map[string]V) map[string]V {
 	return maps.Clone(m)
 }
 
-// NodeImages are the distinct images the plan's nodes run, in node order:
-// the lab's spec.nodeImage, and any spec.nodes[].image that differs from
-// it. A plan without a kind config has its NodeImage alone.
+// NodeImages are the distinct images the plan's nodes run as the lab pins
+// them, in node order: spec.nodeImage, and any spec.nodes[].image that
+// differs from it. A plan without nodes has its NodeImage alone.
 func (p *Plan) NodeImages() []string {
-	if p.Config == nil || len(p.Config.Nodes) == 0 {
+	if len(p.PinnedNodeImages) == 0 {
 		if p.NodeImage == "" {
 			return nil
 		}
 		return []string{p.NodeImage}
 	}
 	var out []string
-	for _, n := range p.Config.Nodes {
-		if !slices.Contains(out, n.Image) {
-			out = append(out, n.Image)
+	for _, ref := range p.PinnedNodeImages {
+		if !slices.Contains(out, ref) {
+			out = append(out, ref)
 		}
 	}
 	return out
+}
+
+// ImageOverride is the Options.NodeImage that renders a recorded run again:
+// a record (and a bundle) keeps Plan.NodeImage, which is the lab's own
+// spec.nodeImage unless --image replaced it. The lab's own gives "" so that
+// nodes with an image of their own keep it; anything else is the --image
+// that replaced every node's.
+func ImageOverride(recorded string, r *lab.Resolved) string {
+	if recorded == r.NodeImage {
+		return ""
+	}
+	return recorded
 }

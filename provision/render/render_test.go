@@ -361,7 +361,33 @@ spec:
 		t.Errorf("NodeImages() = %v", ni)
 	}
 
+	// After a kit load the engine has B under a tag: the kind config gets
+	// the tag, the plan keeps the pins (the record, kit and bundle use them).
+	loaded := "kindlab.kit.local/node-b:v1.31.14"
+	p, err = render.Render(r, render.Options{StateDir: dir, LocalImage: func(ref string) string {
+		if ref == own {
+			return loaded
+		}
+		return ref
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Config.Nodes[1].Image; got != loaded {
+		t.Errorf("node 1 is given %s, want the engine's %s", got, loaded)
+	}
+	if ni := p.NodeImages(); !slices.Equal(ni, []string{r.NodeImage, own}) {
+		t.Errorf("NodeImages() after LocalImage = %v, want the pins", ni)
+	}
+	// A record keeps Plan.NodeImage: the lab's own means no --image.
+	if o := render.ImageOverride(p.NodeImage, r); o != "" {
+		t.Errorf("ImageOverride of the lab's own image = %q, want none", o)
+	}
+
 	offline := "kindlab.local/node:v1.31.14"
+	if o := render.ImageOverride(offline, r); o != offline {
+		t.Errorf("ImageOverride(%s) = %q", offline, o)
+	}
 	p, err = render.Render(r, render.Options{StateDir: dir, NodeImage: offline})
 	if err != nil {
 		t.Fatal(err)

@@ -239,18 +239,6 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			st.Done("Proxy %s: the nodes reach the local registry directly (NO_PROXY += %s) 🔀", proxy, strings.Join(added, ","))
 		}
 	}
-	// After `kit load` the engine has a pinned node image under a tag
-	// only (a load records no digest); kind gets that tag, the record keeps
-	// the pin. Each node on its own image: a lab may give nodes their own.
-	for _, pinned := range plan.NodeImages() {
-		if local := kit.LocalImage(ctx, p.Engine().Client(), opts.Store, pinned); local != pinned {
-			for i := range plan.Config.Nodes {
-				if plan.Config.Nodes[i].Image == pinned {
-					plan.Config.Nodes[i].Image = local
-				}
-			}
-		}
-	}
 	var watch *shimWatch
 	if plan.CRIShim != nil {
 		if err := CopyCRIShim(plan.CRIShim); err != nil {

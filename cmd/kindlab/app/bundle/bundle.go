@@ -124,7 +124,7 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 			plan, err := render.Render(r, render.Options{
 				Name:           clusterName,
 				StateDir:       store.ClusterDir(clusterName),
-				NodeImage:      rec.NodeImage,
+				NodeImage:      render.ImageOverride(rec.NodeImage, r),
 				RegistryPort:   port,
 				ImageOverrides: rec.ImageOverrides,
 			})

@@ -14,6 +14,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -85,6 +86,7 @@ func (f *Flags) Plan(ctx context.Context, arg string) (*render.Plan, state.Store
 		Name:             cluster,
 		StateDir:         store.ClusterDir(cluster),
 		NodeImage:        f.Image,
+		LocalImage:       localImage(ctx, store),
 		RegistryPort:     f.RegistryPort,
 		ImageOverrides:   overrides,
 		APIServerAddress: apiAddr,
@@ -93,6 +95,23 @@ func (f *Flags) Plan(ctx context.Context, arg string) (*render.Plan, state.Store
 		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
 	}
 	return plan, store, nil
+}
+
+// localImage answers, for render, what the engine has for a pinned node
+// image: the tag `kit load` recorded, once the engine confirms that tag is
+// still the image the kit carried. Without an alias no engine is opened
+// (render works with no engine); with one and no engine, the pin stays.
+func localImage(ctx context.Context, store state.Store) func(string) string {
+	return func(ref string) string {
+		if !kit.HasAlias(store, ref) {
+			return ref
+		}
+		e, err := cli.Engine(ctx)
+		if err != nil {
+			return ref
+		}
+		return kit.LocalImage(ctx, e.Client(), store, ref)
+	}
 }
 
 // apiServerAddress is --api-server-address, else, for a remote engine,
