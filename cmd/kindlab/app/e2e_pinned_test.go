@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,6 +59,7 @@ func TestEndToEndPinnedKitTwoImages(t *testing.T) {
 		t.Fatalf("start a registry: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", regName).Run() })
+	waitRegistry(t, "127.0.0.1:"+port)
 	repoA := "127.0.0.1:" + port + "/kindlab/node"
 	repoB := "127.0.0.1:" + port + "/kindlab/node-b"
 	pinA := push(t, base, repoA+":v1.31.14")
@@ -199,4 +201,24 @@ func freeTCPPort(t *testing.T) string {
 	}
 	defer l.Close()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
+// waitRegistry waits until the registry at host answers /v2/ (a container
+// that has just started may not listen yet).
+func waitRegistry(t *testing.T, host string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + host + "/v2/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("registry %s did not answer /v2/ within 30s (last: %v)", host, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
