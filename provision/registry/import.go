@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
@@ -177,4 +179,56 @@ func blobServed(ctx context.Context, port int, repo string, h v1.Hash) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// TagReader reads a file out of a container, as `docker cp` does.
+type TagReader interface {
+	CopyFromContainer(ctx context.Context, id, srcPath string) (io.ReadCloser, container.PathStat, error)
+}
+
+// TagDigest is the digest the registry's tag ref (a reference the local
+// registry serves, e.g. localhost:5001/kindlab/model:v1) points at, read
+// from its storage through the Engine API (distribution's filesystem
+// layout: repositories/<repo>/_manifests/tags/<tag>/current/link); "" when
+// the tag does not exist. It is how a tag is read where the registry's
+// port is published on another machine (a remote engine).
+func TagDigest(ctx context.Context, opts Options, cp TagReader, ref string) (string, error) {
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return "", err
+	}
+	repo, err := LocalRepository(ref)
+	if err != nil {
+		return "", err
+	}
+	r, err := name.ParseReference(ref, name.WeakValidation)
+	if err != nil {
+		return "", err
+	}
+	tag, ok := r.(name.Tag)
+	if !ok {
+		return "", fmt.Errorf("read tag %s: not a tag reference", ref)
+	}
+	link := fmt.Sprintf("%s/%s/repositories/%s/_manifests/tags/%s/current/link", dataPath, storageRoot, repo, tag.TagStr())
+	rc, _, err := cp.CopyFromContainer(ctx, opts.Name, link)
+	if errdefs.IsNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read tag %s in %s: %w", ref, opts.Name, err)
+	}
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	if _, err := tr.Next(); err != nil {
+		return "", fmt.Errorf("read tag %s in %s: %w", ref, opts.Name, err)
+	}
+	b, err := io.ReadAll(io.LimitReader(tr, 1024))
+	if err != nil {
+		return "", fmt.Errorf("read tag %s in %s: %w", ref, opts.Name, err)
+	}
+	h, err := v1.NewHash(strings.TrimSpace(string(b)))
+	if err != nil {
+		return "", fmt.Errorf("read tag %s in %s: link %q: %w", ref, opts.Name, b, err)
+	}
+	return h.String(), nil
 }

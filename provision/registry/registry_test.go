@@ -362,3 +362,32 @@ func TestOfflineImageBuiltOnDemand(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// TagDigest reads a tag from the registry's storage through the Engine API
+// and agrees with what the registry serves over HTTP; a tag that does not
+// exist reads as "".
+func TestTagDigestThroughEngine(t *testing.T) {
+	c := registrytest.Docker(t)
+	o := testOptions(t, c)
+	ctx := context.Background()
+	if _, err := registry.Ensure(ctx, o); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { registry.Remove(context.Background(), o, registry.RemoveOptions{DeleteData: true}) })
+	digest := push(t, o.HostPort, "kindlab/tagged")
+	got, err := registry.TagDigest(ctx, o, c, fmt.Sprintf("localhost:%d/kindlab/tagged:v1", o.HostPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != digest {
+		t.Errorf("TagDigest = %q, the registry serves %s", got, digest)
+	}
+	for _, ref := range []string{
+		fmt.Sprintf("localhost:%d/kindlab/tagged:v2", o.HostPort),
+		fmt.Sprintf("localhost:%d/kindlab/nothing:v1", o.HostPort),
+	} {
+		if got, err := registry.TagDigest(ctx, o, c, ref); err != nil || got != "" {
+			t.Errorf("TagDigest(%s) = %q, %v; want \"\", nil", ref, got, err)
+		}
+	}
+}

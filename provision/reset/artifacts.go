@@ -16,26 +16,36 @@ import (
 // pushArtifacts starts the registry if it went, and pushes every artifact
 // again. The push replaces a tag that points elsewhere (go-containerregistry
 // skips the manifest only when the tag already has its digest); the tag is
-// read before, to say what was put back, and after, to prove it.
+// read before, to say what was put back, and after, to prove it. On a
+// remote engine both go through the Engine API (opts.RemoteEngine).
 func pushArtifacts(ctx context.Context, opts Options) ([]Artifact, error) {
-	if _, err := registry.Ensure(ctx, registry.Options{HostPort: opts.RegistryPort, Image: opts.RegistryImage, Docker: opts.Docker}); err != nil {
+	ro := registry.Options{HostPort: opts.RegistryPort, Image: opts.RegistryImage, Docker: opts.Docker}
+	if _, err := registry.Ensure(ctx, ro); err != nil {
 		return nil, err
+	}
+	read := func(ref string) (string, error) { return tagDigest(ctx, ref) }
+	push := func() ([]artifact.LabResult, error) {
+		return artifact.PushLab(ctx, opts.Lab.Artifacts, opts.RegistryPort, nil)
+	}
+	if e := opts.RemoteEngine; e != nil {
+		read = func(ref string) (string, error) { return registry.TagDigest(ctx, ro, e, ref) }
+		push = func() ([]artifact.LabResult, error) { return artifact.ImportLab(ctx, opts.Lab.Artifacts, ro, e) }
 	}
 	before := map[string]string{}
 	for _, a := range opts.Lab.Artifacts {
-		d, err := tagDigest(ctx, registry.PushReference(a.Reference, opts.RegistryPort))
+		d, err := read(registry.PushReference(a.Reference, opts.RegistryPort))
 		if err != nil {
 			return nil, fmt.Errorf("artifact %s: %w", a.Name, err)
 		}
 		before[a.Name] = d
 	}
-	pushed, err := artifact.PushLab(ctx, opts.Lab.Artifacts, opts.RegistryPort, nil)
+	pushed, err := push()
 	if err != nil {
 		return nil, err
 	}
 	var out []Artifact
 	for _, r := range pushed {
-		now, err := tagDigest(ctx, r.PushedTo)
+		now, err := read(registry.PushReference(r.Reference, opts.RegistryPort))
 		if err != nil {
 			return nil, fmt.Errorf("artifact %s: %w", r.Name, err)
 		}

@@ -74,6 +74,15 @@ type Options struct {
 	// Docker is the engine the registry runs on (the command's
 	// engine.Engine client); required when RegistryPort is not 0.
 	Docker registry.Docker
+	// RemoteEngine is set when the engine runs on another machine (its
+	// published ports are on that machine's loopback, not this one's):
+	// artifacts are then written into the registry and their tags read
+	// through the Engine API, as up does. Nil pushes and reads over HTTP
+	// on 127.0.0.1.
+	RemoteEngine interface {
+		registry.Copier
+		registry.TagReader
+	}
 	// Full deletes and recreates every object of the lab's namespaces,
 	// changed or not.
 	Full bool

@@ -12,6 +12,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/reset"
@@ -106,6 +107,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				RegistryPort:  port,
 				RegistryImage: regImage,
 				Docker:        p.Engine().Client(),
+				RemoteEngine:  remoteEngine(p.Engine()),
 				Full:          full,
 				SkipChecks:    skipChecks,
 				Timeout:       timeout,
@@ -154,4 +156,16 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		"registry image to start should the registry be gone (default $KINDLAB_REGISTRY_IMAGE)")
 	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
+}
+
+// remoteEngine is the engine's client when it runs on another machine:
+// reset then reaches the registry through the Engine API, as up does.
+func remoteEngine(e *engine.Engine) interface {
+	registry.Copier
+	registry.TagReader
+} {
+	if !e.Endpoint().Remote() {
+		return nil
+	}
+	return e.Client()
 }
