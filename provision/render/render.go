@@ -70,6 +70,12 @@ type Plan struct {
 	NodeImage    string            `json:"nodeImage"`
 	Config       *v1alpha4.Cluster `json:"kindConfig"`
 	Files        []File            `json:"files,omitempty"`
+	// NodeFilesDir is the host directory (Options.StateDir) under which
+	// every File.HostPath and CRIShim.HostBinary lie, and every kind mount
+	// of them: plain kind (render -o kind) mounts them from there; `up`
+	// copies them into a volume on the engine and points the mounts there
+	// (package nodefiles).
+	NodeFilesDir string `json:"nodeFilesDir,omitempty"`
 	Registry     *RegistryPlan     `json:"registry,omitempty"`
 	CRIShim      *CRIShimPlan      `json:"criShim,omitempty"`
 	Artifacts    []ArtifactPlan    `json:"artifacts,omitempty"`
@@ -234,6 +240,9 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	}
 	for _, w := range r.Workloads {
 		plan.Workloads = append(plan.Workloads, w.Name)
+	}
+	if len(plan.Files) > 0 || plan.CRIShim != nil {
+		plan.NodeFilesDir = opts.StateDir
 	}
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil
