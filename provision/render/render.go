@@ -70,12 +70,6 @@ type Plan struct {
 	NodeImage    string            `json:"nodeImage"`
 	Config       *v1alpha4.Cluster `json:"kindConfig"`
 	Files        []File            `json:"files,omitempty"`
-	// NodeFilesDir is the host directory (Options.StateDir) under which
-	// every File.HostPath and CRIShim.HostBinary lie, and every kind mount
-	// of them: plain kind (render -o kind) mounts them from there; `up`
-	// copies them into a volume on the engine and points the mounts there
-	// (package nodefiles).
-	NodeFilesDir string `json:"nodeFilesDir,omitempty"`
 	Registry     *RegistryPlan     `json:"registry,omitempty"`
 	CRIShim      *CRIShimPlan      `json:"criShim,omitempty"`
 	Artifacts    []ArtifactPlan    `json:"artifacts,omitempty"`
@@ -85,6 +79,12 @@ type Plan struct {
 	Instructions []lab.Instruction `json:"instructions,omitempty"`
 	// ImageOverrides are the overrides applied to Images.
 	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
+	// NodeFilesDir is the host directory (Options.StateDir) under which
+	// every File.HostPath and CRIShim.HostBinary lie, and every kind mount
+	// of them: plain kind (render -o kind) mounts them from there; `up`
+	// copies them into a volume on the engine and points the mounts there
+	// (package nodefiles).
+	NodeFilesDir string `json:"nodeFilesDir,omitempty"`
 	// Resolved is the lab the plan was made from.
 	Resolved *lab.Resolved `json:"-"`
 }
