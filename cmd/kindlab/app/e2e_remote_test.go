@@ -4,10 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/dockerhost/remoteenginetest"
 	"github.com/kindlab/kindlab/provision/nodefiles"
 )
@@ -35,6 +39,20 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	// After the engine's own clean-up was registered, so it runs first.
 	t.Cleanup(func() { run(t, "down", "--name", name) })
 	ctx := context.Background()
+
+	// A shim binary for another architecture than the remote engine's is
+	// refused in one line before anything is made there.
+	shim := os.Getenv(crishim.BinaryEnv) // requireE2E's static kindlab
+	otherArch := otherArchBinary(t)
+	t.Setenv(crishim.BinaryEnv, otherArch.path)
+	code, _, errOut := run(t, "up", remoteLab, "--name", name, "--image", img, "--api-server-address", eng.IP)
+	if last := lastLine(errOut); code != 1 || !strings.HasPrefix(last, "ERROR: kindlab at "+otherArch.path+" is built for "+otherArch.goarch+" but the nodes run on x86_64") {
+		t.Errorf("up with an %s shim binary: exit %d, last line %q", otherArch.goarch, code, last)
+	}
+	if c, v, _, err := eng.Lists(ctx); err != nil || len(c)+len(v) != 0 {
+		t.Errorf("the refused up left containers %v, volumes %v (%v)", c, v, err)
+	}
+	t.Setenv(crishim.BinaryEnv, shim)
 
 	start := time.Now()
 	// Its API server is published on the engine's side of the bridge: the
@@ -110,4 +128,26 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	if entries, _ := os.ReadDir(dir + "/state/clusters"); len(entries) != 0 {
 		t.Errorf("state left behind: %v", entries)
 	}
+}
+
+// otherArchBinary builds a static Linux executable for an architecture the
+// test engine (x86_64 here) does not run.
+func otherArchBinary(t *testing.T) (b struct{ path, goarch string }) {
+	t.Helper()
+	if runtime.GOARCH != "amd64" {
+		t.Skipf("the remote engine runs this machine's architecture, %s; the test knows another only for amd64", runtime.GOARCH)
+	}
+	b.goarch = "arm64"
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.path = filepath.Join(dir, "kindlab-arm64")
+	cmd := exec.Command("go", "build", "-o", b.path, "main.go")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=arm64", "GO111MODULE=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build an arm64 binary: %v\n%s", err, out)
+	}
+	return b
 }
