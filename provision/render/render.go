@@ -171,6 +171,14 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 			APIServerAddress: opts.APIServerAddress,
 		},
 	}
+	if opts.APIServerAddress != "" {
+		// The engine picks the published port on its host (kind's -1). With
+		// 0 kind picks it by listening on this machine at that address
+		// (v0.31 providers/common GetFreePort), which fails for an address
+		// of a remote engine's host: "bind: cannot assign requested
+		// address". kind reads the port back from the node for the kubeconfig.
+		cfg.Networking.APIServerPort = -1
+	}
 	plan := &Plan{
 		ClusterName:    name,
 		Context:        "kind-" + name,
