@@ -56,7 +56,9 @@ func Start(t testing.TB, images ...string) *Engine {
 	_, _ = e.Local(context.Background(), nil, "rm", "-f", Container) // a killed run's; never started by anyone else
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if _, err := e.Local(ctx, nil, "run", "-d", "--privileged", "--name", Container, "--label", label+"=1",
+	// Its own cgroup namespace: the inner dockerd sees its cgroups as a
+	// host's dockerd does (the image's entrypoint adds the cgroup2 mount).
+	if _, err := e.Local(ctx, nil, "run", "-d", "--privileged", "--cgroupns=private", "--name", Container, "--label", label+"=1",
 		"-p", "127.0.0.1::2375", "--tmpfs", "/run", "--tmpfs", "/tmp",
 		"-v", DataVolume+":/var/lib/docker", image); err != nil {
 		t.Fatalf("start the remote engine: %v", err)
