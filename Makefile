@@ -109,6 +109,13 @@ DEVICEPLUGIN := fixtures/allocated-resources-status/deviceplugin
 node-image: docker ## build the kind node image for $(K8S_VERSION) from source (cached in $(KINDLAB_CACHE))
 	bash fixtures/nodeimage/build.sh
 
+# The test's genuinely remote Docker engine (TestEndToEndRemoteEngine):
+# Debian's dockerd in a privileged container, reached on a loopback port.
+# Keyed by its build script, the runc wrapper and debootstrap's version.
+.PHONY: remote-engine
+remote-engine: deps-lab docker ## build the image of the tests' remote Docker engine (cached in $(KINDLAB_CACHE))
+	bash fixtures/remoteengine/build.sh
+
 .PHONY: offline-images
 offline-images: build docker ## build the labs' workload images from source and push them to the local registry
 	./$(BIN) registry build-image
@@ -128,7 +135,7 @@ E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
-e2e: node-image offline-images ## bring all-features up on kind, run every check, take it down
+e2e: node-image offline-images remote-engine ## bring all-features up on kind, run every check, take it down
 	$(E2E_ENV) $(GO) test -count=1 -v -timeout 40m -run TestEndToEnd ./cmd/kindlab/app/
 
 # Every test, against real components: a distribution registry, a Docker

@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/nodefiles"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -68,6 +70,13 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 			return nil, err
 		}
 		res.Removed = append(res.Removed, fmt.Sprintf("Deleted cluster %s and kubeconfig context kind-%s", opts.Cluster, opts.Cluster))
+	}
+	// The node files go with the nodes, also when they never came up
+	// (a failed up) or were deleted by hand.
+	if removed, err := nodefiles.Remove(ctx, p.Engine().Client(), opts.Cluster); err != nil {
+		return res, err
+	} else if len(removed) > 0 {
+		res.Removed = append(res.Removed, "Removed node-files volume "+strings.Join(removed, ", "))
 	}
 	// A fleet's per-cluster kubeconfig file was made for that cluster
 	// alone (up --kubeconfig-dir): once its context is gone, so is the file.

@@ -581,7 +581,9 @@ func assignPorts(ms []*member) error {
 		}
 	}()
 	for _, m := range ms {
-		if !m.create {
+		// -1: the engine picks each port itself (render does that for an
+		// API server address of a remote engine's host), without a race.
+		if !m.create || m.plan.Config.Networking.APIServerPort == -1 {
 			continue
 		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -92,6 +92,12 @@ type Plan struct {
 	Instructions     []lab.Instruction `json:"instructions,omitempty"`
 	// ImageOverrides are the overrides applied to Images.
 	ImageOverrides map[string]string `json:"imageOverrides,omitempty"`
+	// NodeFilesDir is the host directory (Options.StateDir) under which
+	// every File.HostPath and CRIShim.HostBinary lie, and every kind mount
+	// of them: plain kind (render -o kind) mounts them from there; `up`
+	// copies them into a volume on the engine and points the mounts there
+	// (package nodefiles).
+	NodeFilesDir string `json:"nodeFilesDir,omitempty"`
 	// Resolved is the lab the plan was made from.
 	Resolved *lab.Resolved `json:"-"`
 }
@@ -178,6 +184,14 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 			APIServerAddress: opts.APIServerAddress,
 		},
 	}
+	if opts.APIServerAddress != "" {
+		// The engine picks the published port on its host (kind's -1). With
+		// 0 kind picks it by listening on this machine at that address
+		// (v0.31 providers/common GetFreePort), which fails for an address
+		// of a remote engine's host: "bind: cannot assign requested
+		// address". kind reads the port back from the node for the kubeconfig.
+		cfg.Networking.APIServerPort = -1
+	}
 	plan := &Plan{
 		ClusterName:    name,
 		Context:        "kind-" + name,
@@ -257,6 +271,9 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	}
 	for _, w := range r.Workloads {
 		plan.Workloads = append(plan.Workloads, w.Name)
+	}
+	if len(plan.Files) > 0 || plan.CRIShim != nil {
+		plan.NodeFilesDir = opts.StateDir
 	}
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil

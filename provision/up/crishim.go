@@ -25,17 +25,13 @@ import (
 
 // checkCRIShim refuses, before anything is created, a shim the nodes could
 // not run: the binary must be a static Linux executable for the engine's
-// architecture, and the engine must see this machine's files (the binary
-// and the unit reach the nodes as bind mounts).
+// architecture (the engine's, not this machine's: on a remote engine they
+// differ). It reaches the nodes, local or remote, through the node-files
+// volume (nodefiles.go).
 func checkCRIShim(ctx context.Context, e *engine.Engine, plan *render.Plan) error {
 	c := plan.CRIShim
 	if c == nil {
 		return nil
-	}
-	if ep := e.Endpoint(); ep.Remote() {
-		return fmt.Errorf("spec.containerRuntime.imageVolumeReadOnlyShim: the CRI shim's binary and unit files are mounted into the nodes "+
-			"from this machine, and the Docker engine at %s is remote: its nodes cannot see them (not supported yet); "+
-			"use a local engine, or a lab that includes this one with imageVolumeReadOnlyShim: false", ep)
 	}
 	info, err := e.Client().Info(ctx)
 	if err != nil {
@@ -44,9 +40,10 @@ func checkCRIShim(ctx context.Context, e *engine.Engine, plan *render.Plan) erro
 	return crishim.CheckBinary(c.Binary, info.Architecture)
 }
 
-// CopyCRIShim puts the binary where the nodes mount it from: a copy in the
-// cluster's state directory, so rebuilding or removing the kindlab that ran
-// `up` does not change what runs in the nodes.
+// CopyCRIShim puts the binary where a rendered kind config mounts it from
+// (render -o kind, for plain kind on a local engine): a copy in the
+// cluster's state directory, so rebuilding or removing kindlab does not
+// change what runs in the nodes. `up` puts it in the node-files volume.
 func CopyCRIShim(c *render.CRIShimPlan) error {
 	if err := os.MkdirAll(filepath.Dir(c.HostBinary), 0o755); err != nil {
 		return fmt.Errorf("copy the CRI shim binary: %w", err)

@@ -207,11 +207,6 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		return err
 	}
 	made.recorded = true
-	for _, f := range plan.Files {
-		if err := state.WriteFile(f.HostPath, f.Content); err != nil {
-			return fmt.Errorf("write %s for the nodes: %w", f.HostPath, err)
-		}
-	}
 	if plan.Registry != nil {
 		st.Start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
 		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: p.Engine().Client()}); err != nil {
@@ -239,14 +234,17 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 			st.Done("Proxy %s: the nodes reach the local registry directly (NO_PROXY += %s) 🔀", proxy, strings.Join(added, ","))
 		}
 	}
+	cfg, err := deliverNodeFiles(ctx, p.Engine().Client(), plan, st)
+	if err != nil {
+		return err
+	}
+	kindPlan := *plan
+	kindPlan.Config = cfg
 	var watch *shimWatch
 	if plan.CRIShim != nil {
-		if err := CopyCRIShim(plan.CRIShim); err != nil {
-			return err
-		}
 		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))
 	}
-	err := p.Create(plan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
+	err = p.Create(&kindPlan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
 	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
 	if watch != nil {
 		// A shim that failed is why kind's create failed (the watch ended

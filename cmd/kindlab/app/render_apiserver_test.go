@@ -30,6 +30,11 @@ func TestRenderAPIServerAddress(t *testing.T) {
 		if code != 0 || !strings.Contains(out, c.want) {
 			t.Errorf("DOCKER_HOST=%s %v: exit %d, want %q in:\n%s%s", c.dockerHost, c.args, code, c.want, out, errOut)
 		}
+		// Another address than this machine's loopback: the engine picks the
+		// port on its host (kind would try to listen on that address here).
+		if remote := c.want != "apiServerAddress: 127.0.0.1"; remote != strings.Contains(out, "apiServerPort: -1") {
+			t.Errorf("DOCKER_HOST=%s %v: apiServerPort -1 in the config is %v, want %v:\n%s", c.dockerHost, c.args, !remote, remote, out)
+		}
 	}
 	t.Setenv("DOCKER_HOST", "")
 	code, _, errOut := run(t, "render", "nftables", "--api-server-address", "not-an-ip")

@@ -178,7 +178,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				// The config is for plain kind (`| kind create cluster
 				// --config -`), which mounts these host paths as they are:
 				// they must exist, or the apiserver starts without its
-				// authentication config. They are where `up` writes them.
+				// authentication config. (`up` puts them in a volume on the
+				// engine instead, which works on remote engines too.)
 				for _, f := range plan.Files {
 					if err := state.WriteFile(f.HostPath, f.Content); err != nil {
 						return fmt.Errorf("write %s, which the kind config mounts: %w", f.HostPath, err)
