@@ -11,6 +11,18 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func init() {
+	register(definition{
+		name: "allocated-resources-status", feature: "Device health in allocatedResourcesStatus (ResourceHealthStatus, alpha)", position: 100,
+		// It marks one device unhealthy in the device plugin for a moment,
+		// and waits for the consumer pod to run on a node with devices (a
+		// pending pod would stay off a tainted node).
+		changes: []Resource{DeviceHealth},
+		needs:   []Resource{NodeTaints},
+		run:     checkAllocatedResourcesStatus,
+	})
+}
+
 const (
 	devNamespace = "kindlab-allocated-resources-status"
 	devConsumer  = "device-consumer"

@@ -15,6 +15,17 @@ import (
 	"k8s.io/client-go/rest"
 )
 
+func init() {
+	register(definition{
+		name: "anonymous-auth", feature: "Anonymous auth for chosen endpoints (AnonymousAuthConfigurableEndpoints, alpha)", position: 110,
+		// It binds broad rights to system:anonymous for a moment (a fixed
+		// ClusterRole/ClusterRoleBinding name, so two runs collide). No other
+		// check makes anonymous requests.
+		changes: []Resource{AnonymousRBAC},
+		run:     checkAnonymousAuth,
+	})
+}
+
 const anonymousProbe = "kindlab-anonymous-probe"
 
 // checkAnonymousAuth proves the AuthenticationConfiguration's anonymous

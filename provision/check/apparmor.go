@@ -10,6 +10,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func init() {
+	register(definition{
+		name: "apparmor", feature: "AppArmor profiles in securityContext (GA)", position: 10,
+		// It changes nothing; it waits for the workload's pod to run, and a
+		// pod still pending would stay off a tainted node.
+		needs: []Resource{NodeTaints},
+		run:   checkAppArmor,
+	})
+}
+
 const (
 	apparmorNamespace = "kindlab-apparmor"
 	apparmorPod       = "apparmor-demo"

@@ -14,6 +14,17 @@ import (
 	"github.com/kindlab/kindlab/provision/crishim"
 )
 
+func init() {
+	register(definition{
+		name: "image-volume", feature: "Image volumes (ImageVolume, alpha)", position: 90,
+		// Its probe pod is a server-side dry run (nothing is created); it
+		// waits for the workload's pod to run, and a pod still pending would
+		// stay off a tainted node. The registry is only read.
+		needs: []Resource{NodeTaints},
+		run:   checkImageVolume,
+	})
+}
+
 const (
 	imageVolumeNamespace = "kindlab-image-volume"
 	imageVolumePod       = "model-reader"

@@ -11,6 +11,20 @@ import (
 	"k8s.io/client-go/util/retry"
 )
 
+func init() {
+	register(definition{
+		name: "kube-proxy-health", feature: "kube-proxy ingress connectivity reliability (GA)", position: 20,
+		// It taints a worker NoSchedule (the autoscaler's to-be-deleted
+		// taint), which turns that node's kube-proxy /healthz to 503: no
+		// check waiting for pods to be scheduled may run meanwhile. It picks
+		// the worker from the API's Node list, so a throw-away Node created
+		// meanwhile (node-bound-token) could be picked and has no kube-proxy.
+		changes: []Resource{NodeTaints, KubeProxyHealth},
+		needs:   []Resource{NodeObjects},
+		run:     checkKubeProxyHealth,
+	})
+}
+
 // toBeDeletedTaint is what the cluster autoscaler puts on a node it is
 // about to delete; kube-proxy's /healthz fails for such a node (KEP-3836).
 const toBeDeletedTaint = "ToBeDeletedByClusterAutoscaler"

@@ -9,6 +9,21 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func init() {
+	register(definition{
+		name: "nftables", feature: "kube-proxy nftables mode (beta)", position: 40,
+		// It changes nothing; it needs the Service's pods scheduled and
+		// ready (a pending pod would stay off a tainted node). It reads
+		// kube-proxy's nftables table, not its /healthz, and the Service's
+		// ClusterIP is allocated already, so neither kube-proxy-health nor a
+		// full Service range disturbs it. It lists nodes through NodeAccess
+		// (the runtime's containers), never through the API, so a throw-away
+		// Node object is not among them.
+		needs: []Resource{NodeTaints},
+		run:   checkNftables,
+	})
+}
+
 const (
 	nftNamespace = "kindlab-nftables"
 	nftService   = "echo"

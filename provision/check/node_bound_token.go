@@ -15,6 +15,19 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
+func init() {
+	register(definition{
+		name: "node-bound-token", feature: "Node-bound service account tokens (beta)", position: 60,
+		// It creates a throw-away Node object for a moment, which a check
+		// picking a node from the API's list could pick. No kubelet runs it:
+		// the TaintNodesByCondition admission plugin taints it not-ready
+		// NoSchedule and it has no capacity, so only DaemonSets tolerating
+		// every taint get a pod there, which never starts and goes with it.
+		changes: []Resource{NodeObjects},
+		run:     checkNodeBoundToken,
+	})
+}
+
 const (
 	tokenNamespace = "kindlab-node-bound-token"
 	tokenSA        = "token-demo"

@@ -10,6 +10,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func init() {
+	register(definition{
+		name: "pv-last-transition-time", feature: "PersistentVolume lastPhaseTransitionTime (GA)", position: 30,
+		// Nothing shared: it reads the workload's own volume and claim, which
+		// are pre-bound to each other (spec.volumeName) in their own storage
+		// class, so the PV controller cannot bind them to another check's
+		// probe volume (pv-reclaim-policy's has its own class and claim).
+		run: checkPVLastTransitionTime,
+	})
+}
+
 const (
 	lttVolume    = "kindlab-pv-last-transition-time"
 	lttNamespace = "kindlab-pv-last-transition-time"

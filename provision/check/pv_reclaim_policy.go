@@ -16,6 +16,18 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
+func init() {
+	register(definition{
+		name: "pv-reclaim-policy", feature: "Honor PV reclaim policy (HonorPVReclaimPolicy, beta)", position: 50,
+		// It creates and deletes a cluster-scoped PersistentVolume (its own
+		// storage class, a claim pre-bound to it, a random name) and makes
+		// kube-controller-manager's hostPath deleter remove a directory on
+		// the control-plane node. It schedules no pod.
+		changes: []Resource{PersistentVolumes},
+		run:     checkPVReclaimPolicy,
+	})
+}
+
 const (
 	reclaimNamespace = "kindlab-pv-reclaim-policy"
 	// reclaimDir is where the probe volume's backing directory lives. The

@@ -13,6 +13,17 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
+func init() {
+	register(definition{
+		name: "traffic-distribution", feature: "Service trafficDistribution PreferClose (beta)", position: 80,
+		// It changes nothing; it needs ready endpoints in two zones, so the
+		// Service's pods scheduled in each (a pending pod would stay off a
+		// tainted node, and a zone may have one node).
+		needs: []Resource{NodeTaints},
+		run:   checkTrafficDistribution,
+	})
+}
+
 const (
 	tdNamespace = "kindlab-traffic-distribution"
 	tdService   = "echo"
