@@ -216,8 +216,10 @@ func (c *run) exec(ctx context.Context, node string, cmd ...string) (string, err
 }
 
 // poll calls cond every interval until it reports done, returns an error,
-// or ctx ends; on timeout the error carries cond's last "why not".
+// or ctx ends; on timeout the error carries cond's last "why not", and when
+// the check itself was stopped (cancelled, or its own timeout) it says so.
 func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx context.Context) (done bool, why string, err error)) error {
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var why string
@@ -236,6 +238,9 @@ func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx co
 		case <-ctx.Done():
 			if why == "" {
 				why = "condition not met"
+			}
+			if outer.Err() != nil {
+				return fmt.Errorf("%s (stopped: %w)", why, context.Cause(outer))
 			}
 			return fmt.Errorf("%s (after %s)", why, timeout)
 		case <-time.After(interval):
