@@ -199,3 +199,24 @@ func TestDeclaredCollisions(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressLines: what `kindlab check`, up and reset print per check and
+// at the end.
+func TestProgressLines(t *testing.T) {
+	var b strings.Builder
+	p := check.ProgressTo(&b)
+	p(check.Result{Name: "nftables", Status: check.Pass, Duration: 2140 * time.Millisecond})
+	p(check.Result{Name: "apparmor", Status: check.Fail, Reason: "broke\nsecond line", Duration: time.Second})
+	p(check.Result{Name: "image-volume", Status: check.Unsupported, Reason: "old containerd"})
+	want := "   ✓ nftables pass (2.1s)\n   ✗ apparmor fail (1s): broke …\n   - image-volume unsupported (0s)\n"
+	if b.String() != want {
+		t.Errorf("progress:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if check.ProgressTo(nil) != nil {
+		t.Errorf("ProgressTo(nil) prints somewhere")
+	}
+	got := check.Summary([]check.Result{{Duration: 2 * time.Second}, {Duration: 3 * time.Second}}, 3100*time.Millisecond, 0)
+	if want := "2 checks in 3.1s (5s of checks, up to 4 at a time)"; got != want {
+		t.Errorf("summary %q, want %q", got, want)
+	}
+}
