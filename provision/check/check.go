@@ -69,90 +69,82 @@ type Env struct {
 	RegistryHost string
 	// Timeout bounds each check; zero means DefaultTimeout.
 	Timeout time.Duration
+	// Parallelism bounds how many checks run at once; zero means
+	// DefaultParallelism, 1 runs them one after another in order.
+	Parallelism int
+	// Progress, when set, is called once per result in the order of the
+	// names given to Run, as soon as that result and every one before it
+	// are in. Run calls it from its own goroutine, one call at a time.
+	Progress func(Result)
 }
 
 // DefaultTimeout bounds one check.
 const DefaultTimeout = 3 * time.Minute
 
-type definition struct {
-	name    string
-	feature string
-	run     func(ctx context.Context, c *run) error
-}
+// DefaultParallelism is how many checks run at once when Env.Parallelism
+// is zero: enough to overlap the checks' waits (most of a check's time is
+// polling the cluster), few enough for a 2-core machine running the lab.
+const DefaultParallelism = 4
 
-// definitions are in the order the labs list the features.
-var definitions = []definition{
-	{"apparmor", "AppArmor profiles in securityContext (GA)", checkAppArmor},
-	{"kube-proxy-health", "kube-proxy ingress connectivity reliability (GA)", checkKubeProxyHealth},
-	{"pv-last-transition-time", "PersistentVolume lastPhaseTransitionTime (GA)", checkPVLastTransitionTime},
-	{"nftables", "kube-proxy nftables mode (beta)", checkNftables},
-	{"pv-reclaim-policy", "Honor PV reclaim policy (HonorPVReclaimPolicy, beta)", checkPVReclaimPolicy},
-	{"node-bound-token", "Node-bound service account tokens (beta)", checkNodeBoundToken},
-	{"multi-service-cidr", "Multiple Service CIDRs (MultiCIDRServiceAllocator, beta)", checkMultiServiceCIDR},
-	{"traffic-distribution", "Service trafficDistribution PreferClose (beta)", checkTrafficDistribution},
-	{"image-volume", "Image volumes (ImageVolume, alpha)", checkImageVolume},
-	{"allocated-resources-status", "Device health in allocatedResourcesStatus (ResourceHealthStatus, alpha)", checkAllocatedResourcesStatus},
-	{"anonymous-auth", "Anonymous auth for chosen endpoints (AnonymousAuthConfigurableEndpoints, alpha)", checkAnonymousAuth},
-}
-
-// Names lists every check, for lab.ResolveOptions.KnownChecks.
-func Names() []string {
-	out := make([]string, len(definitions))
-	for i, d := range definitions {
-		out[i] = d.name
-	}
-	return out
-}
-
-// Run runs the named checks one after another (several of them change
-// cluster-wide state for a moment: a node taint, a full Service range) and
-// returns one result per name, in order.
+// Run runs the named checks and returns one result per name, in the order
+// of names, whatever order they finish in. Checks run concurrently, at most
+// Env.Parallelism at a time, except that a check never runs at the same time
+// as another one whose declared shared state collides with its own (see
+// Resource). Cancelling ctx stops the running checks (each still undoes what
+// it changed, with its own cleanup deadline) and reports the ones not yet
+// started as failed.
 func Run(ctx context.Context, env Env, names []string) []Result {
 	if env.Client == nil && env.Config != nil {
 		c, err := kubernetes.NewForConfig(env.Config)
 		if err == nil {
 			env.Client = c
 		} else {
-			return failAll(names, fmt.Errorf("kubernetes client: %w", err))
+			return failAll(env, names, fmt.Errorf("kubernetes client: %w", err))
 		}
 	}
 	if env.Client == nil {
-		return failAll(names, errors.New("no cluster to check: Env has neither Client nor Config"))
+		return failAll(env, names, errors.New("no cluster to check: Env has neither Client nor Config"))
 	}
+	defs := make([]*definition, len(names))
+	for i, n := range names {
+		defs[i] = lookup(n)
+	}
+	return schedule(ctx, env, names, defs)
+}
+
+func failAll(env Env, names []string, err error) []Result {
+	out := make([]Result, 0, len(names))
+	for _, n := range names {
+		r := Result{Name: n, Status: Fail, Reason: err.Error()}
+		if env.Progress != nil {
+			env.Progress(r)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// runOne runs one check within its timeout and turns its error into a
+// status.
+func runOne(ctx context.Context, env Env, def *definition) Result {
 	timeout := env.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
-	}
-	out := make([]Result, 0, len(names))
-	for _, name := range names {
-		out = append(out, runOne(ctx, env, name, timeout))
-	}
-	return out
-}
-
-func failAll(names []string, err error) []Result {
-	out := make([]Result, 0, len(names))
-	for _, n := range names {
-		out = append(out, Result{Name: n, Status: Fail, Reason: err.Error()})
-	}
-	return out
-}
-
-func runOne(ctx context.Context, env Env, name string, timeout time.Duration) Result {
-	var def *definition
-	for k := range definitions {
-		if definitions[k].name == name {
-			def = &definitions[k]
-		}
-	}
-	if def == nil {
-		return Result{Name: name, Status: Fail, Reason: fmt.Sprintf("unknown check %q (known: %s)", name, strings.Join(Names(), ", "))}
 	}
 	start := time.Now()
 	c := &run{env: env, res: Result{Name: def.name, Feature: def.feature}}
 	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := def.run(cctx, c)
+	err := func() (err error) {
+		// Checks run on their own goroutines: a panicking check is that
+		// check's failure, not the end of every other check's cleanup.
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("check panicked: %v", p)
+			}
+		}()
+		return def.run(cctx, c)
+	}()
 	c.res.Duration = time.Since(start).Round(time.Millisecond)
 	var se *statusError
 	switch {
@@ -224,8 +216,10 @@ func (c *run) exec(ctx context.Context, node string, cmd ...string) (string, err
 }
 
 // poll calls cond every interval until it reports done, returns an error,
-// or ctx ends; on timeout the error carries cond's last "why not".
+// or ctx ends; on timeout the error carries cond's last "why not", and when
+// the check itself was stopped (cancelled, or its own timeout) it says so.
 func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx context.Context) (done bool, why string, err error)) error {
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var why string
@@ -244,6 +238,9 @@ func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx co
 		case <-ctx.Done():
 			if why == "" {
 				why = "condition not met"
+			}
+			if outer.Err() != nil {
+				return fmt.Errorf("%s (stopped: %w)", why, context.Cause(outer))
 			}
 			return fmt.Errorf("%s (after %s)", why, timeout)
 		case <-time.After(interval):

@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func allFeatures(t *testing.T) *lab.Resolved {
+func allFeatures(t testing.TB) *lab.Resolved {
 	t.Helper()
 	c := lab.NewCatalog()
 	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
@@ -78,7 +78,7 @@ func allFeatures(t *testing.T) *lab.Resolved {
 // start brings up (once) a control plane for the lab and applies every
 // workload without waiting (no nodes run the pods), one workload at a time
 // so that one refused workload does not hide the others.
-func start(t *testing.T, s *shared, off bool) (*testenv.Env, *lab.Resolved, map[string]error) {
+func start(t testing.TB, s *shared, off bool) (*testenv.Env, *lab.Resolved, map[string]error) {
 	t.Helper()
 	r := allFeatures(t)
 	opts, err := testenv.FromLab(r)
@@ -116,14 +116,36 @@ func start(t *testing.T, s *shared, off bool) (*testenv.Env, *lab.Resolved, map[
 
 func runChecks(t *testing.T, env *testenv.Env, r *lab.Resolved, names ...string) map[string]check.Result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	out := map[string]check.Result{}
-	for _, res := range check.Run(ctx, check.Env{Config: env.Config, Lab: r}, names) {
-		t.Logf("%s: %s %s (%s)\n    %s", res.Name, res.Status, res.Reason, res.Duration, strings.Join(res.Details, "\n    "))
+	for _, res := range runChecksInOrder(t, env, r, names...) {
 		out[res.Name] = res
 	}
 	return out
+}
+
+// runChecksInOrder runs checks as Run does by default (concurrently) and
+// fails the test unless results and progress come in the order asked.
+func runChecksInOrder(t *testing.T, env *testenv.Env, r *lab.Resolved, names ...string) []check.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var progress []string
+	start := time.Now()
+	results := check.Run(ctx, check.Env{Config: env.Config, Lab: r, Progress: func(res check.Result) { progress = append(progress, res.Name) }}, names)
+	var sum time.Duration
+	for i, res := range results {
+		t.Logf("%s: %s %s (%s)\n    %s", res.Name, res.Status, res.Reason, res.Duration, strings.Join(res.Details, "\n    "))
+		sum += res.Duration
+		// Checks run concurrently; results stay in the order asked.
+		if res.Name != names[i] {
+			t.Errorf("result %d is %s, want %s", i, res.Name, names[i])
+		}
+	}
+	t.Logf("%d checks: %s wall, %s summed", len(results), time.Since(start).Round(time.Millisecond), sum)
+	if len(results) != len(names) || strings.Join(progress, ",") != strings.Join(names, ",") {
+		t.Errorf("%d results, progress %v, for checks %v", len(results), progress, names)
+	}
+	return results
 }
 
 // TestWorkloadsApply: every fixture applies for real, twice (server-side
@@ -319,4 +341,86 @@ func TestLabsDeclareTheirImages(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestCollidingChecksDoNotOverlap: three runs of multi-service-cidr, each
+// filling the one Service range and adding the same second ServiceCIDR, all
+// pass with room for three at once. Overlapping, one would see another's
+// Services or second range, or lose its ServiceCIDR to another's cleanup.
+func TestCollidingChecksDoNotOverlap(t *testing.T) {
+	env, r, _ := start(t, &onEnv, false)
+	const n = "multi-service-cidr"
+	for i, got := range runChecksInOrder(t, env, r, n, n, n) {
+		if got.Status != check.Pass {
+			t.Errorf("%s run %d: %s %s", n, i+1, got.Status, got.Reason)
+		}
+	}
+}
+
+// TestChecksCancel: cancelling a run of every check returns with every check
+// reported in order, none passed after the cancel, and leaves nothing behind
+// (the changing checks pass again afterwards).
+func TestChecksCancel(t *testing.T) {
+	env, r, _ := start(t, &onEnv, false)
+	names := check.Names()
+	ctx, cancel := context.WithCancel(context.Background())
+	var cancelled time.Time
+	time.AfterFunc(500*time.Millisecond, func() { cancelled = time.Now(); cancel() })
+	var progress []string
+	res := check.Run(ctx, check.Env{Config: env.Config, Lab: r, Progress: func(res check.Result) { progress = append(progress, res.Name) }}, names)
+	after := time.Since(cancelled)
+	t.Logf("returned %s after the cancel", after.Round(time.Millisecond))
+	// Cleanups (deleting Services, a ServiceCIDR, RBAC) still run, with
+	// their own deadline; nothing else waits.
+	if after > 20*time.Second {
+		t.Errorf("Run returned %s after the cancel", after)
+	}
+	if strings.Join(progress, ",") != strings.Join(names, ",") || len(res) != len(names) {
+		t.Fatalf("progress %v, %d results, want every check of %v", progress, len(res), names)
+	}
+	notStarted := 0
+	for i, got := range res {
+		t.Logf("%s: %s %s", got.Name, got.Status, got.Reason)
+		if got.Name != names[i] {
+			t.Errorf("result %d is %s, want %s", i, got.Name, names[i])
+		}
+		if strings.HasPrefix(got.Reason, "not started: context canceled") {
+			notStarted++
+		}
+	}
+	if notStarted == 0 {
+		t.Errorf("every check started within 500ms: the cancel proved nothing")
+	}
+	again := runChecks(t, env, r, "multi-service-cidr", "anonymous-auth", "node-bound-token")
+	for n, got := range again {
+		if got.Status != check.Pass {
+			t.Errorf("%s after a cancelled run: %s %s", n, got.Status, got.Reason)
+		}
+	}
+}
+
+// BenchmarkChecks runs the checks an apiserver alone can run, one at a time
+// and then DefaultParallelism at a time, and reports the ratio of their wall
+// times (sequential/concurrent; above 1 is faster).
+func BenchmarkChecks(b *testing.B) {
+	env, r, _ := start(b, &onEnv, false)
+	var seq, par time.Duration
+	for range b.N {
+		for _, p := range []int{1, check.DefaultParallelism} {
+			start := time.Now()
+			res := check.Run(context.Background(), check.Env{Config: env.Config, Lab: r, Parallelism: p}, check.Names())
+			took := time.Since(start)
+			if check.AnyFailed(res) {
+				b.Fatalf("parallelism %d: a check failed: %+v", p, res)
+			}
+			if p == 1 {
+				seq += took
+			} else {
+				par += took
+			}
+		}
+	}
+	b.ReportMetric(seq.Seconds()/float64(b.N), "seq-s/op")
+	b.ReportMetric(par.Seconds()/float64(b.N), "par-s/op")
+	b.ReportMetric(float64(seq)/float64(par), "seq/par")
 }

@@ -51,3 +51,43 @@ func PrintTable(w io.Writer, results []Result) error {
 	}
 	return nil
 }
+
+// ProgressLine is one finished check as progress output shows it, e.g.
+// "✓ nftables pass (2.1s)" or "✗ nftables fail (2.1s): <reason>".
+func ProgressLine(r Result) string {
+	mark := "-"
+	switch r.Status {
+	case Pass:
+		mark = "✓"
+	case Fail:
+		mark = "✗"
+	}
+	line := fmt.Sprintf("%s %s %s (%s)", mark, r.Name, r.Status, r.Duration.Round(100*time.Millisecond))
+	if r.Status == Fail {
+		line += ": " + firstLine(r.Reason)
+	}
+	return line
+}
+
+// ProgressTo returns an Env.Progress that writes each result's
+// ProgressLine, indented like a step's detail lines, to w; nil for a nil w.
+func ProgressTo(w io.Writer) func(Result) {
+	if w == nil {
+		return nil
+	}
+	return func(r Result) { fmt.Fprintf(w, "   %s\n", ProgressLine(r)) }
+}
+
+// Summary compares a run's wall time with the sum of its checks' times, e.g.
+// "11 checks in 11.0s (22.8s of checks, up to 4 at a time)".
+func Summary(results []Result, wall time.Duration, parallelism int) string {
+	if parallelism <= 0 {
+		parallelism = DefaultParallelism
+	}
+	var sum time.Duration
+	for _, r := range results {
+		sum += r.Duration
+	}
+	return fmt.Sprintf("%d checks in %s (%s of checks, up to %d at a time)", len(results),
+		wall.Round(100*time.Millisecond), sum.Round(100*time.Millisecond), parallelism)
+}

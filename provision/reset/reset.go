@@ -228,6 +228,7 @@ func Run(ctx context.Context, cluster string, cfg *rest.Config, opts Options) (*
 		if opts.RegistryPort != 0 {
 			env.RegistryHost = fmt.Sprintf("localhost:%d", opts.RegistryPort)
 		}
+		env.Progress = check.ProgressTo(st.W)
 		res.Checks = check.Run(ctx, env, opts.Lab.Checks)
 		st.End(true)
 	}

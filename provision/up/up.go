@@ -144,7 +144,9 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		return res, nil
 	}
 	st.Start("Running checks 🔍")
-	res.Checks = check.Run(ctx, checkEnv(h, plan), plan.Checks)
+	env := checkEnv(h, plan)
+	env.Progress = check.ProgressTo(st.W)
+	res.Checks = check.Run(ctx, env, plan.Checks)
 	// Kept for `kindlab bundle`; the lab is up either way, so a failed write
 	// is a warning, not a reason to take it down.
 	if err := opts.Store.SaveChecks(plan.ClusterName, res.Checks); err != nil && st.W != nil {

@@ -22,11 +22,12 @@ import (
 // NewCommand returns the check command.
 func NewCommand(s *cli.Streams) *cobra.Command {
 	var (
-		labs    cli.LabFlags
-		out     cli.Output
-		name    string
-		only    []string
-		timeout time.Duration
+		labs     cli.LabFlags
+		out      cli.Output
+		name     string
+		only     []string
+		timeout  time.Duration
+		parallel int
 	)
 	cmd := &cobra.Command{
 		Use:   "check LAB",
@@ -39,6 +40,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if parallel < 1 {
+				return cli.Usagef("--parallel: %d, want 1 (one check at a time) or more", parallel)
+			}
 			c, labName, err := labs.LabArg(args[0])
 			if err != nil {
 				return err
@@ -89,14 +93,21 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			} else if !errors.Is(err, state.ErrNotFound) {
 				return err
 			}
-			env := check.Env{Config: h.RESTConfig, Lab: r, Nodes: h, Timeout: timeout}
+			env := check.Env{Config: h.RESTConfig, Lab: r, Nodes: h, Timeout: timeout, Parallelism: parallel}
 			if r.Registry {
 				env.RegistryHost = fmt.Sprintf("localhost:%d", port)
 			}
 			if !out.JSON() {
 				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
+				// Checks run concurrently; each line comes once every
+				// earlier check is done, so they read in the lab's order.
+				env.Progress = check.ProgressTo(s.ErrOut)
 			}
+			start := time.Now()
 			results := check.Run(cmd.Context(), env, names)
+			if !out.JSON() {
+				fmt.Fprintln(s.ErrOut, check.Summary(results, time.Since(start), parallel))
+			}
 			if recorded {
 				// The last results are what `kindlab bundle create` puts in a bug
 				// report; the lab's state is unchanged either way, so a failed
@@ -123,6 +134,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "cluster name (default: the lab's name)")
 	cmd.Flags().StringSliceVar(&only, "only", nil, "run only these checks of the lab (comma-separated)")
 	cmd.Flags().DurationVar(&timeout, "timeout", check.DefaultTimeout, "time limit of each check")
+	cmd.Flags().IntVar(&parallel, "parallel", check.DefaultParallelism,
+		"how many checks run at once (1: one after another); checks that touch the same cluster-wide state never overlap")
 	return cmd
 }
 

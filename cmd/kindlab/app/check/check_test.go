@@ -28,6 +28,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"no-such-lab"}, `"no-such-lab"`, cli.ExitUsage},
 		{[]string{"anonymous-auth", "--only", "nftables"}, `lab anonymous-auth has no check "nftables"`, cli.ExitUsage},
 		{[]string{"anonymous-auth", "-o", "yaml"}, `"yaml" is not a format`, cli.ExitUsage},
+		{[]string{"anonymous-auth", "--parallel", "0"}, `--parallel: 0, want 1 (one check at a time) or more`, cli.ExitUsage},
 	}
 	for _, tt := range tests {
 		_, err := run(tt.args...)

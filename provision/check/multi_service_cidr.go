@@ -15,6 +15,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
+func init() {
+	register(definition{
+		name: "multi-service-cidr", feature: "Multiple Service CIDRs (MultiCIDRServiceAllocator, beta)", position: 70,
+		// It fills the primary Service range (every other Service creation
+		// fails meanwhile) and adds, then deletes, a second ServiceCIDR. No
+		// other check creates a Service; two runs of this one collide.
+		changes: []Resource{ServiceRange},
+		run:     checkMultiServiceCIDR,
+	})
+}
+
 const (
 	cidrNamespace  = "kindlab-multi-service-cidr"
 	secondCIDRName = "kindlab-second-range"

@@ -16,52 +16,16 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
-const (
-	lttVolume    = "kindlab-pv-last-transition-time"
-	lttNamespace = "kindlab-pv-last-transition-time"
-	lttClaim     = "data"
-)
-
-// checkPVLastTransitionTime reads the workload volume's phase transition
-// timestamp and reports how long it took from creation (phase Pending) to
-// Bound.
-func checkPVLastTransitionTime(ctx context.Context, c *run) error {
-	cs := c.client()
-	var pv *corev1.PersistentVolume
-	// The PV controller binds the volume first and the claim right after.
-	err := poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
-		var err error
-		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, lttVolume, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return false, "", fmt.Errorf("PersistentVolume %s not found (apply the pv-last-transition-time workload first)", lttVolume)
-		}
-		if err != nil {
-			return false, "", fmt.Errorf("get PersistentVolume %s: %w", lttVolume, err)
-		}
-		if pv.Status.Phase != corev1.VolumeBound {
-			return false, fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", lttVolume, pv.Status.Phase), nil
-		}
-		claim, err := cs.CoreV1().PersistentVolumeClaims(lttNamespace).Get(ctx, lttClaim, metav1.GetOptions{})
-		if err != nil {
-			return false, "", fmt.Errorf("get PersistentVolumeClaim %s/%s: %w", lttNamespace, lttClaim, err)
-		}
-		return claim.Status.Phase == corev1.ClaimBound && claim.Spec.VolumeName == pv.Name,
-			fmt.Sprintf("claim %s/%s is %s on volume %q, want Bound on %s", lttNamespace, lttClaim, claim.Status.Phase, claim.Spec.VolumeName, pv.Name), nil
+func init() {
+	register(definition{
+		name: "pv-reclaim-policy", feature: "Honor PV reclaim policy (HonorPVReclaimPolicy, beta)", position: 50,
+		// It creates and deletes a cluster-scoped PersistentVolume (its own
+		// storage class, a claim pre-bound to it, a random name) and makes
+		// kube-controller-manager's hostPath deleter remove a directory on
+		// the control-plane node. It schedules no pod.
+		changes: []Resource{PersistentVolumes},
+		run:     checkPVReclaimPolicy,
 	})
-	if err != nil {
-		return err
-	}
-	ltt := pv.Status.LastPhaseTransitionTime
-	if ltt == nil {
-		return fmt.Errorf("PersistentVolume %s is Bound but has no status.lastPhaseTransitionTime", pv.Name)
-	}
-	if ltt.Before(&pv.CreationTimestamp) {
-		return fmt.Errorf("status.lastPhaseTransitionTime %s is before the volume's creation %s", ltt.UTC().Format(time.RFC3339), pv.CreationTimestamp.UTC().Format(time.RFC3339))
-	}
-	c.detail("PersistentVolume %s Bound to %s/%s", pv.Name, lttNamespace, lttClaim)
-	c.detail("Pending→Bound took %s (created %s, lastPhaseTransitionTime %s; timestamps have 1s resolution)",
-		ltt.Sub(pv.CreationTimestamp.Time), pv.CreationTimestamp.UTC().Format(time.RFC3339), ltt.UTC().Format(time.RFC3339))
-	return nil
 }
 
 const (
@@ -216,16 +180,4 @@ func volumeEvents(ctx context.Context, c *run, name string) string {
 		parts = append(parts, e.Reason+": "+e.Message)
 	}
 	return "; events: " + strings.Join(parts, "; ")
-}
-
-// controlPlaneNode returns the first node labelled as a control plane.
-func controlPlaneNode(ctx context.Context, c *run) (string, error) {
-	nodes, err := c.client().CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"})
-	if err != nil {
-		return "", fmt.Errorf("list control-plane nodes: %w", err)
-	}
-	if len(nodes.Items) == 0 {
-		return "", fmt.Errorf("no node is labelled node-role.kubernetes.io/control-plane")
-	}
-	return nodes.Items[0].Name, nil
 }

@@ -2,73 +2,27 @@ package check
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kindlab/kindlab/provision/crishim"
 )
 
-const (
-	apparmorNamespace = "kindlab-apparmor"
-	apparmorPod       = "apparmor-demo"
-	apparmorReader    = "read-profile"
-)
-
-// checkAppArmor proves the apiserver keeps securityContext.appArmorProfile
-// and that the kernel confines the container with the runtime's default
-// profile, read from inside the container. A host without AppArmor is
-// reported as unsupported with the kubelet's own rejection.
-func checkAppArmor(ctx context.Context, c *run) error {
-	cs := c.client()
-	pod, err := getPod(ctx, c, apparmorNamespace, apparmorPod, "apparmor")
-	if err != nil {
-		return err
-	}
-	sc := pod.Spec.SecurityContext
-	if sc == nil || sc.AppArmorProfile == nil || sc.AppArmorProfile.Type != corev1.AppArmorProfileTypeRuntimeDefault {
-		return fmt.Errorf("pod %s/%s lost securityContext.appArmorProfile: the apiserver did not keep the field", apparmorNamespace, apparmorPod)
-	}
-	c.detail("apiserver kept securityContext.appArmorProfile.type: RuntimeDefault")
-	if err := c.needNodes("AppArmor is enforced by the kubelet and the kernel"); err != nil {
-		return err
-	}
-	var logs string
-	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
-		p, err := cs.CoreV1().Pods(apparmorNamespace).Get(ctx, apparmorPod, metav1.GetOptions{})
-		if err != nil {
-			return false, "", fmt.Errorf("get pod %s/%s: %w", apparmorNamespace, apparmorPod, err)
-		}
-		if p.Status.Phase == corev1.PodFailed && p.Status.Reason == "AppArmor" {
-			return false, "", unsupported("host cannot enforce AppArmor: the kubelet rejected the pod: %s", p.Status.Message)
-		}
-		if p.Status.Phase == corev1.PodFailed {
-			return false, "", fmt.Errorf("pod %s/%s failed: %s %s", apparmorNamespace, apparmorPod, p.Status.Reason, p.Status.Message)
-		}
-		done, why := initDone(p, apparmorReader)
-		if !done {
-			return false, why, nil
-		}
-		logs, err = podLogs(ctx, c, apparmorNamespace, apparmorPod, apparmorReader)
-		return err == nil, "", err
+func init() {
+	register(definition{
+		name: "image-volume", feature: "Image volumes (ImageVolume, alpha)", position: 90,
+		// Its probe pod is a server-side dry run (nothing is created); it
+		// waits for the workload's pod to run, and a pod still pending would
+		// stay off a tainted node. The registry is only read.
+		needs: []Resource{NodeTaints},
+		run:   checkImageVolume,
 	})
-	if err != nil {
-		return err
-	}
-	profile := mounttestContent(logs)
-	if !strings.Contains(profile, "(enforce)") {
-		return fmt.Errorf("the container is not confined by an enforcing AppArmor profile: /proc/self/attr/current is %q", profile)
-	}
-	c.detail("inside the container /proc/self/attr/current = %s", profile)
-	return nil
 }
 
 const (
@@ -343,81 +297,4 @@ func probeImage(c *run) string {
 		}
 	}
 	return "registry.k8s.io/e2e-test-images/agnhost:2.52@sha256:b173c7d0ffe3d805d49f4dfe48375169b7b8d2e1feb81783efd61eb9d08042e6"
-}
-
-func getPod(ctx context.Context, c *run, ns, name, workload string) (*corev1.Pod, error) {
-	pod, err := c.client().CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("pod %s/%s not found (apply the %s workload first)", ns, name, workload)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get pod %s/%s: %w", ns, name, err)
-	}
-	return pod, nil
-}
-
-// initDone reports whether an init container finished successfully, or
-// what it waits on.
-func initDone(p *corev1.Pod, container string) (bool, string) {
-	for _, s := range p.Status.InitContainerStatuses {
-		if s.Name != container {
-			continue
-		}
-		switch {
-		case s.State.Terminated != nil && s.State.Terminated.ExitCode == 0:
-			return true, ""
-		case s.State.Terminated != nil:
-			return false, fmt.Sprintf("init container %s exited %d (%s)", container, s.State.Terminated.ExitCode, s.State.Terminated.Reason)
-		case s.State.Waiting != nil:
-			return false, fmt.Sprintf("init container %s waiting: %s %s", container, s.State.Waiting.Reason, s.State.Waiting.Message)
-		case s.LastTerminationState.Terminated != nil:
-			return false, fmt.Sprintf("init container %s restarted after exit %d", container, s.LastTerminationState.Terminated.ExitCode)
-		}
-		return false, fmt.Sprintf("init container %s running", container)
-	}
-	why := fmt.Sprintf("pod %s/%s is %s", p.Namespace, p.Name, p.Status.Phase)
-	for _, cond := range p.Status.Conditions {
-		if cond.Type == corev1.PodScheduled && cond.Status != corev1.ConditionTrue {
-			why += ": " + cond.Message
-		}
-	}
-	return false, why
-}
-
-func podLogs(ctx context.Context, c *run, ns, pod, container string) (string, error) {
-	rc, err := c.client().CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).Stream(ctx)
-	if err != nil {
-		return "", fmt.Errorf("logs of %s/%s container %s: %w", ns, pod, container, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	if err != nil && !errors.Is(err, io.EOF) {
-		return "", fmt.Errorf("logs of %s/%s container %s: %w", ns, pod, container, err)
-	}
-	return string(b), nil
-}
-
-// mounttestContent extracts the file content agnhost mounttest printed as
-// `content of file "PATH": CONTENT`.
-func mounttestContent(logs string) string {
-	const marker = "content of file "
-	i := strings.Index(logs, marker)
-	if i < 0 {
-		return ""
-	}
-	rest := logs[i+len(marker):]
-	j := strings.Index(rest, ": ")
-	if j < 0 {
-		return ""
-	}
-	out := rest[j+2:]
-	// mounttest adds one newline after the content.
-	return strings.TrimSuffix(out, "\n")
-}
-
-func firstLine(s string) string {
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i] + " …"
-	}
-	return s
 }

@@ -1,0 +1,26 @@
+package check
+
+import "context"
+
+// FakeCheck is a check definition for the runner's own tests: it proves the
+// scheduler (order, collisions, cancellation), not a feature.
+type FakeCheck struct {
+	Name           string
+	Changes, Needs []Resource
+	Run            func(ctx context.Context) error
+}
+
+// RunFakes schedules fakes exactly as Run schedules registered checks.
+func RunFakes(ctx context.Context, env Env, fakes []FakeCheck) []Result {
+	names := make([]string, len(fakes))
+	defs := make([]*definition, len(fakes))
+	for i, f := range fakes {
+		names[i] = f.Name
+		defs[i] = &definition{name: f.Name, feature: "test", changes: f.Changes, needs: f.Needs,
+			run: func(ctx context.Context, _ *run) error { return f.Run(ctx) }}
+	}
+	return schedule(ctx, env, names, defs)
+}
+
+// Collide reports whether two registered checks may never run together.
+func Collide(a, b string) bool { return lookup(a).conflicts(lookup(b)) }
