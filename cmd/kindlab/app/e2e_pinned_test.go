@@ -34,6 +34,9 @@ func TestEndToEndPinnedKitTwoImages(t *testing.T) {
 		t.Fatal("KINDLAB_REGISTRY_IMAGE must name the offline registry image (make e2e sets it)")
 	}
 	dir := isolate(t)
+	// make e2e points the labs' agnhost at the offline build; this lab
+	// runs no workload, so it names no image to override.
+	t.Setenv("KINDLAB_IMAGE_OVERRIDES", "")
 	name := "kindlab-e2e-pinned"
 	t.Cleanup(func() { run(t, "down", "--name", name) })
 
