@@ -130,12 +130,39 @@ func (p *Provider) Create(plan *render.Plan, opts CreateOptions) error {
 	return nil
 }
 
-// Delete removes the cluster's nodes and its kubeconfig context.
-func (p *Provider) Delete(name, kubeconfig string) error {
-	if err := p.kind.Delete(name, kubeconfig); err != nil {
-		return fmt.Errorf("delete cluster %s: %w", name, err)
+// Delete removes the cluster's nodes and its kubeconfig context. A node the
+// engine cannot kill because a pod's cgroup inside it was left frozen
+// (engine.ThawFrozen says when) is thawed and the delete tried once more.
+func (p *Provider) Delete(ctx context.Context, name, kubeconfig string) error {
+	err := p.kind.Delete(name, kubeconfig)
+	if err == nil {
+		return nil
 	}
-	return nil
+	if p.thawNodes(ctx, name) > 0 {
+		if err = p.kind.Delete(name, kubeconfig); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("delete cluster %s: %w", name, err)
+}
+
+// thawNodes thaws what is frozen in the cluster's node containers and
+// returns how many cgroups it thawed; what it cannot read counts as none.
+func (p *Provider) thawNodes(ctx context.Context, name string) int {
+	cs, err := p.Engine().KindNodeContainers(ctx)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, c := range cs {
+		if c.Labels[engine.KindClusterLabel] != name {
+			continue
+		}
+		if k, err := p.Engine().ThawFrozen(ctx, c.ID); err == nil {
+			n += k
+		}
+	}
+	return n
 }
 
 // Handle is a running cluster: a client config and a way onto its nodes.

@@ -66,7 +66,7 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		return nil, fmt.Errorf("kind cluster %q was not created by kindlab; delete it with `kind delete cluster --name %s`", opts.Cluster, opts.Cluster)
 	}
 	if exists {
-		if err := p.Delete(opts.Cluster, opts.Kubeconfig); err != nil {
+		if err := p.Delete(ctx, opts.Cluster, opts.Kubeconfig); err != nil {
 			return nil, err
 		}
 		res.Removed = append(res.Removed, fmt.Sprintf("Deleted cluster %s and kubeconfig context kind-%s", opts.Cluster, opts.Cluster))

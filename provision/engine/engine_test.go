@@ -123,3 +123,71 @@ func TestRunOnce(t *testing.T) {
 		t.Errorf("%d container(s) left behind", len(left))
 	}
 }
+
+// TestThawFrozenLetsAStuckContainerGo reproduces what a kind node killed
+// while its runc had a pod's cgroup frozen looks like (cgroup v1): a
+// process in a frozen freezer cgroup below the container's cannot die, so
+// the engine cannot remove the container. ThawFrozen thaws it and the
+// removal then succeeds.
+func TestThawFrozenLetsAStuckContainerGo(t *testing.T) {
+	e := registrytest.Engine(t)
+	img := registrytest.BusyboxImage(t, e.Client())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// The container's own freezer cgroup is its /sys/fs/cgroup/freezer
+	// (cgroupns host: runc mounts it there) or below the hierarchy root.
+	script := `cg=
+while IFS=: read -r id ctl path; do case ",$ctl," in *,freezer,*) cg=$path;; esac; done < /proc/self/cgroup
+[ -n "$cg" ] || { echo "no cgroup v1 freezer"; exit 3; }
+d=/sys/fs/cgroup/freezer$cg
+[ -d "$d" ] || d=/sys/fs/cgroup/freezer
+mkdir "$d/stuck" || exit 4
+sleep 3600 &
+echo $! > "$d/stuck/cgroup.procs" || exit 5
+echo FROZEN > "$d/stuck/freezer.state" || exit 6
+echo frozen > /tmp/ready
+exec sleep 3600`
+	c, err := e.Client().ContainerCreate(ctx, &container.Config{Image: img, Cmd: []string{"sh", "-c", script}},
+		&container.HostConfig{Privileged: true}, nil, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = e.ThawFrozen(context.Background(), c.ID)
+		_ = e.Client().ContainerRemove(context.Background(), c.ID, container.RemoveOptions{Force: true})
+	})
+	if err := e.Client().ContainerStart(ctx, c.ID, container.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		ins, err := e.Client().ContainerInspect(ctx, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ins.State.Running {
+			if ins.State.ExitCode == 3 {
+				t.Skip("this host has no cgroup v1 freezer (cgroup v2): nothing can be left frozen this way")
+			}
+			t.Fatalf("the container exited %d before freezing its child", ins.State.ExitCode)
+		}
+		if _, err := e.Client().ContainerStatPath(ctx, c.ID, "/tmp/ready"); err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the container never froze its child")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	err = e.Client().ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true})
+	if err == nil {
+		t.Fatal("the engine removed a container with a frozen process: the failure ThawFrozen is for did not happen")
+	}
+	t.Logf("as expected, the engine could not remove it: %v", err)
+	n, err := e.ThawFrozen(ctx, c.ID)
+	if err != nil || n != 1 {
+		t.Fatalf("ThawFrozen = %d, %v; want 1 cgroup thawed", n, err)
+	}
+	if err := e.Client().ContainerRemove(ctx, c.ID, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatalf("remove after thawing: %v", err)
+	}
+}
