@@ -147,10 +147,15 @@ e2e: node-image offline-images remote-engine ## bring all-features up on kind, r
 test: deps docker k8s-bins node-image ## every test, including the offline end-to-end run on kind
 	$(GO) vet ./...
 	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 20s ./provision/lab
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckExtract$$' -fuzztime 10s ./provision/internal/confine
-	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 10s ./provision/bundle
-	$(GO) test -run '^$$' -fuzz '^FuzzOpenKit$$' -fuzztime 10s ./provision/kit
+# Fuzz budgets are counts, not durations: go1.26's fuzz coordinator can
+# fail a -fuzztime <duration> run with a bare "context deadline
+# exceeded" when a loaded machine's worker misses the deadline (Go issue
+# 75804, fixed in go1.27); a count has no deadline to race. Each is
+# about 10 s of fuzzing each on these 2 cores.
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 4000x -fuzzminimizetime 10s ./provision/lab
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckExtract$$' -fuzztime 50000x -fuzzminimizetime 10s ./provision/internal/confine
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime 2500x -fuzzminimizetime 10s ./provision/bundle
+	$(GO) test -run '^$$' -fuzz '^FuzzOpenKit$$' -fuzztime 3500x -fuzzminimizetime 10s ./provision/kit
 	$(MAKE) --no-print-directory e2e
 
 .PHONY: bench
