@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -44,16 +45,40 @@ type Store struct{ Root string }
 // or ~/.local/state/kindlab.
 func Default() (Store, error) {
 	if d := os.Getenv("KINDLAB_STATE_DIR"); d != "" {
-		return Store{Root: d}, nil
+		return usable("KINDLAB_STATE_DIR="+d, d)
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return Store{Root: filepath.Join(d, "kindlab")}, nil
+		return usable("XDG_STATE_HOME="+d, filepath.Join(d, "kindlab"))
 	}
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return Store{}, fmt.Errorf("find state directory: %w (set KINDLAB_STATE_DIR)", err)
 	}
-	return Store{Root: filepath.Join(home, ".local", "state", "kindlab")}, nil
+	return usable("the default", filepath.Join(home, ".local", "state", "kindlab"))
+}
+
+// ErrBadStateDir is wrapped by Default's refusal of a state directory that
+// cannot be one, named by the setting it came from: bad input (exit 2).
+var ErrBadStateDir = errors.New("not a usable state directory")
+
+// usable refuses a state directory that exists as something else, or is a
+// link to nothing: every verb would otherwise fail later on a path the
+// user never sees. A directory that does not exist yet is fine (it is
+// made when first written).
+func usable(from, root string) (Store, error) {
+	fi, err := os.Stat(root)
+	switch {
+	case err == nil && !fi.IsDir():
+		return Store{}, fmt.Errorf("state directory (%s): %s is a file, %w: point it at a directory, or unset it", from, root, ErrBadStateDir)
+	case errors.Is(err, fs.ErrNotExist):
+		if target, lerr := os.Readlink(root); lerr == nil {
+			return Store{}, fmt.Errorf("state directory (%s): %s is a link to %s, which does not exist, %w: point it at a directory", from, root, target, ErrBadStateDir)
+		}
+	case err != nil && !errors.Is(err, fs.ErrPermission):
+		// e.g. a path through a file (ENOTDIR)
+		return Store{}, fmt.Errorf("state directory (%s): %w, %w: point it at a directory", from, err, ErrBadStateDir)
+	}
+	return Store{Root: root}, nil
 }
 
 // ClusterDir is where a cluster's files live (mounted config files, the record).

@@ -321,3 +321,25 @@ func TestUnknownVerbExitsTwo(t *testing.T) {
 		t.Fatalf("exit %d, %q", code, errOut)
 	}
 }
+
+// A KINDLAB_STATE_DIR that cannot be a directory is bad input: one line
+// naming the variable and its value, exit 2, before anything is done.
+func TestBadStateDirIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "a-file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink(filepath.Join(dir, "nowhere"), dangling); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{file, dangling, filepath.Join(file, "state")} {
+		t.Setenv("KINDLAB_STATE_DIR", bad)
+		t.Setenv("KUBECONFIG", filepath.Join(dir, "kubeconfig"))
+		code, _, errOut := run(t, "render", "nftables")
+		if code != 2 || !strings.Contains(errOut, "KINDLAB_STATE_DIR="+bad) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("KINDLAB_STATE_DIR=%s: exit %d, %q; want exit 2 and one line naming the variable", bad, code, errOut)
+		}
+	}
+}

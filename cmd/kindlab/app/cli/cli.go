@@ -17,6 +17,7 @@ import (
 
 	"github.com/kindlab/kindlab"
 	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/state"
 )
 
 // Streams are a command's standard streams; tests hand in buffers.
@@ -71,7 +72,7 @@ func CodeOf(err error) int {
 	}
 	var le *lab.Error
 	var nf *lab.NotFound
-	if errors.As(err, &le) || errors.As(err, &nf) {
+	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) {
 		return ExitUsage
 	}
 	return ExitError
