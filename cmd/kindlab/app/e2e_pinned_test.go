@@ -57,11 +57,11 @@ func TestEndToEndPinnedKitTwoImages(t *testing.T) {
 	// Real digests: push both to a registry of our own, then take it away.
 	port := freeTCPPort(t)
 	regName := "kindlab-e2e-pin-registry"
-	exec.Command("docker", "rm", "-f", regName).Run()
+	exec.Command("docker", "rm", "-f", "-v", regName).Run()
 	if out, err := exec.Command("docker", "run", "-d", "--name", regName, "-p", "127.0.0.1:"+port+":5000", regImage).CombinedOutput(); err != nil {
 		t.Fatalf("start a registry: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rm", "-f", regName).Run() })
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", "-v", regName).Run() })
 	waitRegistry(t, "127.0.0.1:"+port)
 	repoA := "127.0.0.1:" + port + "/kindlab/node"
 	repoB := "127.0.0.1:" + port + "/kindlab/node-b"
@@ -115,7 +115,7 @@ spec:
 	// neither pinned reference. B is gone altogether; A's bytes stay under
 	// the offline tag the other end-to-end tests use, but nothing in the
 	// engine answers to A's pin any more.
-	if out, err := exec.Command("docker", "rm", "-f", regName).CombinedOutput(); err != nil {
+	if out, err := exec.Command("docker", "rm", "-f", "-v", regName).CombinedOutput(); err != nil {
 		t.Fatalf("remove the registry: %v\n%s", err, out)
 	}
 	if out, err := exec.Command("docker", "image", "rm", "-f", idB).CombinedOutput(); err != nil {
