@@ -28,6 +28,7 @@ import (
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/offlineimage"
 	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/up"
 	"github.com/kindlab/kindlab/provision/workload"
@@ -223,13 +224,12 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		return nil, err
 	}
 	res, err := up.Run(ctx, p, up.Options{
-		Plan:          plan,
-		Store:         store,
-		Wait:          opts.Wait,
-		Kubeconfig:    opts.Kubeconfig,
-		RegistryImage: registryImage(b, opts),
-		Status:        opts.Status,
-		Lock:          lock,
+		Plan:       plan,
+		Store:      store,
+		Wait:       opts.Wait,
+		Kubeconfig: opts.Kubeconfig,
+		Status:     opts.Status,
+		Lock:       lock,
 	})
 	if err != nil {
 		// up took down what it created; what it did not create is ours.
@@ -293,7 +293,7 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 	}
 	var local func(string) string
 	if e != nil {
-		local = func(ref string) string { return kit.LocalImage(ctx, e.Client(), opts.Store, ref) }
+		local = running.LocalImage(ctx, e, opts.Store)
 	}
 	image := render.ImageOverride(b.Manifest.Run.NodeImage, r)
 	if opts.NodeImage != "" {
@@ -305,6 +305,7 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 		NodeImage:      image,
 		LocalImage:     local,
 		RegistryPort:   b.Manifest.Run.RegistryPort,
+		RegistryImage:  registryImage(b, opts),
 		ImageOverrides: b.Manifest.Run.ImageOverrides,
 	})
 	if err != nil {
@@ -352,11 +353,8 @@ func preflight(ctx context.Context, e *engine.Engine, b *Bundle, plan *render.Pl
 		}
 		registryStopped = !st.Absent() && !st.Running
 		if st.Absent() {
-			img := registryImage(b, opts)
-			if img == "" {
-				img = registry.DefaultImage
-			}
-			if _, _, err := dockerImage(ctx, e, kit.LocalImage(ctx, e.Client(), opts.Store, img)); err != nil && !strings.HasPrefix(img, offlineimage.Repository+":") {
+			img := plan.Registry.PinnedImage
+			if _, _, err := dockerImage(ctx, e, plan.Registry.Image); err != nil && !strings.HasPrefix(img, offlineimage.Repository+":") {
 				if perr := pullable(ctx, img, 0); perr != nil {
 					missing = append(missing, fmt.Sprintf("registry image %s is not in the Docker engine and cannot be pulled (%v); pass --registry-image %s", img, perr, offlineimage.Tag))
 				}

@@ -201,11 +201,25 @@ func (p *Provider) Connect(name string) (*Handle, error) {
 	return &Handle{Name: name, RESTConfig: cfg, provider: p}, nil
 }
 
-// Engine is the engine the cluster runs on.
-func (h *Handle) Engine() *engine.Engine { return h.provider.eng }
+// APIServerOnly is a cluster reached through its API server alone (an
+// apiserver without nodes, as in tests): Engine is nil and KindNodes fails.
+func APIServerOnly(name string, cfg *rest.Config) *Handle {
+	return &Handle{Name: name, RESTConfig: cfg}
+}
+
+// Engine is the engine the cluster runs on; nil for APIServerOnly.
+func (h *Handle) Engine() *engine.Engine {
+	if h.provider == nil {
+		return nil
+	}
+	return h.provider.eng
+}
 
 // KindNodes returns kind's node handles (for packages that use kind's nodeutils).
 func (h *Handle) KindNodes() ([]nodes.Node, error) {
+	if h.provider == nil {
+		return nil, fmt.Errorf("cluster %s: no nodes to reach (API server only)", h.Name)
+	}
 	ns, err := h.provider.kind.ListNodes(h.Name)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes of %s: %w", h.Name, err)

@@ -46,18 +46,20 @@ type Options struct {
 	// Name is the fleet's name; its clusters are Name-1 … Name-Count.
 	Name  string
 	Count int
-	// Render renders the plan of one cluster of the fleet.
-	Render func(cluster string) (*render.Plan, error)
+	// Lab is the lab every cluster runs; Render the options its plans are
+	// rendered with (flags, images, registry), each member with its own
+	// Name and StateDir (Store.ClusterDir).
+	Lab    *lab.Resolved
+	Render render.Options
 	Store  state.Store
 	// KubeconfigDir, if set, gets one kubeconfig file per cluster,
 	// DIR/<cluster>.kubeconfig; otherwise the contexts are merged into the
 	// default kubeconfig as a single `up` does.
 	KubeconfigDir string
 	// Retain keeps the nodes of a cluster that failed, for debugging.
-	Retain        bool
-	Wait          time.Duration
-	SkipChecks    bool
-	RegistryImage string
+	Retain     bool
+	Wait       time.Duration
+	SkipChecks bool
 	// Status receives every cluster's step lines, each prefixed with its name.
 	Status io.Writer
 	// Host is the machine's capacity; nil measures it (tests pass their own).
@@ -190,7 +192,7 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 			toCreate++
 		}
 	}
-	first, err := opts.Render(ms[0].Cluster)
+	first, err := renderMember(opts, ms[0].Cluster)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +214,7 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	for i, m := range ms {
 		if i == 0 {
 			m.plan = first
-		} else if m.plan, err = opts.Render(m.Cluster); err != nil {
+		} else if m.plan, err = renderMember(opts, m.Cluster); err != nil {
 			return nil, err
 		}
 		m.Context = m.plan.Context
@@ -237,7 +239,7 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	var regPort int
 	if reg := ms[0].plan.Registry; reg != nil {
 		regPort = reg.HostPort
-		if _, err := registry.Ensure(ctx, registry.Options{HostPort: reg.HostPort, Image: opts.RegistryImage, Docker: p.Engine().Client()}); err != nil {
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: reg.HostPort, Image: reg.Image, Docker: p.Engine().Client()}); err != nil {
 			return nil, err
 		}
 	}
@@ -288,6 +290,17 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 			opts.Name, res.Failed(), len(ms), strings.Join(failed, "; "))
 	}
 	return res, nil
+}
+
+// renderMember renders the plan of one cluster of the fleet.
+func renderMember(opts Options, cluster string) (*render.Plan, error) {
+	ro := opts.Render
+	ro.Name, ro.StateDir = cluster, opts.Store.ClusterDir(cluster)
+	plan, err := render.Render(opts.Lab, ro)
+	if err != nil {
+		return nil, fmt.Errorf("render cluster %s of the fleet: %w", cluster, err)
+	}
+	return plan, nil
 }
 
 // LockAll takes the locks of clusters in order (two fleets that overlap
@@ -394,11 +407,9 @@ func bringUp(ctx context.Context, fleetP *cluster.Provider, opts Options, m *mem
 		Wait:       opts.Wait,
 		Kubeconfig: m.kubeconfig,
 		SkipChecks: opts.SkipChecks,
-		// The fleet started it; each cluster only reuses it.
-		RegistryImage: opts.RegistryImage,
-		Status:        status,
-		Fleet:         opts.Name,
-		Lock:          m.lock,
+		Status:     status,
+		Fleet:      opts.Name,
+		Lock:       m.lock,
 	})
 	if err != nil {
 		fail(err)

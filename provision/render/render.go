@@ -48,6 +48,9 @@ type Options struct {
 	LocalImage func(ref string) string
 	// RegistryPort is the host port of the local registry.
 	RegistryPort int
+	// RegistryImage is the image the registry runs from when it has to be
+	// started ("" = registry.DefaultImage); LocalImage resolves it too.
+	RegistryImage string
 	// ImageOverrides point lab images (by name) at other pinned references.
 	ImageOverrides map[string]string
 	// APIServerAddress is kind's networking.apiServerAddress: the IP on
@@ -106,6 +109,11 @@ type Plan struct {
 type RegistryPlan struct {
 	Container string `json:"container"`
 	HostPort  int    `json:"hostPort"`
+	// PinnedImage is the registry's image as pinned (Options.RegistryImage,
+	// else registry.DefaultImage); Image is what the engine has for it
+	// (Options.LocalImage), which the registry is started from.
+	PinnedImage string `json:"pinnedImage"`
+	Image       string `json:"image"`
 	// HostsToml is written on every node at CertsDPath.
 	CertsDPath string `json:"certsDPath"`
 	HostsToml  string `json:"hostsToml"`
@@ -258,12 +266,24 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		for _, h := range registry.RegistryHosts(port) {
 			certsD = append(certsD, path.Join(registry.CertsDir, h, "hosts.toml"))
 		}
+		pinned := opts.RegistryImage
+		if pinned == "" {
+			pinned = registry.DefaultImage
+		} else if err := lab.ParseImageReference(pinned); err != nil {
+			return nil, fmt.Errorf("--registry-image: %q is not an image reference: %w", pinned, err)
+		}
+		local := pinned
+		if opts.LocalImage != nil {
+			local = opts.LocalImage(pinned)
+		}
 		plan.Registry = &RegistryPlan{
-			Container:  registry.ContainerName,
-			HostPort:   port,
-			CertsDPath: strings.Join(certsD, ", "),
-			HostsToml:  registry.HostsTOML(fmt.Sprintf("%s:%d", registry.ContainerName, registry.ContainerPort)),
-			ConfigMap:  registry.HostingYAML(port),
+			Container:   registry.ContainerName,
+			HostPort:    port,
+			PinnedImage: pinned,
+			Image:       local,
+			CertsDPath:  strings.Join(certsD, ", "),
+			HostsToml:   registry.HostsTOML(fmt.Sprintf("%s:%d", registry.ContainerName, registry.ContainerPort)),
+			ConfigMap:   registry.HostingYAML(port),
 		}
 	}
 	for _, a := range r.Artifacts {

@@ -55,34 +55,14 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/lifecycle"
 	"github.com/kindlab/kindlab/provision/progress"
-	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/workload"
 )
 
 // Options shape one reset.
 type Options struct {
-	// Lab is the lab the cluster runs, with the image overrides it came up
-	// with (the manifests are compared and applied with those images).
-	Lab *lab.Resolved
-	// RegistryPort is the host port of the lab's registry; 0 when the lab
-	// has none.
-	RegistryPort int
-	// RegistryImage starts the registry should it have been removed.
-	RegistryImage string
-	// Docker is the engine the registry runs on (the command's
-	// engine.Engine client); required when RegistryPort is not 0.
-	Docker registry.Docker
-	// RemoteEngine is set when the engine runs on another machine (its
-	// published ports are on that machine's loopback, not this one's):
-	// artifacts are then written into the registry and their tags read
-	// through the Engine API, as up does. Nil pushes and reads over HTTP
-	// on 127.0.0.1.
-	RemoteEngine interface {
-		registry.Copier
-		registry.TagReader
-	}
 	// Full deletes and recreates every object of the lab's namespaces,
 	// changed or not.
 	Full bool
@@ -91,10 +71,12 @@ type Options struct {
 	// Timeout bounds the wait for deletions and for the workloads to be
 	// ready; zero means workload.DefaultTimeout.
 	Timeout time.Duration
+	// Parallelism and CheckTimeout are the checks' (check.Env); zero means
+	// their defaults.
+	Parallelism  int
+	CheckTimeout time.Duration
 	// Status receives one line per step.
 	Status io.Writer
-	// Nodes runs node-side check steps (the cluster handle); nil skips them.
-	Nodes check.NodeAccess
 }
 
 // Change is one thing reset put back.
@@ -107,76 +89,96 @@ type Change struct {
 	Why    string `json:"why"`
 }
 
-// Artifact is one of the lab's artifacts after the reset.
-type Artifact struct {
-	Reference string `json:"reference"`
-	Digest    string `json:"digest"`
-	// Restored says the tag pointed elsewhere (Was) or at nothing before.
-	Restored bool   `json:"restored"`
-	Was      string `json:"was,omitempty"`
-}
-
 // Result is what a reset did.
 type Result struct {
-	Cluster   string         `json:"cluster"`
-	Lab       string         `json:"lab"`
-	Changes   []Change       `json:"changes"`
-	Artifacts []Artifact     `json:"artifacts,omitempty"`
-	Checks    []check.Result `json:"checks,omitempty"`
+	Cluster   string               `json:"cluster"`
+	Lab       string               `json:"lab"`
+	Changes   []Change             `json:"changes"`
+	Artifacts []lifecycle.Artifact `json:"artifacts,omitempty"`
+	Checks    []check.Result       `json:"checks,omitempty"`
 	// Restore is the time to the workloads being ready again; Duration
 	// includes the checks.
 	Restore  time.Duration `json:"restore"`
 	Duration time.Duration `json:"duration"`
 }
 
-// Run resets the lab on the cluster cfg points at.
-func Run(ctx context.Context, cluster string, cfg *rest.Config, opts Options) (*Result, error) {
+// Run resets a running lab: it restores the lab's objects (the package
+// comment says how), then goes through the steps up ends with — the
+// artifacts pushed again (reporting a tag put back), the workloads applied
+// and waited for, the checks — on the registry and engine the lab came up
+// with, remote engines included.
+func Run(ctx context.Context, l *running.Lab, opts Options) (*Result, error) {
 	start := time.Now()
-	res := &Result{Cluster: cluster, Lab: opts.Lab.Name, Changes: []Change{}}
-	st := &progress.Status{W: opts.Status}
+	r := l.Resolved()
+	res := &Result{Cluster: l.Cluster, Lab: r.Name, Changes: []Change{}}
 	timeout := opts.Timeout
 	if timeout == 0 {
 		timeout = workload.DefaultTimeout
 	}
+	lc := &lifecycle.Context{Lab: l, Status: &progress.Status{W: opts.Status}}
+	steps := []lifecycle.Step{
+		&restore{full: opts.Full, timeout: timeout, res: res},
+		lifecycle.PushArtifacts{Again: true},
+		lifecycle.ApplyWorkloads{Timeout: timeout, WaitsOnly: true},
+		lifecycle.StepFunc(func(context.Context, *lifecycle.Context) error {
+			res.Restore = time.Since(start)
+			return nil
+		}),
+	}
+	if !opts.SkipChecks {
+		steps = append(steps, lifecycle.RunChecks{Parallelism: opts.Parallelism, Timeout: opts.CheckTimeout})
+	}
+	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
+		return nil, err
+	}
+	res.Artifacts, res.Checks = lc.Artifacts, lc.Checks
+	res.Duration = time.Since(start)
+	return res, nil
+}
 
-	st.Start("Comparing lab %s with its manifests 🔎", opts.Lab.Name)
+// restore is reset's own step: compare the lab's namespaces and objects
+// with its manifests, delete what differs, put namespaces' metadata back.
+type restore struct {
+	full    bool
+	timeout time.Duration
+	res     *Result
+}
+
+func (s *restore) Execute(ctx context.Context, lc *lifecycle.Context) error {
+	r := lc.Lab.Resolved()
+	st := lc.Status
+	st.Start("Comparing lab %s with its manifests 🔎", r.Name)
 	// A reset lists a few dozen resource types and applies every manifest;
 	// client-go's default of 5 requests a second would be most of its time.
-	cfg = rest.CopyConfig(cfg)
+	cfg := rest.CopyConfig(lc.Lab.Handle.RESTConfig)
 	cfg.QPS, cfg.Burst = 200, 400
 	c, err := newClient(cfg)
 	if err != nil {
 		st.Fail()
-		return nil, err
+		return err
 	}
-	inv, err := c.inventory(ctx, opts.Lab)
+	inv, err := c.inventory(ctx, r)
 	if err != nil {
 		st.Fail()
-		return nil, err
+		return err
 	}
-	p := inv.plan(opts.Full)
+	p := inv.plan(s.full)
 	st.Label += fmt.Sprintf(": %d to delete, %d missing", len(p.deletes), len(p.missing))
 	st.End(true)
 
 	if len(p.deletes)+len(p.await) > 0 {
 		st.Start("Deleting %d changed or extra object(s) 🧹", len(p.deletes)+len(p.await))
-		wctx, cancel := context.WithTimeout(ctx, timeout)
+		wctx, cancel := context.WithTimeout(ctx, s.timeout)
 		err := c.delete(wctx, p)
 		cancel()
 		if err != nil {
 			st.Fail()
-			return nil, err
+			return err
 		}
 		st.End(true)
 	}
-	for _, o := range p.deletes {
-		action := "deleted"
-		if o.desired {
-			action = "recreated"
-		}
-		res.Changes = append(res.Changes, Change{Object: describe(o.u), Action: action, Why: o.why})
-	}
-	for _, o := range p.await {
+	res := s.res
+	for _, o := range append(append([]*object(nil), p.deletes...), p.await...) {
 		action := "deleted"
 		if o.desired {
 			action = "recreated"
@@ -188,52 +190,11 @@ func Run(ctx context.Context, cluster string, cfg *rest.Config, opts Options) (*
 	}
 	for _, o := range p.relabel {
 		if err := c.restoreMetadata(ctx, o); err != nil {
-			return nil, err
+			return err
 		}
 		res.Changes = append(res.Changes, Change{Object: describe(o.u), Action: "restored", Why: o.why})
 	}
-
-	if len(opts.Lab.Artifacts) > 0 {
-		st.Start("Pushing %d artifact(s) again 📦", len(opts.Lab.Artifacts))
-		arts, err := pushArtifacts(ctx, opts)
-		if err != nil {
-			st.Fail()
-			return nil, err
-		}
-		for _, a := range arts {
-			if a.Restored {
-				st.Label += fmt.Sprintf("; %s put back to %s", a.Reference, short(a.Digest))
-			}
-		}
-		res.Artifacts = arts
-		st.End(true)
-	}
-
-	st.Start("Applying workloads 🚀")
-	err = workload.ApplyLab(ctx, cfg, opts.Lab, workload.Options{Timeout: timeout, Progress: func(msg string) {
-		if st.W != nil && strings.HasPrefix(msg, "waiting") {
-			fmt.Fprintf(st.W, "   %s\n", msg)
-		}
-	}})
-	if err != nil {
-		st.Fail()
-		return nil, err
-	}
-	st.End(true)
-	res.Restore = time.Since(start)
-
-	if !opts.SkipChecks && len(opts.Lab.Checks) > 0 {
-		st.Start("Running checks 🔍")
-		env := check.Env{Config: cfg, Lab: opts.Lab, Nodes: opts.Nodes}
-		if opts.RegistryPort != 0 {
-			env.RegistryHost = fmt.Sprintf("localhost:%d", opts.RegistryPort)
-		}
-		env.Progress = check.ProgressTo(st.W)
-		res.Checks = check.Run(ctx, env, opts.Lab.Checks)
-		st.End(true)
-	}
-	res.Duration = time.Since(start)
-	return res, nil
+	return nil
 }
 
 // key names an object the way the API does, whatever the version.
@@ -293,13 +254,6 @@ func describe(u *unstructured.Unstructured) string {
 		return fmt.Sprintf("%s %s/%s", u.GetKind(), ns, u.GetName())
 	}
 	return fmt.Sprintf("%s %s", u.GetKind(), u.GetName())
-}
-
-func short(digest string) string {
-	if len(digest) > 19 {
-		return digest[:19]
-	}
-	return digest
 }
 
 // wait polls until every object is gone (or replaced by a new one of the

@@ -15,8 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/reset"
+	"github.com/kindlab/kindlab/provision/running"
+	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/testenv"
 	"github.com/kindlab/kindlab/provision/workload"
 )
@@ -154,10 +158,15 @@ func TestResetRestoresTheLab(t *testing.T) {
 	if err := workload.ApplyLab(ctx, env.Config, r, workload.Options{Timeout: time.Minute}); err != nil {
 		t.Fatalf("apply the lab as up does: %v", err)
 	}
-	opts := reset.Options{Lab: r, SkipChecks: true, Timeout: time.Minute, Status: logWriter{t}}
+	plan, err := render.Render(r, render.Options{Name: "test", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := running.FromPlan(plan, cluster.APIServerOnly("test", env.Config), state.Store{}, nil)
+	opts := reset.Options{SkipChecks: true, Timeout: time.Minute, Status: logWriter{t}}
 
 	// A lab as up left it needs nothing.
-	res, err := reset.Run(ctx, "test", env.Config, opts)
+	res, err := reset.Run(ctx, l, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +183,7 @@ func TestResetRestoresTheLab(t *testing.T) {
 	breakLab(ctx, t, cs)
 
 	start := time.Now()
-	res, err = reset.Run(ctx, "test", env.Config, opts)
+	res, err = reset.Run(ctx, l, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +247,7 @@ func TestResetRestoresTheLab(t *testing.T) {
 	}
 
 	// And once put back, there is nothing more to do.
-	res, err = reset.Run(ctx, "test", env.Config, opts)
+	res, err = reset.Run(ctx, l, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +257,7 @@ func TestResetRestoresTheLab(t *testing.T) {
 
 	// --full recreates what is the lab's, changed or not, and keeps what
 	// the control plane keeps.
-	res, err = reset.Run(ctx, "test", env.Config, reset.Options{Lab: r, SkipChecks: true, Timeout: time.Minute, Full: true})
+	res, err = reset.Run(ctx, l, reset.Options{SkipChecks: true, Timeout: time.Minute, Full: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/internal/text"
-	"github.com/kindlab/kindlab/provision/progress"
+	"github.com/kindlab/kindlab/provision/lifecycle"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -218,11 +218,17 @@ func killNode(e *engine.Engine, name string) {
 // criShimStep proves, on every node, that the shim is active and that the
 // kubelet was pointed at it (kubeadm writes --container-runtime-endpoint
 // into kubeadm-flags.env from nodeRegistration.criSocket).
-func criShimStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error {
-	c := plan.CRIShim
+type criShimStep struct {
+	// logDir is where the shim's journal goes when it failed.
+	logDir string
+}
+
+func (cs criShimStep) Execute(ctx context.Context, lc *lifecycle.Context) error {
+	c := lc.Lab.Plan.CRIShim
 	if c == nil {
 		return nil
 	}
+	h, st := lc.Lab.Handle, lc.Status
 	st.Start("Checking kindlab's CRI shim on every node (image-volume mounts read-only) 🧩")
 	ns, err := h.KindNodes()
 	if err != nil {
@@ -237,7 +243,7 @@ func criShimStep(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *
 		}
 		if s.Active != "active" {
 			st.Fail()
-			return shimError(ctx, n, opts.Store.LogDir(plan.ClusterName), s)
+			return shimError(ctx, n, cs.logDir, s)
 		}
 		var flags bytes.Buffer
 		if err := n.CommandContext(ctx, "cat", "/var/lib/kubelet/kubeadm-flags.env").SetStdout(&flags).Run(); err != nil {

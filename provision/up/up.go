@@ -1,6 +1,7 @@
-// Package up brings a lab up: cluster → registry → artifacts → workloads →
-// checks, each a small step with its own status line, the way kind's create
-// is a pipeline of actions. Running it again converges instead of
+// Package up brings a lab up: cluster, then the lifecycle steps (CRI shim →
+// registry → artifacts → workloads → checks, package lifecycle), each a
+// small step with its own status line, the way kind's create is a pipeline
+// of actions. Running it again converges instead of
 // duplicating: an existing cluster of the same lab is reused.
 package up
 
@@ -15,10 +16,11 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/down"
-	"github.com/kindlab/kindlab/provision/kit"
+	"github.com/kindlab/kindlab/provision/lifecycle"
 	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -34,8 +36,6 @@ type Options struct {
 	Kubeconfig string
 	// SkipChecks stops after the workloads are applied.
 	SkipChecks bool
-	// RegistryImage overrides the registry image (e.g. one built offline).
-	RegistryImage string
 	// Status receives one line per step.
 	Status io.Writer
 	// Fleet is recorded with a cluster this up creates (see state.Record).
@@ -70,10 +70,6 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		defer lock.Unlock()
 	}
 	opts.Lock = lock
-	if opts.RegistryImage == "" {
-		opts.RegistryImage = registry.DefaultImage
-	}
-	opts.RegistryImage = kit.LocalImage(ctx, p.Engine().Client(), opts.Store, opts.RegistryImage)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
@@ -135,32 +131,22 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range steps {
-		if err := s(ctx, h, plan, st, opts); err != nil {
-			return nil, err
-		}
+	rec, err := opts.Store.Load(plan.ClusterName)
+	if err != nil {
+		return nil, err
 	}
-	if opts.SkipChecks || len(plan.Checks) == 0 {
-		return res, nil
+	lc := &lifecycle.Context{Lab: running.FromPlan(plan, h, opts.Store, &rec), Status: st}
+	steps := []lifecycle.Step{criShimStep{logDir: opts.Store.LogDir(plan.ClusterName)},
+		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}, lifecycle.ApplyWorkloads{}}
+	if !opts.SkipChecks {
+		steps = append(steps, lifecycle.RunChecks{})
 	}
-	st.Start("Running checks 🔍")
-	env := checkEnv(h, plan)
-	env.Progress = check.ProgressTo(st.W)
-	res.Checks = check.Run(ctx, env, plan.Checks)
-	// Kept for `kindlab bundle`; the lab is up either way, so a failed write
-	// is a warning, not a reason to take it down.
-	if err := opts.Store.SaveChecks(plan.ClusterName, res.Checks); err != nil && st.W != nil {
-		fmt.Fprintf(st.W, "   warning: %v\n", err)
+	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
+		return nil, err
 	}
-	st.End(true)
+	res.Checks = lc.Checks
 	return res, nil
 }
-
-// step is one stage after the cluster exists.
-type step func(ctx context.Context, h *cluster.Handle, plan *render.Plan, st *progress.Status, opts Options) error
-
-// steps are the stages between the cluster and the checks, in order (steps.go).
-var steps []step
 
 // holdLock returns the cluster's lock: the caller's, or a new one.
 func holdLock(ctx context.Context, cluster string, opts Options) (*state.Lock, error) {
@@ -211,7 +197,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	made.recorded = true
 	if plan.Registry != nil {
 		st.Start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
-		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: opts.RegistryImage, Docker: p.Engine().Client()}); err != nil {
+		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: plan.Registry.Image, Docker: p.Engine().Client()}); err != nil {
 			st.Fail()
 			return err
 		}
@@ -256,12 +242,4 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		}
 	}
 	return err
-}
-
-func checkEnv(h *cluster.Handle, plan *render.Plan) check.Env {
-	env := check.Env{Config: h.RESTConfig, Lab: plan.Resolved, Nodes: h}
-	if plan.Registry != nil {
-		env.RegistryHost = fmt.Sprintf("localhost:%d", plan.Registry.HostPort)
-	}
-	return env
 }

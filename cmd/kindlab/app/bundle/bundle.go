@@ -21,7 +21,7 @@ import (
 	"github.com/kindlab/kindlab/provision/bundle"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/lab"
-	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -94,58 +94,25 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 					return err
 				}
 			}
-			rec, err := store.Load(clusterName)
-			if errors.Is(err, state.ErrNotFound) {
+			l, err := running.Open(ctx, store, cli.ProviderFunc(ctx), running.Options{Cluster: clusterName, Lab: labName, Catalog: c})
+			var wrong *running.WrongLabError
+			switch {
+			case errors.Is(err, running.ErrNotRecorded):
 				// The argument names no lab kindlab runs: bad input, as for reset.
 				return cli.Usagef("cluster %q was not brought up by kindlab (no record in %s): bundle a lab started with `kindlab up` (see `kindlab status`)", clusterName, store.Root)
-			}
-			if err != nil {
+			case errors.As(err, &wrong):
+				return cli.Usagef("%v (see `kindlab status`)", err)
+			case err != nil:
 				return err
 			}
-			if labName == "" {
-				labName = rec.Lab
-				if !strings.HasPrefix(rec.LabSource, "builtin:") && rec.LabSource != "" {
-					if _, err := c.AddFile(rec.LabSource); err != nil {
-						return fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here (%v): run in the directory `kindlab up` ran in, or pass the lab file as the argument",
-							clusterName, rec.Lab, rec.LabSource, err)
-					}
-				}
-			} else if labName != rec.Lab {
-				return cli.Usagef("cluster %s runs lab %s, not %s (see `kindlab status`)", clusterName, rec.Lab, labName)
-			}
-			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
-			if err != nil {
-				return err
-			}
-			port := rec.RegistryPort
-			if port == 0 {
-				port = render.DefaultRegistryPort
-			}
-			plan, err := render.Render(r, render.Options{
-				Name:           clusterName,
-				StateDir:       store.ClusterDir(clusterName),
-				NodeImage:      render.ImageOverride(rec.NodeImage, r),
-				RegistryPort:   port,
-				ImageOverrides: rec.ImageOverrides,
-			})
-			if err != nil {
-				return err
-			}
-			p, err := cli.Provider(ctx, nil)
-			if err != nil {
-				return cli.WithCode(cli.ExitNoDocker, err)
-			}
-			h, err := p.Connect(clusterName)
-			if err != nil {
-				return err
-			}
+			h, plan := l.Handle, l.Plan
 			in := bundle.Input{
 				Catalog:     c,
 				Plan:        plan,
 				Config:      h.RESTConfig,
 				Nodes:       h,
-				Engine:      p.Engine(),
-				CollectLogs: bundle.KindLogs(p.Engine(), clusterName),
+				Engine:      l.Engine(),
+				CollectLogs: bundle.KindLogs(l.Engine(), clusterName),
 				Versions:    versions(version),
 				Store:       store,
 				Status:      s.ErrOut,

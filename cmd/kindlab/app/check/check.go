@@ -15,7 +15,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/lab"
-	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -67,36 +67,22 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if name == "" {
 				name = r.Name
 			}
-			p, err := cli.Provider(cmd.Context(), nil)
-			if err != nil {
-				return err
-			}
-			h, err := p.Connect(name)
-			if err != nil {
-				return err
-			}
-			// Check with what the lab came up with: its images and registry port.
-			port := registry.DefaultHostPort
 			store, err := state.Default()
 			if err != nil {
 				return err
 			}
-			rec, err := store.Load(name)
-			recorded := err == nil
-			if recorded {
-				if err := r.OverrideImages(rec.ImageOverrides); err != nil {
-					return err
-				}
-				if rec.RegistryPort != 0 {
-					port = rec.RegistryPort
-				}
-			} else if !errors.Is(err, state.ErrNotFound) {
+			// Check with what the lab came up with: its images and registry
+			// port. A cluster kindlab did not make (plain kind from `render
+			// -o kind`) is checked with the lab's own.
+			l, err := running.Open(cmd.Context(), store, cli.ProviderFunc(cmd.Context()), running.Options{
+				Cluster: name, Lab: labName, Catalog: c, AllowUnrecorded: true, AllowOtherLab: true,
+			})
+			if err != nil {
 				return err
 			}
-			env := check.Env{Config: h.RESTConfig, Lab: r, Nodes: h, Timeout: timeout, Parallelism: parallel}
-			if r.Registry {
-				env.RegistryHost = fmt.Sprintf("localhost:%d", port)
-			}
+			recorded := l.Record != nil
+			env := l.CheckEnv()
+			env.Timeout, env.Parallelism = timeout, parallel
 			if !out.JSON() {
 				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
 				// Checks run concurrently; each line comes once every

@@ -85,3 +85,15 @@ func Provider(ctx context.Context, logger log.Logger) (*cluster.Provider, error)
 	}
 	return p.WithLogger(logger), nil
 }
+
+// ProviderFunc is Provider without a logger, for running.Open: called only
+// once the request is known to be good, its error carrying ExitNoDocker.
+func ProviderFunc(ctx context.Context) func() (*cluster.Provider, error) {
+	return func() (*cluster.Provider, error) {
+		p, err := Provider(ctx, nil)
+		if err != nil {
+			return nil, WithCode(ExitNoDocker, err)
+		}
+		return p, nil
+	}
+}

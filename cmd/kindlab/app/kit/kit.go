@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -41,7 +40,6 @@ type saveFlags struct {
 	renderapp.Flags
 	output    string
 	platforms []string
-	regImage  string
 }
 
 func newSave(s *cli.Streams) *cobra.Command {
@@ -77,7 +75,7 @@ func newSave(s *cli.Streams) *cobra.Command {
 			}
 			start := time.Now()
 			res, err := kit.Save(cmd.Context(), kit.SaveOptions{
-				Plan: plan, RegistryImage: f.regImage, Platforms: platforms, Output: f.output, Store: &store, Docker: e.Client(),
+				Plan: plan, RegistryImage: f.RegistryImage, Platforms: platforms, Output: f.output, Store: &store, Docker: e.Client(),
 				Progress: func(msg string) { fmt.Fprintf(s.ErrOut, " • %s\n", msg) },
 			})
 			if err != nil {
@@ -95,8 +93,6 @@ func newSave(s *cli.Streams) *cobra.Command {
 	f.AddFlags(cmd)
 	cmd.Flags().StringVarP(&f.output, "output", "o", "", "kit file to write (required)")
 	cmd.Flags().StringSliceVar(&f.platforms, "platform", nil, "platforms to carry, e.g. linux/amd64,linux/arm64 (default: the Docker engine's)")
-	cmd.Flags().StringVar(&f.regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
-		"registry image to carry instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
 	return cmd
 }
 

@@ -31,6 +31,9 @@ type Flags struct {
 	// APIServerAddress is --api-server-address; "" means 127.0.0.1, or the
 	// engine's host when the engine is remote.
 	APIServerAddress string
+	// RegistryImage is --registry-image: the image the registry starts
+	// from instead of registry.DefaultImage.
+	RegistryImage string
 }
 
 // AddFlags registers the shared flags.
@@ -42,6 +45,8 @@ func (f *Flags) AddFlags(cmd *cobra.Command) {
 	cmd.Flags().StringArrayVar(&f.ImageOverrides, "image-override", envList("KINDLAB_IMAGE_OVERRIDES"),
 		"NAME=REF: run the lab's image NAME from REF instead, pinned by digest, e.g. an image built offline and pushed\n"+
 			"to the local registry (repeatable; default from $KINDLAB_IMAGE_OVERRIDES, space-separated)")
+	cmd.Flags().StringVar(&f.RegistryImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
+		"registry image to run instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
 	cmd.Flags().IntVar(&f.RegistryPort, "registry-port", render.DefaultRegistryPort, "host port of the shared local registry (127.0.0.1 only)")
 	cmd.Flags().StringVar(&f.APIServerAddress, "api-server-address", "",
 		"IP on the Docker engine's host where the API server is published and the kubeconfig points (default 127.0.0.1,\n"+
@@ -50,24 +55,40 @@ func (f *Flags) AddFlags(cmd *cobra.Command) {
 
 // Plan resolves the lab an argument names and renders it.
 func (f *Flags) Plan(ctx context.Context, arg string) (*render.Plan, state.Store, error) {
-	c, name, err := f.Labs.LabArg(arg)
+	r, opts, store, err := f.Resolve(ctx, arg)
 	if err != nil {
 		return nil, state.Store{}, err
 	}
-	r, err := c.Resolve(name, lab.ResolveOptions{KnownChecks: check.Names()})
-	if err != nil {
-		return nil, state.Store{}, err
-	}
-	overrides, err := lab.ParseOverrides(f.ImageOverrides)
+	plan, err := render.Render(r, opts)
 	if err != nil {
 		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
 	}
+	return plan, store, nil
+}
+
+// Resolve resolves the lab an argument names and the render options the
+// flags give, for the cluster --name (or the lab's name) in the default
+// state directory; a fleet renders each member from them with its own
+// Name and StateDir. Bad flags are usage errors.
+func (f *Flags) Resolve(ctx context.Context, arg string) (*lab.Resolved, render.Options, state.Store, error) {
+	c, name, err := f.Labs.LabArg(arg)
+	if err != nil {
+		return nil, render.Options{}, state.Store{}, err
+	}
+	r, err := c.Resolve(name, lab.ResolveOptions{KnownChecks: check.Names()})
+	if err != nil {
+		return nil, render.Options{}, state.Store{}, err
+	}
+	overrides, err := lab.ParseOverrides(f.ImageOverrides)
+	if err != nil {
+		return nil, render.Options{}, state.Store{}, cli.WithCode(cli.ExitUsage, err)
+	}
 	if f.RegistryPort < 1 || f.RegistryPort > 65535 {
-		return nil, state.Store{}, cli.Usagef("--registry-port: %d is not a port (valid: 1-65535)", f.RegistryPort)
+		return nil, render.Options{}, state.Store{}, cli.Usagef("--registry-port: %d is not a port (valid: 1-65535)", f.RegistryPort)
 	}
 	store, err := state.Default()
 	if err != nil {
-		return nil, state.Store{}, err
+		return nil, render.Options{}, state.Store{}, err
 	}
 	// The kind config names host paths under the state directory: kind
 	// needs them absolute (KINDLAB_STATE_DIR may be relative).
@@ -80,28 +101,25 @@ func (f *Flags) Plan(ctx context.Context, arg string) (*render.Plan, state.Store
 	}
 	apiAddr, err := f.apiServerAddress(ctx)
 	if err != nil {
-		return nil, state.Store{}, err
+		return nil, render.Options{}, state.Store{}, err
 	}
-	plan, err := render.Render(r, render.Options{
+	return r, render.Options{
 		Name:             cluster,
 		StateDir:         store.ClusterDir(cluster),
 		NodeImage:        f.Image,
-		LocalImage:       localImage(ctx, store),
+		LocalImage:       LocalImage(ctx, store),
 		RegistryPort:     f.RegistryPort,
+		RegistryImage:    f.RegistryImage,
 		ImageOverrides:   overrides,
 		APIServerAddress: apiAddr,
-	})
-	if err != nil {
-		return nil, state.Store{}, cli.WithCode(cli.ExitUsage, err)
-	}
-	return plan, store, nil
+	}, store, nil
 }
 
-// localImage answers, for render, what the engine has for a pinned node
-// image: the tag `kit load` recorded, once the engine confirms that tag is
+// LocalImage answers, for render, what the engine has for a pinned
+// image (a node's or the registry's): the tag `kit load` recorded, once the engine confirms that tag is
 // still the image the kit carried. Without an alias no engine is opened
 // (render works with no engine); with one and no engine, the pin stays.
-func localImage(ctx context.Context, store state.Store) func(string) string {
+func LocalImage(ctx context.Context, store state.Store) func(string) string {
 	return func(ref string) string {
 		if !kit.HasAlias(store, ref) {
 			return ref
@@ -238,7 +256,7 @@ func printPlan(w io.Writer, p *render.Plan) error {
 			c.Unit, c.NodeBinary, c.HostBinary, c.Endpoint, c.RuntimeEndpoint)
 	}
 	if r := p.Registry; r != nil {
-		say("start or reuse registry container %s on 127.0.0.1:%d, join it to the kind network", r.Container, r.HostPort)
+		say("start (from %s) or reuse registry container %s on 127.0.0.1:%d, join it to the kind network", r.Image, r.Container, r.HostPort)
 		say("write %s on every node: %s", r.CertsDPath, strings.TrimSpace(r.HostsToml))
 		say("create ConfigMap kube-public/local-registry-hosting (localRegistryHosting.v1: %s)", strings.ReplaceAll(strings.TrimSpace(r.ConfigMap), "\n", ", "))
 	}

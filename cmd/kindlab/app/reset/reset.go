@@ -12,10 +12,9 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
-	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/lab"
-	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/reset"
+	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/workload"
 )
@@ -52,6 +51,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// An unknown lab is bad input before any cluster is looked at.
 			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
 			if err != nil {
 				return err
@@ -70,59 +70,30 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return err
 			}
 			defer lock.Unlock()
-			rec, err := store.Load(name)
-			if errors.Is(err, state.ErrNotFound) {
+			// Reset to what the lab came up with: its images and registry.
+			l, err := running.Open(cmd.Context(), store, cli.ProviderFunc(cmd.Context()), running.Options{
+				Cluster: name, Lab: labName, Catalog: c, RegistryImage: regImage,
+			})
+			var wrong *running.WrongLabError
+			switch {
+			case errors.Is(err, running.ErrNotRecorded):
 				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
-			}
-			if err != nil {
+			case errors.As(err, &wrong):
+				return cli.Usagef("%v (kindlab reset %s --name %s)", err, wrong.Runs, name)
+			case err != nil:
 				return err
-			}
-			if rec.Lab != r.Name {
-				return cli.Usagef("cluster %s runs lab %s, not %s (kindlab reset %s --name %s)", name, rec.Lab, r.Name, rec.Lab, name)
-			}
-			// Reset to what the lab came up with: its images and registry port.
-			if err := r.OverrideImages(rec.ImageOverrides); err != nil {
-				return err
-			}
-			p, err := cli.Provider(cmd.Context(), nil)
-			if err != nil {
-				return cli.WithCode(cli.ExitNoDocker, err)
-			}
-			h, err := p.Connect(name)
-			if err != nil {
-				return err
-			}
-			port := 0
-			if r.Registry {
-				port = rec.RegistryPort
-				if port == 0 {
-					port = registry.DefaultHostPort
-				}
 			}
 			if !out.JSON() {
 				fmt.Fprintf(s.ErrOut, "Resetting lab %s on cluster %s…\n", r.Name, name)
 			}
-			res, err := reset.Run(cmd.Context(), name, h.RESTConfig, reset.Options{
-				Lab:           r,
-				RegistryPort:  port,
-				RegistryImage: regImage,
-				Docker:        p.Engine().Client(),
-				RemoteEngine:  remoteEngine(p.Engine()),
-				Full:          full,
-				SkipChecks:    skipChecks,
-				Timeout:       timeout,
-				Status:        s.ErrOut,
-				Nodes:         h,
+			res, err := reset.Run(cmd.Context(), l, reset.Options{
+				Full:       full,
+				SkipChecks: skipChecks,
+				Timeout:    timeout,
+				Status:     s.ErrOut,
 			})
 			if err != nil {
 				return fmt.Errorf("reset %s: %w", name, err)
-			}
-			// The last check run is what `kindlab bundle` reports, as after
-			// up and check; the lab is reset either way, so only a warning.
-			if len(res.Checks) > 0 {
-				if err := store.SaveChecks(name, res.Checks); err != nil {
-					fmt.Fprintf(s.ErrOut, "warning: %v\n", err)
-				}
 			}
 			if out.JSON() {
 				if err := cli.PrintJSON(s.Out, res); err != nil {
@@ -156,16 +127,4 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		"registry image to start should the registry be gone (default $KINDLAB_REGISTRY_IMAGE)")
 	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
-}
-
-// remoteEngine is the engine's client when it runs on another machine:
-// reset then reaches the registry through the Engine API, as up does.
-func remoteEngine(e *engine.Engine) interface {
-	registry.Copier
-	registry.TagReader
-} {
-	if !e.Endpoint().Remote() {
-		return nil
-	}
-	return e.Client()
 }

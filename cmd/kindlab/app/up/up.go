@@ -4,7 +4,6 @@ package up
 import (
 	"errors"
 	"fmt"
-	"os"
 	"text/tabwriter"
 	"time"
 
@@ -17,7 +16,6 @@ import (
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/render"
-	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/up"
 )
 
@@ -27,7 +25,6 @@ type flags struct {
 	wait          time.Duration
 	kubeconfig    string
 	skipChecks    bool
-	regImage      string
 	count         int
 	kubeconfigDir string
 	waitLock      time.Duration
@@ -74,15 +71,14 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
 			res, err := up.Run(ctx, p, up.Options{
-				Plan:          plan,
-				Store:         store,
-				Retain:        f.retain,
-				Wait:          f.wait,
-				Kubeconfig:    f.kubeconfig,
-				SkipChecks:    f.skipChecks,
-				RegistryImage: f.regImage,
-				Status:        s.ErrOut,
-				WaitLock:      f.waitLock,
+				Plan:       plan,
+				Store:      store,
+				Retain:     f.retain,
+				Wait:       f.wait,
+				Kubeconfig: f.kubeconfig,
+				SkipChecks: f.skipChecks,
+				Status:     s.ErrOut,
+				WaitLock:   f.waitLock,
 			})
 			if err != nil {
 				return err
@@ -110,8 +106,6 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().DurationVar(&f.wait, "wait", 5*time.Minute, "how long to wait for the control plane to be Ready")
 	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file to write the context to (default: $KUBECONFIG or ~/.kube/config)")
 	cmd.Flags().BoolVar(&f.skipChecks, "skip-checks", false, "apply workloads but do not run the checks")
-	cmd.Flags().StringVar(&f.regImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
-		"registry image to run instead of the pinned registry:2 (default $KINDLAB_REGISTRY_IMAGE)")
 	cmd.Flags().IntVar(&f.count, "count", 0, "bring up N clusters of the lab, <name>-1 … <name>-N (a fleet, one per attendee)")
 	cmd.Flags().StringVar(&f.kubeconfigDir, "kubeconfig-dir", "", "with --count: write one kubeconfig file per cluster, DIR/<cluster>.kubeconfig")
 	cli.AddWaitLockFlag(cmd, &f.waitLock)
@@ -136,32 +130,27 @@ func (f *flags) runFleet(cmd *cobra.Command, s *cli.Streams, arg string) error {
 		name = labName
 	}
 	// The first render reports a bad lab or flag as a single up would.
-	if _, _, err := f.Plan(cmd.Context(), arg); err != nil {
-		return err
-	}
-	store, err := state.Default()
+	r, ro, store, err := f.Resolve(cmd.Context(), arg)
 	if err != nil {
 		return err
+	}
+	if _, err := render.Render(r, ro); err != nil {
+		return cli.WithCode(cli.ExitUsage, err)
 	}
 	p, err := cli.Provider(cmd.Context(), nil)
 	if err != nil {
 		return cli.WithCode(cli.ExitNoDocker, err)
 	}
 	res, err := fleet.Up(cmd.Context(), p, fleet.Options{
-		Name:  name,
-		Count: f.count,
-		Render: func(cluster string) (*render.Plan, error) {
-			g := f.Flags
-			g.Name = cluster
-			plan, _, err := g.Plan(cmd.Context(), arg)
-			return plan, err
-		},
+		Name:          name,
+		Count:         f.count,
+		Lab:           r,
+		Render:        ro,
 		Store:         store,
 		KubeconfigDir: f.kubeconfigDir,
 		Retain:        f.retain,
 		Wait:          f.wait,
 		SkipChecks:    f.skipChecks,
-		RegistryImage: f.regImage,
 		Status:        s.ErrOut,
 		WaitLock:      f.waitLock,
 	})
