@@ -245,11 +245,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		RecordedCluster: b.Manifest.Cluster,
 		RecordedAt:      b.Manifest.ChecksSavedAt,
 	}
-	h, err := p.Connect(name)
-	if err != nil {
-		return nil, err
-	}
-	pins, problems := collectPins(ctx, p.Engine(), plan, h.RESTConfig, opts.Versions, opts.Store)
+	pins, problems := collectPins(ctx, p.Engine(), plan, res.Lab.Handle.RESTConfig, opts.Versions, opts.Store)
 	out.Problems = problems
 	out.Pins, out.PinsSame = comparePins(b.Manifest.Pins, pins)
 	out.Checks = compareChecks(recorded, res.Checks)

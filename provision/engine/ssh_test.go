@@ -3,10 +3,8 @@ package engine_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,115 +14,16 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/kindlab/kindlab/provision/engine"
+	"github.com/kindlab/kindlab/provision/engine/sshenginetest"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/registry/registrytest"
 )
-
-// sshEngine is this machine's engine seen as a remote one: a real sshd of
-// the test's own on a loopback port, reached by plain ssh with a key of
-// the test's own, running `docker system dial-stdio` on "the remote".
-type sshEngine struct {
-	// URL is the DOCKER_HOST to use: ssh://root@127.0.0.1:PORT/<socket>.
-	URL string
-	// Opts is KINDLAB_SSH_OPTS for the test's key.
-	Opts string
-	// Dir holds the keys.
-	Dir string
-	// InfoID is the engine's ID, as the local socket reports it.
-	InfoID string
-}
-
-func startSSHEngine(t *testing.T) *sshEngine {
-	t.Helper()
-	local := registrytest.Docker(t) // the engine, before the test points DOCKER_HOST elsewhere
-	info, err := local.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.HasPrefix(local.DaemonHost(), "unix://") {
-		registrytest.SkipOrFail(t, "the engine is not on a local socket ("+local.DaemonHost()+"): sshd here cannot reach it")
-	}
-	sshd := "/usr/sbin/sshd"
-	if _, err := os.Stat(sshd); err != nil {
-		registrytest.SkipOrFail(t, "sshd not installed (apt-get install openssh-server, or `make deps`)")
-	}
-	for _, tool := range []string{"ssh", "ssh-keygen", "docker"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			registrytest.SkipOrFail(t, tool+" not on PATH (apt-get install openssh-client; the docker CLI runs dial-stdio)")
-		}
-	}
-	if os.Geteuid() != 0 {
-		registrytest.SkipOrFail(t, "sshd for the test runs as root (it logs in as root)")
-	}
-	// sshd refuses to start without its privilege separation directory,
-	// which the Debian service would create.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, key := range []string{"host_key", "id"} {
-		if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kindlab-test", "-f", filepath.Join(dir, key)).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen: %v: %s", err, out)
-		}
-	}
-	pub, err := os.ReadFile(filepath.Join(dir, "id.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "authorized_keys"), pub, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	conf := fmt.Sprintf(`HostKey %[1]s/host_key
-AuthorizedKeysFile %[1]s/authorized_keys
-ListenAddress 127.0.0.1
-PidFile none
-StrictModes no
-UsePAM no
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-LogLevel ERROR
-`, dir)
-	if err := os.WriteFile(filepath.Join(dir, "sshd_config"), []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	port := registrytest.FreePort(t)
-	// Logs to a file: a pipe would be held open by the per-connection
-	// sshd processes that idle clients keep alive, and Wait would wait
-	// for them.
-	logFile := filepath.Join(dir, "sshd.log")
-	cmd := exec.Command(sshd, "-D", "-E", logFile, "-f", filepath.Join(dir, "sshd_config"), "-p", strconv.Itoa(port))
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logFile)
-			t.Fatalf("sshd did not listen on %s: %v; its log: %s", addr, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return &sshEngine{
-		URL:    fmt.Sprintf("ssh://root@%s%s", addr, strings.TrimPrefix(local.DaemonHost(), "unix://")),
-		Opts:   fmt.Sprintf("-F /dev/null -i %s -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR", filepath.Join(dir, "id")),
-		Dir:    dir,
-		InfoID: info.ID,
-	}
-}
 
 // TestSSHEngine drives this machine's engine as DOCKER_HOST=ssh://…: the
 // API answers through ssh, and the registry is created, inspected and
 // removed over it.
 func TestSSHEngine(t *testing.T) {
-	e := startSSHEngine(t)
+	e := sshenginetest.Start(t, sshenginetest.Options{})
 	t.Setenv(engine.SSHOptsEnv, e.Opts)
 	t.Setenv("DOCKER_CONTEXT", "")
 	t.Setenv("DOCKER_CONFIG", t.TempDir())
@@ -149,7 +48,7 @@ func TestSSHEngine(t *testing.T) {
 // endpoint is the ssh URL, as `docker context use` leaves it, and runs the
 // registry through a second engine opened from that context.
 func TestSSHContext(t *testing.T) {
-	e := startSSHEngine(t)
+	e := sshenginetest.Start(t, sshenginetest.Options{})
 	cfg := t.TempDir()
 	writeContext(t, cfg, "kindlab-ssh-test", e.URL, false)
 	writeCurrent(t, cfg, "kindlab-ssh-test")
@@ -192,7 +91,7 @@ func TestSSHContext(t *testing.T) {
 	pingAndInfo(t, c2, e)
 }
 
-func pingAndInfo(t *testing.T, c *client.Client, e *sshEngine) {
+func pingAndInfo(t *testing.T, c *client.Client, e *sshenginetest.Engine) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -256,7 +155,7 @@ func registryRoundTrip(t *testing.T, o registry.Options) {
 // TestSSHFailuresAndCleanup: a refused key fails in one line with ssh's
 // own reason, and closing a client ends its ssh processes.
 func TestSSHFailuresAndCleanup(t *testing.T) {
-	e := startSSHEngine(t)
+	e := sshenginetest.Start(t, sshenginetest.Options{})
 	t.Setenv("DOCKER_HOST", e.URL)
 	before := sshChildren(t)
 

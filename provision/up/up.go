@@ -53,6 +53,9 @@ type Result struct {
 	Context string         `json:"kubeconfigContext"`
 	Created bool           `json:"created"`
 	Checks  []check.Result `json:"checks,omitempty"`
+	// Lab is the lab now running on the cluster (for replay, which goes on
+	// to read its pins); nil when Run failed.
+	Lab *running.Lab `json:"-"`
 }
 
 // Run brings the lab up on a provider. It holds the cluster's lock
@@ -144,7 +147,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
 		return nil, err
 	}
-	res.Checks = lc.Checks
+	res.Checks, res.Lab = lc.Checks, lc.Lab
 	return res, nil
 }
 

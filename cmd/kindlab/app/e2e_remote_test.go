@@ -11,30 +11,51 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
+	kindlab "github.com/kindlab/kindlab"
+	"github.com/kindlab/kindlab/provision/artifact"
 	"github.com/kindlab/kindlab/provision/crishim"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/engine/remoteenginetest"
+	"github.com/kindlab/kindlab/provision/engine/sshenginetest"
+	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/nodefiles"
+	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/registry/registrytest"
+	"github.com/kindlab/kindlab/provision/reset"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // remoteLab is the anonymous-auth lab plus kindlab's CRI shim (fixtures/labs).
 const remoteLab = "../../../fixtures/labs/remote-engine.yaml"
 
 // TestEndToEndRemoteEngine brings a lab up on a Docker engine whose
-// filesystem is not this machine's (dockerd in a privileged container,
-// DOCKER_HOST=tcp://127.0.0.1:PORT): the anonymous-auth lab's
+// filesystem is not this machine's (dockerd in a privileged container),
+// reached as users reach one, over ssh (DOCKER_HOST=ssh://root@127.0.0.1:PORT,
+// a real sshd whose sessions dial that engine): the anonymous-auth lab's
 // authentication config and the CRI shim's binary and units must reach its
-// nodes, which a host path written here cannot. The lab's check passes
-// (`up`, then `kindlab check`), the shim runs on every node (up's own step),
-// and `down` leaves no container, volume or network of the lab on that
-// engine.
+// nodes, which a host path written here cannot, and its artifact a registry
+// whose port is not on this machine. The lab's check passes (`up`, then
+// `kindlab check`), the shim runs on every node (up's own step); after an
+// attendee deletes an object and another artifact overwrites the lab's tag,
+// `reset` over ssh puts both back; `down` leaves no container, volume or
+// network of the lab on that engine.
 func TestEndToEndRemoteEngine(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
 	img := requireE2E(t)
 	dir := isolate(t)
-	eng := remoteenginetest.Start(t, img)
-	t.Setenv("DOCKER_HOST", eng.Host)
+	regImage := os.Getenv("KINDLAB_REGISTRY_IMAGE") // make e2e's offline one
+	if regImage == "" {
+		regImage = registrytest.RegistryImage(t, registrytest.Docker(t))
+		t.Setenv("KINDLAB_REGISTRY_IMAGE", regImage)
+	}
+	eng := remoteenginetest.Start(t, img, regImage)
+	ssh := sshenginetest.Start(t, sshenginetest.Options{Target: eng.Host})
+	ssh.UseForDockerCLI(t) // kind's docker CLI, and kindlab's own ssh
+	t.Setenv(engine.SSHOptsEnv, "")
+	t.Setenv("DOCKER_HOST", ssh.URL)
 	name := "kindlab-e2e-remote"
 	// After the engine's own clean-up was registered, so it runs first.
 	t.Cleanup(func() { run(t, "down", "--name", name) })
@@ -59,7 +80,7 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	// engine's 127.0.0.1 is not this machine's (README, Remote Docker engines).
 	code, out, errOut := run(t, "up", remoteLab, "--name", name, "--image", img,
 		"--api-server-address", eng.IP, "-o", "json")
-	t.Logf("up on %s took %s\n%s", eng.Host, time.Since(start).Round(time.Second), errOut)
+	t.Logf("up on %s (over ssh to %s) took %s\n%s", ssh.URL, eng.Host, time.Since(start).Round(time.Second), errOut)
 	var res upResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("up exit %d, output %q: %v", code, out, err)
@@ -97,6 +118,8 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	if code != 0 || len(checked) != 1 || checked[0].Status != "pass" {
 		t.Errorf("kindlab check: exit %d, %+v", code, checked)
 	}
+
+	resetOverSSH(t, ctx, eng, name)
 
 	code, out, errOut = run(t, "down", "--name", name)
 	if code != 0 {
@@ -150,4 +173,99 @@ func otherArchBinary(t *testing.T) (b struct{ path, goarch string }) {
 		t.Fatalf("build an arm64 binary: %v\n%s", err, out)
 	}
 	return b
+}
+
+// resetOverSSH breaks the remote lab as an attendee would (an object of the
+// lab deleted, the artifact's tag overwritten by another artifact, written
+// into the remote registry through the Engine API) and proves that `kindlab
+// reset`, over ssh, puts both back.
+func resetOverSSH(t *testing.T, ctx context.Context, eng *remoteenginetest.Engine, name string) {
+	t.Helper()
+	const ns, cm, ref = "kindlab-anonymous-auth", "remote-probe", "localhost:5001/kindlab/remote-probe:v1"
+	cs := clientFor(t, "", "kind-"+name)
+	if err := cs.CoreV1().ConfigMaps(ns).Delete(ctx, cm, metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete ConfigMap %s/%s: %v", ns, cm, err)
+	}
+	remoteDocker, err := client.NewClientWithOpts(client.WithHost(eng.Host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remoteDocker.Close()
+	ro := registry.Options{Docker: remoteDocker}
+	_, digestBefore := overwriteArtifact(t, ctx, remoteDocker, ref)
+	if got, err := registry.TagDigest(ctx, ro, remoteDocker, ref); err != nil || got != digestBefore {
+		t.Fatalf("the remote registry's %s after overwriting it: %s, want %s (%v)", ref, got, digestBefore, err)
+	}
+
+	start := time.Now()
+	code, out, errOut := run(t, "reset", remoteLab, "--name", name, "-o", "json")
+	t.Logf("reset over %s took %s\n%s", os.Getenv("DOCKER_HOST"), time.Since(start).Round(100*time.Millisecond), errOut)
+	var res reset.Result
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 {
+		t.Fatalf("reset: exit %d, output %q: %v (%s)", code, out, err, errOut)
+	}
+	created := false
+	for _, c := range res.Changes {
+		created = created || (c.Object == "ConfigMap "+ns+"/"+cm && c.Action == "created")
+	}
+	if !created {
+		t.Errorf("reset did not create ConfigMap %s/%s again: %+v", ns, cm, res.Changes)
+	}
+	if _, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, cm, metav1.GetOptions{}); err != nil {
+		t.Errorf("ConfigMap %s/%s after reset: %v", ns, cm, err)
+	}
+	if len(res.Artifacts) != 1 || !res.Artifacts[0].Restored || res.Artifacts[0].Was != digestBefore {
+		t.Fatalf("reset's artifacts %+v, want %s put back from %s", res.Artifacts, ref, digestBefore)
+	}
+	if got, err := registry.TagDigest(ctx, ro, remoteDocker, ref); err != nil || got != res.Artifacts[0].Digest {
+		t.Errorf("the remote registry's %s after reset: %s, want the lab's %s (%v)", ref, got, res.Artifacts[0].Digest, err)
+	}
+	if len(res.Checks) != 1 || res.Checks[0].Status != "pass" {
+		t.Errorf("checks after reset: %+v", res.Checks)
+	}
+}
+
+// overwriteArtifact writes another artifact under ref into the remote
+// engine's registry, as `kindlab artifact push` of other content would, and
+// returns its digest.
+func overwriteArtifact(t *testing.T, ctx context.Context, d *client.Client, ref string) (string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "other", "probe.txt"), []byte("not the lab's\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "overwrite.yaml")
+	if err := os.WriteFile(file, []byte(`apiVersion: kindlab.dev/v1alpha1
+kind: Lab
+metadata:
+  name: overwrite
+spec:
+  include: [base]
+  registry:
+    enabled: true
+  artifacts:
+  - name: probe
+    source: other
+    reference: `+ref+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := lab.NewCatalog()
+	if err := c.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AddFile(file); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("overwrite", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := artifact.ImportLab(ctx, r.Artifacts, registry.Options{Docker: d}, d)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("overwrite %s on the remote registry: %v", ref, err)
+	}
+	return file, res[0].Digest
 }
