@@ -166,6 +166,10 @@ bench: deps docker ## artifact push vs crane, kit save/load vs the disk and dock
 # kindlab's CRI shim: pod start latency of 30-pod bursts through the shim
 # and straight to containerd on the same node (alternating), and the shim's
 # CPU and RSS idle and under the bursts. Needs the offline images (make e2e's).
+.PHONY: bench-lab
+bench-lab: build node-image offline-images ## up vs plain kind, reset vs down+up, on $(LAB) (issue #16's ratios)
+	$(E2E_ENV) KINDLAB_BENCH_LAB=$(LAB) $(GO) test -count=1 -run '^$$' -bench BenchmarkLabUpVsKind -benchtime 1x -timeout 40m -v ./cmd/kindlab/app/
+
 .PHONY: bench-shim
 bench-shim: node-image offline-images ## CRI shim: 30-pod start latency with/without it, its CPU and memory
 	$(E2E_ENV) $(GO) test -count=1 -run '^$$' -bench BenchmarkCRIShimPodStart -benchtime 1x -timeout 40m -v ./cmd/kindlab/app/

@@ -1,0 +1,104 @@
+package app_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kindcluster "sigs.k8s.io/kind/pkg/cluster"
+
+	"github.com/kindlab/kindlab/provision/engine"
+	"github.com/kindlab/kindlab/provision/registry"
+)
+
+// BenchmarkLabUpVsKind measures issue #16's two ratios in one run on one
+// machine, so that the machine's speed cancels out:
+//
+//   - up/kind: `kindlab up LAB` to its checks done, against plain kind
+//     (sigs.k8s.io/kind's own create, as `kind create cluster` runs it) given
+//     the config `kindlab render LAB -o kind` prints and the same node image,
+//     to a Ready control plane (goal ≤ 1.5);
+//   - reset/(down+up): `kindlab reset LAB` after an attendee's breaks (a
+//     Deployment deleted, another scaled to 0), against taking the lab down and
+//     bringing it up again (goal ≤ 0.1).
+//
+// Each phase's seconds are reported too. LAB is all-features unless
+// KINDLAB_BENCH_LAB names another.
+//
+//	make bench-lab
+func BenchmarkLabUpVsKind(b *testing.B) {
+	img := requireE2E(b)
+	dir := isolate(b)
+	lab := os.Getenv("KINDLAB_BENCH_LAB")
+	if lab == "" {
+		lab = "all-features"
+	}
+	name := "kindlab-bench-lab"
+	registryBefore := containerExists(registry.ContainerName)
+	b.Cleanup(func() { run(b, downArgs(name, registryBefore)...) })
+	ctx := context.Background()
+	e, err := engine.Open(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	kind := e.Kind()
+
+	code, cfg, errOut := run(b, "render", lab, "--name", name, "--image", img, "-o", "kind")
+	if code != 0 {
+		b.Fatalf("render: exit %d: %s", code, errOut)
+	}
+	kindKubeconfig := filepath.Join(dir, "kind.kubeconfig")
+	b.ResetTimer()
+	start := time.Now()
+	err = kind.Create(name, kindcluster.CreateWithRawConfig([]byte(cfg)),
+		kindcluster.CreateWithWaitForReady(5*time.Minute), kindcluster.CreateWithKubeconfigPath(kindKubeconfig))
+	kindTime := time.Since(start)
+	if derr := kind.Delete(name, kindKubeconfig); err != nil || derr != nil {
+		b.Fatalf("kind create %s: %v (delete: %v)", name, err, derr)
+	}
+
+	start = time.Now()
+	if code, _, errOut := run(b, "up", lab, "--name", name, "--image", img); code != 0 {
+		b.Fatalf("up: exit %d: %s", code, errOut)
+	}
+	upTime := time.Since(start)
+
+	cs := e2eClient(b, name)
+	if err := cs.AppsV1().Deployments("kindlab-kube-proxy-health").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		b.Fatalf("break the lab: %v", err)
+	}
+	scale, err := cs.AppsV1().Deployments("kindlab-nftables").GetScale(ctx, "echo", metav1.GetOptions{})
+	if err != nil {
+		b.Fatalf("break the lab: %v", err)
+	}
+	scale.Spec.Replicas = 0
+	if _, err := cs.AppsV1().Deployments("kindlab-nftables").UpdateScale(ctx, "echo", scale, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
+		b.Fatalf("break the lab: %v", err)
+	}
+	start = time.Now()
+	if code, _, errOut := run(b, "reset", lab, "--name", name); code != 0 {
+		b.Fatalf("reset: exit %d: %s", code, errOut)
+	}
+	resetTime := time.Since(start)
+
+	start = time.Now()
+	if code, _, errOut := run(b, "down", "--name", name); code != 0 {
+		b.Fatalf("down: exit %d: %s", code, errOut)
+	}
+	if code, _, errOut := run(b, "up", lab, "--name", name, "--image", img); code != 0 {
+		b.Fatalf("up again: exit %d: %s", code, errOut)
+	}
+	downUpTime := time.Since(start)
+	b.StopTimer()
+
+	b.ReportMetric(kindTime.Seconds(), "kind-s")
+	b.ReportMetric(upTime.Seconds(), "up-s")
+	b.ReportMetric(upTime.Seconds()/kindTime.Seconds(), "up/kind")
+	b.ReportMetric(resetTime.Seconds(), "reset-s")
+	b.ReportMetric(downUpTime.Seconds(), "down+up-s")
+	b.ReportMetric(resetTime.Seconds()/downUpTime.Seconds(), "reset/(down+up)")
+}
