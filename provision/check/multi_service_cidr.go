@@ -86,6 +86,11 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 		return fmt.Errorf("every candidate second range (%v) overlaps an existing ServiceCIDR", secondCandidates)
 	}
 	c.detail("primary range %s (%d usable addresses)", primary, capacity)
+	// The second range of an earlier run is still being deleted (its
+	// clean-up does not wait), or was left by a run that was killed.
+	if err := awaitGone(ctx, c); err != nil {
+		return err
+	}
 
 	var created []string
 	defer func() {
@@ -168,9 +173,13 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 	return nil
 }
 
-// cleanupServiceCIDR deletes the check's Services, then its ServiceCIDR,
-// and waits until the ServiceCIDR is gone (its finalizer holds it while any
-// IP in it is allocated).
+// cleanupServiceCIDR deletes the check's Services, then its ServiceCIDR.
+// It does not wait for the ServiceCIDR to go: kube-controller-manager's
+// servicecidrs controller keeps its finalizer for deletionGracePeriod (10 s,
+// pkg/controller/servicecidrs/servicecidrs_controller.go) after its last
+// address is released, so that every apiserver's allocator has seen the
+// deletion; waiting made this the longest check by those 10 seconds. The
+// next run waits for it instead (awaitGone).
 func cleanupServiceCIDR(ctx context.Context, c *run, services []string) error {
 	cs := c.client()
 	for _, n := range services {
@@ -178,19 +187,40 @@ func cleanupServiceCIDR(ctx context.Context, c *run, services []string) error {
 			return fmt.Errorf("delete Service %s: %w", n, err)
 		}
 	}
-	if err := cs.NetworkingV1beta1().ServiceCIDRs().Delete(ctx, secondCIDRName, metav1.DeleteOptions{}); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
+	err := cs.NetworkingV1beta1().ServiceCIDRs().Delete(ctx, secondCIDRName, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete ServiceCIDR %s: %w", secondCIDRName, err)
 	}
-	return poll(ctx, 500*time.Millisecond, 50*time.Second, func(ctx context.Context) (bool, string, error) {
-		_, err := cs.NetworkingV1beta1().ServiceCIDRs().Get(ctx, secondCIDRName, metav1.GetOptions{})
+	return nil
+}
+
+// awaitGone waits until no ServiceCIDR of the check's name exists, deleting
+// one that is not being deleted already.
+func awaitGone(ctx context.Context, c *run) error {
+	cidrs := c.client().NetworkingV1beta1().ServiceCIDRs()
+	sc, err := cidrs.Get(ctx, secondCIDRName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("get ServiceCIDR %s: %w", secondCIDRName, err)
+	case sc.DeletionTimestamp == nil:
+		if err := cidrs.Delete(ctx, secondCIDRName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete ServiceCIDR %s left by an earlier run: %w", secondCIDRName, err)
+		}
+	}
+	start := time.Now()
+	err = poll(ctx, 500*time.Millisecond, 50*time.Second, func(ctx context.Context) (bool, string, error) {
+		_, err := cidrs.Get(ctx, secondCIDRName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			return true, "", nil
 		}
-		return false, fmt.Sprintf("ServiceCIDR %s still exists after delete", secondCIDRName), nil
+		return false, fmt.Sprintf("ServiceCIDR %s of an earlier run is still being deleted (kube-controller-manager keeps it 10 s after its last address is released)", secondCIDRName), nil
 	})
+	if err == nil {
+		c.detail("waited %s for ServiceCIDR %s of an earlier run to go", time.Since(start).Round(100*time.Millisecond), secondCIDRName)
+	}
+	return err
 }
 
 // usable counts the addresses a Service can get: IPv4 ranges lose their

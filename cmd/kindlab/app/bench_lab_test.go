@@ -62,10 +62,12 @@ func BenchmarkLabUpVsKind(b *testing.B) {
 	}
 
 	start = time.Now()
-	if code, _, errOut := run(b, "up", lab, "--name", name, "--image", img); code != 0 {
+	code, _, errOut = run(b, "up", lab, "--name", name, "--image", img)
+	upTime := time.Since(start)
+	if code != 0 {
 		b.Fatalf("up: exit %d: %s", code, errOut)
 	}
-	upTime := time.Since(start)
+	b.Logf("up took %s:\n%s", upTime.Round(100*time.Millisecond), errOut)
 
 	cs := e2eClient(b, name)
 	if err := cs.AppsV1().Deployments("kindlab-kube-proxy-health").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
@@ -80,10 +82,12 @@ func BenchmarkLabUpVsKind(b *testing.B) {
 		b.Fatalf("break the lab: %v", err)
 	}
 	start = time.Now()
-	if code, _, errOut := run(b, "reset", lab, "--name", name); code != 0 {
+	code, _, errOut = run(b, "reset", lab, "--name", name)
+	resetTime := time.Since(start)
+	if code != 0 {
 		b.Fatalf("reset: exit %d: %s", code, errOut)
 	}
-	resetTime := time.Since(start)
+	b.Logf("reset took %s:\n%s", resetTime.Round(100*time.Millisecond), errOut)
 
 	start = time.Now()
 	if code, _, errOut := run(b, "down", "--name", name); code != 0 {
