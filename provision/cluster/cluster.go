@@ -200,9 +200,9 @@ func (p *Provider) Connect(name string) (*Handle, error) {
 	}
 	// client-go's default of 5 requests a second (burst 10) is a limiter on
 	// this side, shared by every client made from this config: the checks
-	// running concurrently and the workloads' apply queued behind one
-	// another on it (measured: a check creating ~30 Services took 28 s).
-	// The apiserver protects itself with priority and fairness.
+	// running concurrently and the workloads' apply would queue behind one
+	// another on it. The apiserver protects itself with priority and
+	// fairness; reset and the test apiserver's clients use the same order.
 	cfg.QPS, cfg.Burst = 100, 200
 	return &Handle{Name: name, RESTConfig: cfg, provider: p}, nil
 }
