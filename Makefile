@@ -96,13 +96,20 @@ unit: ## tests that need nothing but Go
 # is built from source (pinned module versions, deterministic digests). ---
 OFFLINE_NODE_IMAGE     ?= kindlab.local/node:$(K8S_VERSION)
 OFFLINE_REGISTRY_IMAGE ?= kindlab.local/registry:2.8-debian
-# agnhost from k8s.io/kubernetes $(K8S_VERSION)'s test/images; its digest is
-# what build-image gives with this repo's pinned modules and toolchain. It is
-# named after a registry nobody can reach (kindlab.local) and pushed to the
-# local registry's mirror path for it, so nodes pull it the way they pull
-# registry.k8s.io images from a kit: through their containerd mirror config.
-OFFLINE_AGNHOST ?= kindlab.local/e2e-test-images/agnhost:2.52-k8s-v1.31.14@sha256:9331c2bfe6a6d16ed04e86305c774c1fd2a6babed6905e8cd57f87ffb00799db
-OFFLINE_AGNHOST_TAG := $(firstword $(subst @, ,$(OFFLINE_AGNHOST)))
+# agnhost as upstream builds its image (k8s.io/kubernetes $(K8S_VERSION)
+# test/images/agnhost): the binary as the entrypoint, on a userland with the
+# shell and the tools upstream's e2e framework execs in it (sh, nc, curl, dig,
+# ip, ping, …; fixtures/agnhost/build.sh). It is named after a registry nobody
+# can reach (kindlab.local) and pushed to the local registry's mirror path for
+# it, so nodes pull it the way they pull registry.k8s.io images from a kit:
+# through their containerd mirror config. Its digest is derived, not copied:
+# the build writes TAG@DIGEST to OFFLINE_AGNHOST_REF, and OFFLINE_AGNHOST reads
+# it when a recipe uses it, after offline-images ran (a recursive variable).
+# The build is reproducible from its cached userland layer; a cold one takes
+# Debian's current packages. OFFLINE_AGNHOST=REF@sha256:… pins another.
+OFFLINE_AGNHOST_TAG := kindlab.local/e2e-test-images/agnhost:2.52-k8s-$(K8S_VERSION)
+OFFLINE_AGNHOST_REF := $(KINDLAB_CACHE)/agnhost/reference
+OFFLINE_AGNHOST ?= $(or $(shell cat '$(OFFLINE_AGNHOST_REF)' 2>/dev/null),$(error $(OFFLINE_AGNHOST_REF) is missing: run make offline-images first))
 DEVICEPLUGIN := fixtures/allocated-resources-status/deviceplugin
 
 .PHONY: node-image
@@ -121,8 +128,8 @@ offline-images: build docker ## build the labs' workload images from source and 
 	./$(BIN) registry build-image
 	./$(BIN) registry up --registry-image $(OFFLINE_REGISTRY_IMAGE)
 	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -push localhost:5001/kindlab/health-device-plugin:v1.31.14
-	cd $(DEVICEPLUGIN) && $(GO) run ./cmd/build-image -pkg k8s.io/kubernetes/test/images/agnhost -name agnhost -cmd pause \
-	  -tag $(OFFLINE_AGNHOST_TAG) -push localhost:5001/mirror/$(OFFLINE_AGNHOST_TAG)
+	KINDLAB_AGNHOST_TAG=$(OFFLINE_AGNHOST_TAG) bash fixtures/agnhost/build.sh \
+	  -push localhost:5001/mirror/$(OFFLINE_AGNHOST_TAG) -ref-file $(OFFLINE_AGNHOST_REF)
 
 # The end-to-end run: a kit saved from the offline-built images, the engine
 # and registry emptied of them, the kit loaded back (a tampered copy refused
@@ -130,7 +137,8 @@ offline-images: build docker ## build the labs' workload images from source and 
 # loaded, every check against it, then down (asserting nothing is left).
 E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
 # The tests run kindlab in-process; the nodes' CRI shim is bin/kindlab.
-E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
+# Recursive (=): OFFLINE_AGNHOST is read once offline-images has run.
+E2E_ENV = KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
 	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 

@@ -185,8 +185,10 @@ func TestDeclaredCollisions(t *testing.T) {
 	for _, n := range []string{"apparmor", "nftables", "traffic-distribution", "image-volume", "allocated-resources-status"} {
 		pair("kube-proxy-health", n)
 	}
-	// kube-proxy-health picks a worker from the API's Node list.
+	// kube-proxy-health picks a worker, traffic-distribution a node per zone,
+	// from the API's Node list, which node-bound-token adds a Node to.
 	pair("kube-proxy-health", "node-bound-token")
+	pair("traffic-distribution", "node-bound-token")
 	// A check that changes something collides with another run of itself.
 	for _, n := range []string{"kube-proxy-health", "pv-reclaim-policy", "node-bound-token", "multi-service-cidr", "allocated-resources-status", "anonymous-auth"} {
 		pair(n, n)

@@ -36,6 +36,23 @@ func TestBuiltinLabsResolve(t *testing.T) {
 		if got := len(r.Nodes); got != 3 {
 			t.Errorf("%s: %d nodes, want 1 control plane and 2 workers", name, got)
 		}
+		// Upstream's traffic-distribution test needs three zones with
+		// schedulable nodes; the lab gets them from its control plane, and
+		// all-features from the lab, while the other labs keep base's.
+		zones, schedulable := map[string]bool{}, 0
+		for _, n := range r.Nodes {
+			if n.Role == lab.RoleWorker || n.Schedulable {
+				zones[n.Labels["topology.kubernetes.io/zone"]] = true
+				schedulable++
+			}
+		}
+		want := 2
+		if name == "traffic-distribution" || name == "all-features" {
+			want = 3
+		}
+		if len(zones) != want || schedulable != want {
+			t.Errorf("%s: schedulable nodes in zones %v (%d nodes), want %d zones", name, zones, schedulable, want)
+		}
 		if err := lab.ValidateNodeImage(r.NodeImage); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}
@@ -172,6 +189,16 @@ func TestBadInput(t *testing.T) {
 			"labs/a.yaml": labFile("a", "  featureGates:\n    ImageVolume: true\n  containerRuntime:\n    imageVolumeReadOnlyShim: true\n"),
 			"labs/b.yaml": labFile("b", "  containerRuntime:\n    imageVolumeReadOnlyShim: false\n")},
 			"", []string{"builtin:labs/b.yaml:7:", "spec.containerRuntime.imageVolumeReadOnlyShim", `false conflicts with true from lab "a"`}},
+		{"schedulable worker", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    schedulable: true\n")},
+			"", []string{":10:", "spec.nodes[1].schedulable", "only a control-plane node can be made schedulable (a worker always is)"}},
+		// A lab overrides the labs it includes, not its siblings: b's nodes
+		// replace base's, c's (which includes neither b nor a) conflict.
+		{"sibling labs disagree on nodes", map[string]string{
+			"labs/x.yaml":    labFile("x", "  include: [b, c]\n"),
+			"labs/base.yaml": labFile("base", goodNodes),
+			"labs/b.yaml":    labFile("b", "  include: [base]\n  nodes:\n  - role: control-plane\n    schedulable: true\n"),
+			"labs/c.yaml":    labFile("c", "  include: [base]\n  nodes:\n  - role: control-plane\n  - role: worker\n  - role: worker\n")},
+			"", []string{"builtin:labs/c.yaml", "spec.nodes", `from lab "b"`}},
 		{"not YAML", map[string]string{"labs/x.yaml": "apiVersion: [\n"},
 			"", []string{"builtin:labs/x.yaml", "not valid YAML"}},
 	}

@@ -238,14 +238,21 @@ func (m *merger) merge(name string, stack []string) error {
 		return &Error{File: l.Origin.Display, Line: doc.line(field), Field: field,
 			Msg: fmt.Sprintf("%s %v conflicts with %v from lab %q (set it in the including lab to choose)", what, cur, prev, m.setBy[field])}
 	}
-	// setOne sets a single-valued field: the including (top) lab overrides,
-	// included labs must agree with each other.
+	// overrides reports whether this lab may replace what the lab that set
+	// field chose: the top lab may, and so may a lab over the labs it
+	// includes (traffic-distribution's nodes over base's, also when
+	// all-features includes both); labs that include neither must agree.
+	overrides := func(field string) bool {
+		return top || m.includes(name, m.setBy[field])
+	}
+	// setOne sets a single-valued field: the including lab overrides,
+	// labs that include neither must agree with each other.
 	setOne := func(field string, cur any, dst any) error {
 		if reflect.ValueOf(cur).IsZero() {
 			return nil
 		}
 		dv := reflect.ValueOf(dst).Elem()
-		if !dv.IsZero() && !top && !reflect.DeepEqual(dv.Interface(), cur) {
+		if !dv.IsZero() && !overrides(field) && !reflect.DeepEqual(dv.Interface(), cur) {
 			// Indirect: a *bool prints as its value, not an address.
 			return conflict(field, field, reflect.Indirect(dv).Interface(), reflect.Indirect(reflect.ValueOf(cur)).Interface())
 		}
@@ -275,7 +282,7 @@ func (m *merger) merge(name string, stack []string) error {
 		rp, _ := l.Origin.Resolve(p) // checked by validateFile
 		f := &File{FS: l.Origin.FS, Path: rp, Display: p, Root: l.Origin.Root}
 		field := "spec.apiServer.authenticationConfig"
-		if prev := m.r.AuthenticationConfig; prev != nil && !top && !sameContent(*prev, *f) {
+		if prev := m.r.AuthenticationConfig; prev != nil && !overrides(field) && !sameContent(*prev, *f) {
 			return conflict(field, "authentication config", prev.Display, p)
 		}
 		m.r.AuthenticationConfig = f
@@ -283,7 +290,7 @@ func (m *merger) merge(name string, stack []string) error {
 	}
 	for _, g := range sortedKeys(s.FeatureGates) {
 		field := "spec.featureGates." + g
-		if prev, ok := m.r.FeatureGates[g]; ok && prev != s.FeatureGates[g] && !top {
+		if prev, ok := m.r.FeatureGates[g]; ok && prev != s.FeatureGates[g] && !overrides(field) {
 			return conflict(field, "feature gate "+g+"=", prev, s.FeatureGates[g])
 		}
 		m.r.FeatureGates[g] = s.FeatureGates[g]
@@ -291,7 +298,7 @@ func (m *merger) merge(name string, stack []string) error {
 	}
 	for _, k := range sortedKeys(s.RuntimeConfig) {
 		field := fmt.Sprintf("spec.runtimeConfig[%q]", k)
-		if prev, ok := m.r.RuntimeConfig[k]; ok && prev != s.RuntimeConfig[k] && !top {
+		if prev, ok := m.r.RuntimeConfig[k]; ok && prev != s.RuntimeConfig[k] && !overrides(field) {
 			return conflict(field, "runtime config "+k+"=", prev, s.RuntimeConfig[k])
 		}
 		m.r.RuntimeConfig[k] = s.RuntimeConfig[k]
@@ -356,4 +363,28 @@ func indexOf[T any](list []T, match func(T) bool) int {
 		}
 	}
 	return -1
+}
+
+// includes reports whether lab a includes lab b, directly or through the
+// labs it includes.
+func (m *merger) includes(a, b string) bool {
+	seen := map[string]bool{}
+	var walk func(n string) bool
+	walk = func(n string) bool {
+		if seen[n] {
+			return false
+		}
+		seen[n] = true
+		l, ok := m.c.labs[n]
+		if !ok {
+			return false
+		}
+		for _, inc := range l.Spec.Include {
+			if inc == b || walk(inc) {
+				return true
+			}
+		}
+		return false
+	}
+	return b != "" && walk(a)
 }

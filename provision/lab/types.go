@@ -83,6 +83,12 @@ type Node struct {
 	// Node.image). Empty means spec.nodeImage.
 	Image  string            `yaml:"image,omitempty" json:"image,omitempty"`
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
+	// Schedulable, on a control-plane node, registers it without kubeadm's
+	// node-role.kubernetes.io/control-plane:NoSchedule taint (kubeadm
+	// nodeRegistration.taints: []), so workload pods run there: a zone
+	// gets a schedulable node without one more container. Workers are
+	// always schedulable; the field is refused on them.
+	Schedulable bool `yaml:"schedulable,omitempty" json:"schedulable,omitempty"`
 }
 
 // Networking holds the cluster's network settings.

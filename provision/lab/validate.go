@@ -60,6 +60,9 @@ func validateFile(d *document) error {
 				return e(fmt.Sprintf("spec.nodes[%d].image", i), "%v", err)
 			}
 		}
+		if n.Schedulable && n.Role != RoleControlPlane {
+			return e(fmt.Sprintf("spec.nodes[%d].schedulable", i), "only a %s node can be made schedulable (a %s always is): remove the field", RoleControlPlane, n.Role)
+		}
 	}
 	if len(s.Nodes) > 0 && countRole(s.Nodes, RoleControlPlane) == 0 {
 		return e("spec.nodes", "no node has role %s: a cluster needs at least one", RoleControlPlane)

@@ -258,6 +258,9 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		if n.Role == lab.RoleControlPlane {
 			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
 		}
+		if n.Schedulable {
+			node.KubeadmConfigPatches = append(node.KubeadmConfigPatches, SchedulablePatches...)
+		}
 		node.ExtraMounts = append(node.ExtraMounts, allMounts...)
 		cfg.Nodes = append(cfg.Nodes, node)
 	}
@@ -297,6 +300,16 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	}
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil
+}
+
+// SchedulablePatches are a schedulable control-plane node's kubeadm
+// patches: kubeadm v1beta3 (what kind renders for 1.31) taints a control
+// plane whose nodeRegistration.taints is unset, and none when it is an
+// empty list; kind leaves it unset. Init for the first control plane, Join
+// for the others.
+var SchedulablePatches = []string{
+	"kind: InitConfiguration\nnodeRegistration:\n  taints: []\n",
+	"kind: JoinConfiguration\nnodeRegistration:\n  taints: []\n",
 }
 
 // renderCRIShim adds the shim's unit, kubelet drop-in and kubeadm patches

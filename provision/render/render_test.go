@@ -96,6 +96,17 @@ func TestRenderAllFeatures(t *testing.T) {
 	roles := map[v1alpha4.NodeRole]int{}
 	for _, n := range cfg.Nodes {
 		roles[n.Role]++
+		// traffic-distribution's third zone: the control plane, untainted.
+		wantPatches := 0
+		if n.Role == v1alpha4.ControlPlaneRole {
+			wantPatches = 2
+			if n.Labels["topology.kubernetes.io/zone"] != "zone-c" {
+				t.Errorf("control plane labels %v, want zone-c", n.Labels)
+			}
+		}
+		if len(n.KubeadmConfigPatches) != wantPatches || (wantPatches > 0 && !strings.Contains(strings.Join(n.KubeadmConfigPatches, ""), "taints: []")) {
+			t.Errorf("%s: kubeadm patches %q", n.Role, n.KubeadmConfigPatches)
+		}
 		// Every node mounts the CRI shim (binary, unit, kubelet drop-in);
 		// the control plane also the apiserver's directory, first.
 		mounts := n.ExtraMounts
