@@ -214,6 +214,7 @@ func New(opts Options) (*Server, error) {
 		"statusText": statusText,
 		"statusOf":   func(s string) Result { return Result{Status: Status(s)} },
 		"join":       func(l []string) string { return strings.Join(l, " ") },
+		"inc":        func(i int) int { return i + 1 },
 		"resultFor": func(rs []Result, name string) *Result {
 			for i := range rs {
 				if rs[i].Name == name {

@@ -448,7 +448,9 @@ func TestResetStreamsProgress(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"cluster": "nftables-2"`) {
 		t.Fatalf("reset: %d %s", code, body)
 	}
-	events.until(t, func(e Event) bool { return e.Type == "line" && e.Line == "nftables-2:  • Deleting what is not the lab's" })
+	events.until(t, func(e Event) bool {
+		return e.Type == "line" && e.Line == "nftables-2:  • Deleting what is not the lab's"
+	})
 	events.until(t, func(e Event) bool { return e.Type == "line" && e.Line == "nftables-2:  • Waiting for the workloads" })
 	events.until(t, func(e Event) bool { return e.Type == "check" && e.Cluster == "nftables-2" && e.Result.Status == "pass" })
 }
