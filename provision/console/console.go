@@ -215,6 +215,12 @@ func New(opts Options) (*Server, error) {
 		"statusOf":   func(s string) Result { return Result{Status: Status(s)} },
 		"join":       func(l []string) string { return strings.Join(l, " ") },
 		"inc":        func(i int) int { return i + 1 },
+		"shorten": func(s string) string {
+			if r := []rune(s); len(r) > 90 {
+				return string(r[:89]) + "…"
+			}
+			return s
+		},
 		"resultFor": func(rs []Result, name string) *Result {
 			for i := range rs {
 				if rs[i].Name == name {

@@ -61,9 +61,11 @@ type ClusterView struct {
 	Steps   []Step   `json:"steps,omitempty"`
 	Results []Result `json:"results"`
 	// Passed counts the passed checks; StuckAt is the first check, in the
-	// lab's order, that failed or has not run: where an attendee is.
-	Passed  int    `json:"passed"`
-	StuckAt string `json:"stuckAt,omitempty"`
+	// lab's order, that failed or has not run: where an attendee is, and
+	// StuckWhy its reason when it failed.
+	Passed   int    `json:"passed"`
+	StuckAt  string `json:"stuckAt,omitempty"`
+	StuckWhy string `json:"stuckWhy,omitempty"`
 	// URL is the attendee page (with its token when tokens are on).
 	URL string `json:"url"`
 }
@@ -79,6 +81,9 @@ func (s *Server) view(st *clusterState, sc scope, steps bool) ClusterView {
 			v.Passed++
 		case v.StuckAt == "" && r.Status != "unsupported" && r.Status != "skipped":
 			v.StuckAt = r.Name
+			if r.Status == "fail" {
+				v.StuckWhy = r.Reason
+			}
 		}
 	}
 	return v

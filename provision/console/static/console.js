@@ -64,16 +64,19 @@
     const row = document.querySelector('tr.cluster[data-cluster="' + CSS.escape(cluster) + '"]');
     if (!row) return;
     const checks = (row.dataset.checks || "").split(" ").filter(Boolean);
-    let passed = 0, stuck = "";
+    let passed = 0, stuck = "", why = "";
     checks.forEach((n) => {
-      const span = row.querySelector('td.cell[data-check="' + CSS.escape(n) + '"] .status');
+      const td = row.querySelector('td.cell[data-check="' + CSS.escape(n) + '"]');
+      const span = td && td.querySelector(".status");
       const st = span ? span.dataset.status : "";
       if (st === "pass") passed++;
-      else if (!stuck && st !== "unsupported" && st !== "skipped") stuck = n;
+      else if (!stuck && st !== "unsupported" && st !== "skipped") { stuck = n; why = st === "fail" ? td.title : ""; }
     });
     const cell = row.querySelector("td.progress");
-    if (cell) cell.textContent = passed + "/" + checks.length + " pass" + (stuck ? "; stuck at " + stuck : "");
+    if (cell) cell.textContent = passed + "/" + checks.length + " pass" + (stuck ? "; stuck at " + stuck : "") + (why ? ": " + shorten(why) : "");
   }
+
+  function shorten(s) { return s.length > 90 ? s.slice(0, 89) + "…" : s; }
 
   function clusterOf(button) {
     return button.dataset.cluster || body.dataset.cluster;
