@@ -133,7 +133,8 @@ func startConsole(t *testing.T, addr string, extra ...string) consolecmd.URLs {
 // e2eConsole drives `kindlab console` on the running lab in Debian's
 // chromium: the attendee's page runs a check and shows its result; the
 // instructor's matrix follows a check an attendee runs, from pass to fail
-// when the lab is broken and back after the instructor's Reset; a check
+// when the lab is broken (a ServiceAccount deleted) and back after the
+// instructor's Reset; a check
 // run stops when its page goes; every button has a label and every status
 // words; and a request without a token from another address gets nothing.
 func e2eConsole(t *testing.T, name string) {
@@ -319,28 +320,23 @@ func e2eConsole(t *testing.T, name string) {
 	must("load the instructor's page", chromedp.Navigate(urls.Instructor), chromedp.WaitVisible(css(`body[data-live="1"]`)))
 	t.Logf("instructor page loaded and live in %s", time.Since(start).Round(time.Millisecond))
 	accessible("instructor")
-	cell := fmt.Sprintf(`td.cell[data-cluster=%q][data-check="nftables"]`, name)
-	// Break the lab as an attendee might: no echo pods, so the Service
-	// answers nobody and the nftables check fails.
+	cell := fmt.Sprintf(`td.cell[data-cluster=%q][data-check="node-bound-token"]`, name)
+	// Break the lab as an attendee might: delete the ServiceAccount the
+	// node-bound-token check mints its token for, so that check fails.
 	cs := clientFor(t, "", "kind-"+name)
-	scale, err := cs.AppsV1().Deployments("kindlab-nftables").GetScale(context.Background(), "echo", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	scale.Spec.Replicas = 0
-	if _, err := cs.AppsV1().Deployments("kindlab-nftables").UpdateScale(context.Background(), "echo", scale, metav1.UpdateOptions{FieldManager: "kubectl"}); err != nil {
-		t.Fatal(err)
+	if err := cs.CoreV1().ServiceAccounts("kindlab-node-bound-token").Delete(context.Background(), "token-demo", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("break the lab: %v", err)
 	}
 	record(cell)
 	// The attendee presses Check (the API their page calls, with their token).
-	attendeePost(t, base, attendee, "/api/clusters/"+name+"/checks/nftables")
+	attendeePost(t, base, attendee, "/api/clusters/"+name+"/checks/node-bound-token")
 	seen = waitSeen("the matrix cell follows the attendee's check", 4*time.Minute)
 	t.Logf("matrix cell after the attendee's check on the broken lab: %v (%s)", seen, text(cell+` .status`))
 	if seen[len(seen)-1] != "fail" || text(cell+` .status`) != "✗ fail" {
 		t.Errorf("matrix cell after breaking the lab: %v, want fail", seen)
 	}
-	if p := text(fmt.Sprintf(`td.progress[data-progress=%q]`, name)); !strings.Contains(p, "stuck at nftables") {
-		t.Errorf("progress column: %q, want stuck at nftables", p)
+	if p := text(fmt.Sprintf(`td.progress[data-progress=%q]`, name)); !strings.Contains(p, "stuck at node-bound-token: ") || !strings.Contains(p, "token-demo") {
+		t.Errorf("progress column: %q, want stuck at node-bound-token with the reason (token-demo is gone)", p)
 	}
 	shot("console-instructor.png")
 
