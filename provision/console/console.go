@@ -560,17 +560,21 @@ func (s *Server) setResult(cluster string, r Result) {
 	s.hub.publish(Event{Type: "check", Cluster: cluster, Result: &r})
 }
 
-// results returns a cluster's results in its checks' order, one per check.
+// ordered returns a cluster's results in its checks' order, one per check.
 func (st *clusterState) ordered() []Result {
 	out := make([]Result, 0, len(st.Checks))
 	for _, n := range st.Checks {
-		r, ok := st.results[n]
-		if !ok {
-			r = Result{Name: n, Status: StatusNotRun}
-		}
-		out = append(out, r)
+		out = append(out, st.result(n))
 	}
 	return out
+}
+
+// result is a check's last result, StatusNotRun if it has none.
+func (st *clusterState) result(name string) Result {
+	if r, ok := st.results[name]; ok {
+		return r
+	}
+	return Result{Name: name, Status: StatusNotRun}
 }
 
 // statusText is what a status reads as: every status has words, not only a colour.

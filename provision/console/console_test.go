@@ -436,7 +436,9 @@ func TestCheckCancelledWhenPageGoes(t *testing.T) {
 		t.Fatal("check still running 5s after its page went")
 	}
 	// Its cell goes back to what it was (not run), not to a failure.
-	events.until(t, func(e Event) bool { return e.Type == "check" && e.Result.Status == StatusNotRun })
+	events.until(t, func(e Event) bool {
+		return e.Type == "check" && e.Result.Name == "nftables" && e.Result.Status == StatusNotRun
+	})
 	events.until(t, func(e Event) bool { return e.Type == "line" && strings.Contains(e.Line, "cancelled") })
 }
 
@@ -448,11 +450,19 @@ func TestResetStreamsProgress(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `"cluster": "nftables-2"`) {
 		t.Fatalf("reset: %d %s", code, body)
 	}
+	// Its checks show running while it lasts; the one it ran gets its
+	// result, the other its old one (not run) back.
+	events.until(t, func(e Event) bool {
+		return e.Type == "check" && e.Result.Name == "node-bound-token" && e.Result.Status == StatusRunning
+	})
 	events.until(t, func(e Event) bool {
 		return e.Type == "line" && e.Line == "nftables-2:  • Deleting what is not the lab's"
 	})
 	events.until(t, func(e Event) bool { return e.Type == "line" && e.Line == "nftables-2:  • Waiting for the workloads" })
 	events.until(t, func(e Event) bool { return e.Type == "check" && e.Cluster == "nftables-2" && e.Result.Status == "pass" })
+	events.until(t, func(e Event) bool {
+		return e.Type == "check" && e.Result.Name == "node-bound-token" && e.Result.Status == StatusNotRun
+	})
 }
 
 // A cluster that comes or goes is announced on the instructor's stream.

@@ -266,7 +266,7 @@ func (s *Server) apiCheck(w http.ResponseWriter, r *http.Request, _ scope) {
 	defer release()
 	prev := map[string]Result{}
 	for _, n := range names {
-		prev[n] = st.results[n]
+		prev[n] = st.result(n)
 		s.setResult(c, Result{Name: n, Status: StatusRunning})
 	}
 	s.logLine(c, fmt.Sprintf("%s: checking %s", c, strings.Join(names, ", ")))
@@ -337,12 +337,26 @@ func (s *Server) apiReset(w http.ResponseWriter, r *http.Request, _ scope) {
 		return
 	}
 	defer release()
+	// The reset ends with the lab's checks: its cells show them running
+	// meanwhile, and get their old result back if the reset fails.
+	st := s.cluster(c)
+	for _, n := range st.Checks {
+		s.setResult(c, Result{Name: n, Status: StatusRunning})
+	}
+	restore := func(got []Result) {
+		for _, n := range st.Checks {
+			if !slices.ContainsFunc(got, func(r Result) bool { return r.Name == n }) {
+				s.setResult(c, st.result(n))
+			}
+		}
+	}
 	s.logLine(c, c+": reset started")
 	lw := &lineWriter{emit: func(line string) { s.logLine(c, c+": "+line) }}
 	start := time.Now()
 	results, err := s.opts.Resetter.Reset(ctx, c, lw)
 	lw.Close()
 	if err != nil {
+		restore(nil)
 		s.logLine(c, fmt.Sprintf("%s: reset failed: %v", c, err))
 		jsonError(w, http.StatusBadGateway, fmt.Errorf("reset %s: %w", c, err))
 		return
@@ -350,6 +364,7 @@ func (s *Server) apiReset(w http.ResponseWriter, r *http.Request, _ scope) {
 	for _, res := range results {
 		s.setResult(c, res)
 	}
+	restore(results)
 	s.logLine(c, fmt.Sprintf("%s: reset done in %s (%s)", c, time.Since(start).Round(100*time.Millisecond), summary(results)))
 	if results == nil {
 		results = []Result{}
