@@ -502,6 +502,14 @@ func TestSteps(t *testing.T) {
 	if got := steps[3]; got.Text != "Prove it:" || got.Commands[0] != "kindlab check all-features --name all-features --only nftables" {
 		t.Errorf("step 4: %+v", got)
 	}
+	// A command inside a sentence: the sentence stays whole, the command
+	// is a block too.
+	nbt := Steps(Cluster{Name: "ws-1", Lab: "node-bound-token", Context: "kind-ws-1", Instructions: []Instruction{{Lab: "node-bound-token",
+		Text: "4. A token bound to a node that is deleted stops working: kindlab check node-bound-token\n   does that with a throw-away Node object.\n"}}})
+	if len(nbt) != 1 || nbt[0].Text != "A token bound to a node that is deleted stops working: kindlab check node-bound-token does that with a throw-away Node object." ||
+		len(nbt[0].Commands) != 1 || nbt[0].Commands[0] != "kindlab check node-bound-token --name ws-1" {
+		t.Errorf("command inside a sentence: %+v", nbt)
+	}
 	// A heredoc stays one block, with its own indentation.
 	multi := Steps(Cluster{Name: "x", Context: "kind-x", Instructions: []Instruction{{Lab: "multi-service-cidr", Text: "1. Add:\n     kubectl apply -f - <<EOF\n     kind: ServiceCIDR\n     spec:\n       cidrs: [a]\n     EOF\n   then look.\n"}}})
 	if len(multi) != 1 || len(multi[0].Commands) != 1 || multi[0].Commands[0] != "kubectl --context kind-x apply -f - <<EOF\nkind: ServiceCIDR\nspec:\n  cidrs: [a]\nEOF" || multi[0].Text != "Add: then look." {

@@ -34,6 +34,10 @@ func Steps(c Cluster) []Step {
 	for _, in := range c.Instructions {
 		var cur *Step
 		textIndent := 0
+		// heading is the step's first line as written: when prose follows
+		// a command taken out of it, the command was part of a sentence,
+		// which is put back whole (the command stays as a block too).
+		heading, inlined := "", false
 		var block []string
 		flush := func() {
 			if cur != nil && len(block) > 0 {
@@ -47,9 +51,11 @@ func Steps(c Cluster) []Step {
 				out = append(out, Step{Lab: in.Lab, Number: m[2], Text: m[3]})
 				cur = &out[len(out)-1]
 				textIndent = len(m[1]) + len(m[2]) + 2
+				heading, inlined = m[3], false
 				if im := inlineCommand.FindStringSubmatch(m[3]); im != nil {
 					cur.Text = im[1] + ":"
 					cur.Commands = append(cur.Commands, rewrite(im[2], in.Lab, c))
+					inlined = true
 				}
 				continue
 			}
@@ -68,6 +74,9 @@ func Steps(c Cluster) []Step {
 				continue
 			}
 			flush()
+			if inlined {
+				cur.Text, inlined = heading, false
+			}
 			cur.Text += " " + strings.TrimSpace(line)
 		}
 		flush()
