@@ -49,7 +49,8 @@ down: build
 # the hosts.toml kindlab writes), busybox (tiny test containers) and a
 # Docker engine; debootstrap and libseccomp build the offline node image;
 # sshd (openssh-server) lets the tests reach this engine as a remote one
-# over DOCKER_HOST=ssh://. `make lab` needs only the lab's share (deps-lab).
+# over DOCKER_HOST=ssh://; chromium is the real browser the console's test
+# drives (chromedp). `make lab` needs only the lab's share (deps-lab).
 # On Debian as root they are installed with apt; elsewhere the packages are
 # named and make stops.
 INSTALL_MISSING = if [ -n "$$missing" ]; then \
@@ -78,6 +79,7 @@ deps: deps-lab
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	$(INSTALL_MISSING)
 
 .PHONY: docker
@@ -138,7 +140,9 @@ offline-images: build docker ## build the labs' workload images from source and 
 E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
 # The tests run kindlab in-process; the nodes' CRI shim is bin/kindlab.
 # Recursive (=): OFFLINE_AGNHOST is read once offline-images has run.
+# The console's browser test leaves its screenshots in test-artifacts/.
 E2E_ENV = KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
+	KINDLAB_TEST_ARTIFACTS=$(CURDIR)/test-artifacts \
 	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 

@@ -181,6 +181,17 @@ func Connect(ctx context.Context, e *engine.Engine, name string) (*Handle, error
 	return p.Connect(name)
 }
 
+// KubeConfig is a running cluster's kubeconfig file (YAML) as kind writes
+// it, with its context kind-NAME and the API server's address as seen from
+// this machine (external, not the node network's).
+func (p *Provider) KubeConfig(name string) ([]byte, error) {
+	kc, err := p.kind.KubeConfig(name, false)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig of %s: %w", name, err)
+	}
+	return []byte(kc), nil
+}
+
 // Connect finds a running cluster by name on this provider.
 func (p *Provider) Connect(name string) (*Handle, error) {
 	ok, err := p.Exists(name)

@@ -117,6 +117,9 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	// An attendee breaks the lab; reset puts it back without a recreate.
 	e2eReset(t, name)
 
+	// The workshop console on the lab, in a real browser.
+	t.Run("console", func(t *testing.T) { e2eConsole(t, name) })
+
 	// A second up converges: same cluster, not a new one.
 	start = time.Now()
 	code, out, errOut = run(t, "up", "all-features", "--name", name, "--image", img, "--skip-checks", "-o", "json")

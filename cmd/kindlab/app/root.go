@@ -13,6 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/bundle"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/check"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/console"
 	crishimcmd "github.com/kindlab/kindlab/cmd/kindlab/app/crishim"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
@@ -56,6 +57,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		status.NewCommand(s),
 		check.NewCommand(s),
 		reset.NewCommand(s),
+		console.NewCommand(s),
 		artifact.NewCommand(s),
 		registry.NewCommand(s),
 		migrate.NewCommand(s),
