@@ -78,11 +78,20 @@ deps: deps-lab
 	command -v dockerd >/dev/null || missing="$$missing docker.io"; \
 	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
 	$(INSTALL_MISSING)
 
 .PHONY: docker
 docker: ## start a Docker engine here if none answers (CI machines)
 	bash .ci/docker.sh
+
+# kindlab's second engine (TestEndToEndPodman): rootful podman's API service
+# on unix:///run/podman/podman.sock, with the containers.conf that lets
+# podman start containers on this VM (CONTAINERS_CONF, see .ci/podman.sh).
+PODMAN_CONF := /etc/kindlab/podman/containers.conf
+.PHONY: podman
+podman: ## start podman's Docker-compatible API service here if none answers (CI machines)
+	KINDLAB_PODMAN_CONF=$(PODMAN_CONF) bash .ci/podman.sh
 
 .PHONY: k8s-bins
 k8s-bins: ## build kube-apiserver, kube-controller-manager, kubeadm, kube-proxy and etcd $(K8S_VERSION) from source into $(KINDLAB_CACHE)
@@ -131,11 +140,11 @@ offline-images: build docker ## build the labs' workload images from source and 
 E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
 # The tests run kindlab in-process; the nodes' CRI shim is bin/kindlab.
 E2E_ENV := KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
-	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
+	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
-e2e: node-image offline-images remote-engine ## bring all-features up on kind, run every check, take it down
+e2e: node-image offline-images remote-engine podman ## bring all-features up on kind, run every check, take it down
 	$(E2E_ENV) $(GO) test -count=1 -v -timeout 40m -run TestEndToEnd ./cmd/kindlab/app/
 
 # Every test, against real components: a distribution registry, a Docker

@@ -71,6 +71,15 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// A lab recorded on the other engine is named as such, not as a
+			// cluster that does not exist.
+			if store, err := state.Default(); err == nil {
+				if rec, err := store.Load(name); err == nil {
+					if err := rec.OnProvider(p.Engine().Provider()); err != nil {
+						return err
+					}
+				}
+			}
 			h, err := p.Connect(name)
 			if err != nil {
 				return err

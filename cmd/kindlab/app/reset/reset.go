@@ -80,6 +80,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if rec.Lab != r.Name {
 				return cli.Usagef("cluster %s runs lab %s, not %s (kindlab reset %s --name %s)", name, rec.Lab, r.Name, rec.Lab, name)
 			}
+			if e, err := cli.Engine(cmd.Context()); err == nil {
+				if err := rec.OnProvider(e.Provider()); err != nil {
+					return err
+				}
+			}
 			// Reset to what the lab came up with: its images and registry port.
 			if err := r.OverrideImages(rec.ImageOverrides); err != nil {
 				return err
