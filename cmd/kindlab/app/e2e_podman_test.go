@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/engine"
+	"github.com/kindlab/kindlab/provision/nodefiles"
 )
 
 // requirePodman skips, saying why, when podman's CLI or its API service is
@@ -61,14 +62,20 @@ func (e *podmanError) Error() string {
 	return "podman " + strings.Join(e.args, " ") + ": " + e.err.Error() + ": " + e.stderr
 }
 
+// podmanLab is the one-node lab with the registry, an image-volume
+// artifact, agnhost workloads, the CRI shim and nftables (fixtures/labs).
+const podmanLab = "../../../fixtures/labs/podman.yaml"
+
 // TestEndToEndPodman runs a lab on kindlab's second engine
 // (KIND_EXPERIMENTAL_PROVIDER=podman): kind's nodes through the podman
 // CLI, kindlab's registry, kit, artifact and node calls through podman's
 // Docker-compatible API service. The node, registry and workload images
 // come into podman the offline way, as a kit saved from Docker and loaded
-// into podman; the one-node lab comes up with its registry and artifact,
-// its pods pull agnhost from the lab's registry (the registry's own log
-// shows the node's pulls), `check` passes, a kit saved back from podman
+// into podman; the one-node lab comes up with its registry and artifact
+// (mounted as an image volume through kindlab's CRI shim, whose files reach
+// the node through the node-files volume on podman), its pods pull agnhost
+// and the artifact from the lab's registry (the registry's own log shows
+// the node's pulls), `check` passes, a kit saved back from podman
 // (an empty kit cache, so podman's own image export) holds the same
 // images, and `down` (then `registry down --delete-data`) leaves no
 // container, volume, kubeconfig context or DNS entry of the lab on podman.
@@ -89,7 +96,7 @@ func TestEndToEndPodman(t *testing.T) {
 	t.Setenv(engine.ProviderEnv, "")
 	kitFile := filepath.Join(dir, "one-node-kit.tar")
 	start := time.Now()
-	if code, _, errOut := run(t, "kit", "save", oneNodeLab, "--image", img, "-o", kitFile); code != 0 {
+	if code, _, errOut := run(t, "kit", "save", podmanLab, "--image", img, "-o", kitFile); code != 0 {
 		t.Fatalf("kit save on docker: exit %d\n%s", code, errOut)
 	}
 	t.Logf("kit save on docker: %s", time.Since(start).Round(100*time.Millisecond))
@@ -137,7 +144,7 @@ func TestEndToEndPodman(t *testing.T) {
 	}
 
 	start = time.Now()
-	code, out, errOut = run(t, "up", oneNodeLab, "--name", name, "--image", img, "--registry-port", port, "-o", "json")
+	code, out, errOut = run(t, "up", podmanLab, "--name", name, "--image", img, "--registry-port", port, "-o", "json")
 	t.Logf("up on podman took %s\n%s", time.Since(start).Round(time.Second), errOut)
 	var res upResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
@@ -147,7 +154,14 @@ func TestEndToEndPodman(t *testing.T) {
 		t.Fatalf("up: exit %d, created %v: %s", code, res.Created, errOut)
 	}
 	if len(res.Checks) != 2 {
-		t.Errorf("up ran %d checks, want nftables and node-bound-token: %+v", len(res.Checks), res.Checks)
+		t.Errorf("up ran %d checks, want image-volume and nftables: %+v", len(res.Checks), res.Checks)
+	}
+	if !strings.Contains(errOut, "kindlab's CRI shim runs on 1 node(s)") {
+		t.Errorf("up did not prove the CRI shim on the node:\n%s", errOut)
+	}
+	vol := nodefiles.VolumeName(name)
+	if mp, err := podman(t, "volume", "inspect", "-f", "{{.Mountpoint}}", vol); err != nil || !strings.HasPrefix(mp, "/") {
+		t.Errorf("node-files volume %s on podman: %q %v", vol, mp, err)
 	}
 	for _, c := range res.Checks {
 		if c.Status != "pass" {
@@ -165,17 +179,19 @@ func TestEndToEndPodman(t *testing.T) {
 	// The workload's pods run agnhost, which only the lab's registry holds
 	// (loaded from the kit; nothing can be pulled here), and the registry
 	// served the node's pulls of it.
-	ids, err := podman(t, "exec", node, "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "pods", "-n", "kindlab-kube-proxy-health",
+	ids, err := podman(t, "exec", node, "kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", "get", "pods", "-n", "kindlab-nftables",
 		"-o", "jsonpath={range .items[*]}{.status.phase} {.status.containerStatuses[*].imageID}{\"\\n\"}{end}")
 	if err != nil || !strings.HasPrefix(ids, "Running ") || !strings.Contains(ids, "agnhost@sha256:") {
-		t.Errorf("web pods: %q %v", ids, err)
+		t.Errorf("nftables echo pods: %q %v", ids, err)
 	}
 	logs, err := exec.Command("podman", "logs", "kind-registry").CombinedOutput()
-	if err != nil || !strings.Contains(string(logs), "/v2/mirror/kindlab.local/e2e-test-images/agnhost/manifests/") {
-		t.Errorf("the lab registry's log shows no pull of agnhost by the node (%v):\n%s", err, tail(string(logs), 20))
+	for _, pull := range []string{"/v2/mirror/kindlab.local/e2e-test-images/agnhost/manifests/", "/v2/kindlab/model/manifests/"} {
+		if err != nil || !strings.Contains(string(logs), pull) {
+			t.Errorf("the lab registry's log shows no GET %s by the node (%v):\n%s", pull, err, tail(string(logs), 20))
+		}
 	}
 
-	code, out, errOut = run(t, "check", oneNodeLab, "--name", name, "-o", "json")
+	code, out, errOut = run(t, "check", podmanLab, "--name", name, "-o", "json")
 	var checked []checkResult
 	if err := json.Unmarshal([]byte(out), &checked); err != nil {
 		t.Fatalf("check exit %d, output %q: %v (%s)", code, out, err, errOut)
@@ -190,7 +206,7 @@ func TestEndToEndPodman(t *testing.T) {
 	t.Setenv("KINDLAB_CACHE", t.TempDir())
 	kit2 := filepath.Join(dir, "from-podman.tar")
 	start = time.Now()
-	if code, _, errOut := run(t, "kit", "save", oneNodeLab, "--image", img, "--registry-port", port, "-o", kit2); code != 0 {
+	if code, _, errOut := run(t, "kit", "save", podmanLab, "--image", img, "--registry-port", port, "-o", kit2); code != 0 {
 		t.Errorf("kit save on podman: exit %d\n%s", code, errOut)
 	} else {
 		t.Logf("kit save on podman: %s", time.Since(start).Round(100*time.Millisecond))
