@@ -153,9 +153,10 @@ e2e: node-image offline-images remote-engine podman ## bring all-features up on 
 # component a failure instead of a skip. The end-to-end run goes last, on its
 # own, so a 3-node cluster does not compete with the apiservers of the suite.
 .PHONY: test
-test: deps docker k8s-bins node-image ## every test, including the offline end-to-end run on kind
+test: deps docker podman k8s-bins node-image ## every test, including the offline end-to-end run on kind
 	$(GO) vet ./...
-	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
+	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
+	  $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
 # Fuzz budgets are counts, not durations: go1.26's fuzz coordinator can
 # fail a -fuzztime <duration> run with a bare "context deadline
 # exceeded" when a loaded machine's worker misses the deadline (Go issue
