@@ -38,8 +38,11 @@ probe=$(mktemp -u /tmp/kindlab-podman-probe.XXXXXX.sock)
 podman system service --time=0 "unix://$probe" </dev/null >/dev/null 2>&1 &
 ppid=$!
 for _ in $(seq 50); do [ -S "$probe" ] && break; sleep 0.1; done
-nofile=$(awk '/^Max open files/ {print $5}' "/proc/$ppid/limits")
-nproc=$(awk '/^Max processes/ {print $4}' "/proc/$ppid/limits")
+nofile=$(awk '/^Max open files/ {print $5}' "/proc/$ppid/limits" 2>/dev/null || true)
+nproc=$(awk '/^Max processes/ {print $4}' "/proc/$ppid/limits" 2>/dev/null || true)
+# The probe died early: this shell's limits are the best guess left.
+nofile=${nofile:-$(ulimit -Hn)}
+nproc=${nproc:-$(ulimit -Hu)}
 kill "$ppid" 2>/dev/null || true
 wait "$ppid" 2>/dev/null || true
 rm -f "$probe"
