@@ -93,7 +93,16 @@ func TestEndToEndPodman(t *testing.T) {
 	port := freeTCPPort(t)
 
 	// The kit, from Docker (the shared kit cache makes a second save cheap).
+	// The workload images are in Docker's lab registry (make e2e's
+	// offline-images); it is started for the save if it is not running, and
+	// stopped again with its data kept.
 	t.Setenv(engine.ProviderEnv, "")
+	if running, _ := exec.Command("docker", "ps", "-q", "--filter", "name=^kind-registry$").Output(); strings.TrimSpace(string(running)) == "" {
+		if code, _, errOut := run(t, "registry", "up"); code != 0 {
+			t.Fatalf("registry up on docker: exit %d\n%s", code, errOut)
+		}
+		t.Cleanup(func() { run(t, "--provider", "docker", "registry", "down") })
+	}
 	kitFile := filepath.Join(dir, "one-node-kit.tar")
 	start := time.Now()
 	if code, _, errOut := run(t, "kit", "save", podmanLab, "--image", img, "-o", kitFile); code != 0 {
