@@ -80,11 +80,20 @@ deps: deps-lab
 	command -v sshd >/dev/null || [ -x /usr/sbin/sshd ] || missing="$$missing openssh-server"; \
 	command -v ssh >/dev/null || missing="$$missing openssh-client"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
 	$(INSTALL_MISSING)
 
 .PHONY: docker
 docker: ## start a Docker engine here if none answers (CI machines)
 	bash .ci/docker.sh
+
+# kindlab's second engine (TestEndToEndPodman): rootful podman's API service
+# on unix:///run/podman/podman.sock, with the containers.conf that lets
+# podman start containers on this VM (CONTAINERS_CONF, see .ci/podman.sh).
+PODMAN_CONF := /etc/kindlab/podman/containers.conf
+.PHONY: podman
+podman: ## start podman's Docker-compatible API service here if none answers (CI machines)
+	KINDLAB_PODMAN_CONF=$(PODMAN_CONF) bash .ci/podman.sh
 
 .PHONY: k8s-bins
 k8s-bins: ## build kube-apiserver, kube-controller-manager, kubeadm, kube-proxy and etcd $(K8S_VERSION) from source into $(KINDLAB_CACHE)
@@ -143,11 +152,11 @@ E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
 # The console's browser test leaves its screenshots in test-artifacts/.
 E2E_ENV = KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
 	KINDLAB_TEST_ARTIFACTS=$(CURDIR)/test-artifacts \
-	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) \
+	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
-e2e: node-image offline-images remote-engine ## bring all-features up on kind, run every check, take it down
+e2e: node-image offline-images remote-engine podman ## bring all-features up on kind, run every check, take it down
 	$(E2E_ENV) $(GO) test -count=1 -v -timeout 40m -run TestEndToEnd ./cmd/kindlab/app/
 
 # Every test, against real components: a distribution registry, a Docker
@@ -156,9 +165,10 @@ e2e: node-image offline-images remote-engine ## bring all-features up on kind, r
 # component a failure instead of a skip. The end-to-end run goes last, on its
 # own, so a 3-node cluster does not compete with the apiservers of the suite.
 .PHONY: test
-test: deps docker k8s-bins node-image ## every test, including the offline end-to-end run on kind
+test: deps docker podman k8s-bins node-image ## every test, including the offline end-to-end run on kind
 	$(GO) vet ./...
-	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
+	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
+	  $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...
 # Fuzz budgets are counts, not durations: go1.26's fuzz coordinator can
 # fail a -fuzztime <duration> run with a bare "context deadline
 # exceeded" when a loaded machine's worker misses the deadline (Go issue

@@ -44,13 +44,16 @@ type Provider struct {
 
 // New checks that the engine answers and returns a provider over it, using
 // the engine's kind provider (and so its kind logger). kind shells out to
-// the docker CLI, which honours DOCKER_HOST and docker contexts as the
-// engine's own resolution does. Without an engine it fails in one line
-// that wraps ErrNoEngine, names the endpoint and says how to fix it.
+// the provider's CLI (docker, or podman): docker honours DOCKER_HOST and
+// docker contexts, podman CONTAINER_HOST, as the engine's own resolution
+// does. Without an engine it fails in one line that wraps ErrNoEngine,
+// names the endpoint and says how to fix it.
 func New(ctx context.Context, e *engine.Engine) (*Provider, error) {
-	if _, err := exec.LookPath("docker"); err != nil {
-		// kind drives the CLI, so it is needed even where the API answers.
-		return nil, fmt.Errorf("%w: the docker CLI is not on PATH (install Docker, then run `kindlab doctor`)", ErrNoEngine)
+	if cli := e.Provider(); cli != "" {
+		if _, err := exec.LookPath(cli); err != nil {
+			// kind drives the CLI, so it is needed even where the API answers.
+			return nil, fmt.Errorf("%w: the %s CLI is not on PATH (install %s, then run `kindlab doctor`)", ErrNoEngine, cli, cli)
+		}
 	}
 	if err := e.Ping(ctx); err != nil {
 		return nil, err

@@ -16,8 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/system"
 
 	"github.com/kindlab/kindlab/provision/crishim"
@@ -65,6 +63,10 @@ type Options struct {
 	// Engine is the command's engine. nil: Run opens one for itself (and
 	// closes it), since whether one can be found is one of its findings.
 	Engine *engine.Engine
+	// Provider is the --provider flag's value ("": KIND_EXPERIMENTAL_PROVIDER
+	// decides, as engine.ChooseProvider does); it names the engine Run
+	// opens when Engine is nil.
+	Provider string
 }
 
 // Run looks at the machine.
@@ -76,21 +78,29 @@ func Run(ctx context.Context, opts Options) []Finding {
 		opts.RegistryPort = registry.DefaultHostPort
 	}
 	var out []Finding
-	if err := engine.CheckProvider(); err != nil {
+	prov, err := engine.ChooseProvider(opts.Provider)
+	if err != nil {
 		out = append(out, Finding{Check: "provider", Level: Fail, Detail: err.Error(), Affects: "every lab",
-			Fix: "unset " + engine.ProviderEnv + " (or set it to docker)"})
+			Fix: "unset " + engine.ProviderEnv + " (or set it to docker or podman)"})
+		// Docker is what doctor examines then: kind's default.
+		prov = engine.ProviderDocker
 	}
 	if f := proxyFinding(os.Getenv); f != nil {
 		out = append(out, *f)
 	}
 	e, openErr := opts.Engine, error(nil)
 	if e == nil {
-		// Docker is what doctor examines, whatever the provider finding says.
-		if e, openErr = engine.Open(ctx, engine.WithProvider(engine.ProviderDocker)); openErr == nil {
+		if e, openErr = engine.Open(ctx, engine.WithProvider(prov)); openErr == nil {
 			defer e.Close()
 		}
+	} else {
+		prov = e.Provider()
 	}
-	dockerOK, dataRoot, f := docker(ctx, e, openErr)
+	examine := docker
+	if prov == engine.ProviderPodman {
+		examine = podman
+	}
+	dockerOK, dataRoot, f := examine(ctx, e, openErr)
 	out = append(out, f...)
 	out = append(out, kernel(), apparmor())
 	if opts.Capacity != nil {
@@ -289,19 +299,12 @@ func port(ctx context.Context, e *engine.Engine, p int, dockerOK bool) Finding {
 }
 
 // publisher names the running container(s) publishing port p, "" for none
-// (or when the engine cannot say): `docker ps --filter publish=P`.
+// (or when the engine cannot say): what `docker ps --filter publish=P`
+// shows (engine.Publishers, which podman's API serves too).
 func publisher(ctx context.Context, e *engine.Engine, p int) string {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	cs, err := e.Client().ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("publish", strconv.Itoa(p)))})
+	names, err := e.Publishers(ctx, p)
 	if err != nil {
 		return ""
-	}
-	var names []string
-	for _, c := range cs {
-		if len(c.Names) > 0 {
-			names = append(names, strings.TrimPrefix(c.Names[0], "/"))
-		}
 	}
 	return strings.Join(names, "\n")
 }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/kindlab/kindlab/provision/doctor"
@@ -107,22 +109,117 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestProviderFinding: doctor does not refuse KIND_EXPERIMENTAL_PROVIDER
-// like the other verbs (its other findings still matter) but reports it as
-// a failure with the fix; kind's CLI would obey it (sigs.k8s.io/kind v0.31.0
-// pkg/internal/runtime/runtime.go), kindlab cannot.
+// TestProviderFinding: doctor does not refuse a KIND_EXPERIMENTAL_PROVIDER
+// kindlab does not drive like the other verbs (its other findings still
+// matter) but reports it as a failure with the fix; kind's CLI would obey
+// it (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go), kindlab
+// cannot. docker and podman are no finding; podman is examined instead of
+// Docker, by its own name.
 func TestProviderFinding(t *testing.T) {
-	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "podman")
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "nerdctl")
 	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}), "provider")
-	if f.Level != doctor.Fail || !strings.Contains(f.Detail, `KIND_EXPERIMENTAL_PROVIDER="podman"`) || !strings.Contains(f.Fix, "unset KIND_EXPERIMENTAL_PROVIDER") {
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, `KIND_EXPERIMENTAL_PROVIDER="nerdctl"`) || !strings.Contains(f.Fix, "unset KIND_EXPERIMENTAL_PROVIDER") {
 		t.Errorf("finding %+v", f)
 	}
-	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker")
-	for _, f := range doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)}) {
-		if f.Check == "provider" {
-			t.Errorf("docker is what kindlab uses, yet: %+v", f)
+	for _, v := range []string{"docker", "podman"} {
+		t.Setenv("KIND_EXPERIMENTAL_PROVIDER", v)
+		fs := doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)})
+		for _, f := range fs {
+			if f.Check == "provider" {
+				t.Errorf("%s is driven by kindlab, yet: %+v", v, f)
+			}
+		}
+		// The engine's finding is named after it, whether it answers or not.
+		find(t, fs, v)
+	}
+	// The flag wins over the variable.
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "nerdctl")
+	find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), Provider: "podman"}), "podman")
+}
+
+// TestPodmanWithoutService: podman chosen but no API service answers: the
+// podman finding fails with how to start it, and nothing else about podman
+// is claimed.
+func TestPodmanWithoutService(t *testing.T) {
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "podman")
+	t.Setenv("CONTAINER_HOST", "unix:///nonexistent/podman.sock")
+	fs := doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t)})
+	f := find(t, fs, "podman")
+	if _, err := exec.LookPath("podman"); err != nil {
+		if f.Level != doctor.Fail || !strings.Contains(f.Detail, "podman CLI is not on PATH") {
+			t.Errorf("podman finding without the CLI: %+v", f)
+		}
+		return
+	}
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, "unix:///nonexistent/podman.sock") || !strings.Contains(f.Fix, "podman system service --time=0") {
+		t.Errorf("podman finding without a service: %+v", f)
+	}
+	for _, f := range fs {
+		if f.Check == "podman-ulimits" || f.Check == "node-image" {
+			t.Errorf("judged without an engine: %+v", f)
 		}
 	}
+}
+
+// TestPodmanUlimitsFinding, against the real podman service (.ci/podman.sh):
+// a containers.conf (CONTAINERS_CONF) that sets default_ulimits is named;
+// one that does not is a failure on a machine where podman's default
+// 1048576 is above the hard nofile limit and CAP_SYS_RESOURCE is missing
+// (these CI VMs), whose fix names that file.
+func TestPodmanUlimitsFinding(t *testing.T) {
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "podman")
+	t.Setenv("CONTAINER_HOST", "")
+	e, err := engine.Open(context.Background())
+	if err == nil {
+		defer e.Close()
+		err = e.Ping(context.Background())
+	}
+	if err != nil {
+		if os.Getenv("KINDLAB_REQUIRE_PODMAN") == "1" {
+			t.Fatalf("podman required: %v", err)
+		}
+		t.Skipf("no podman service: %v", err)
+	}
+	dir := t.TempDir()
+	with, without := dir+"/with.conf", dir+"/without.conf"
+	os.WriteFile(with, []byte("[containers]\ndefault_ulimits = [\"nofile=1024:1024\"]\n"), 0o644)
+	os.WriteFile(without, []byte("[containers]\nlog_size_max = -1\n"), 0o644)
+	t.Setenv("CONTAINERS_CONF", with)
+	f := find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), Engine: e}), "podman-ulimits")
+	if f.Level != doctor.OK || f.Detail != with+` sets default_ulimits = ["nofile=1024:1024"]` {
+		t.Errorf("with default_ulimits: %+v", f)
+	}
+	t.Setenv("CONTAINERS_CONF", without)
+	f = find(t, doctor.Run(context.Background(), doctor.Options{RegistryPort: freePort(t), Engine: e}), "podman-ulimits")
+	var lim syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if lim.Max >= 1048576 || boundingHasSysResource(t) {
+		t.Logf("this machine can raise rlimits (nofile hard %d): %+v", lim.Max, f)
+		return
+	}
+	if f.Level != doctor.Fail || !strings.Contains(f.Detail, "operation not permitted") || !strings.Contains(f.Fix, without+" (CONTAINERS_CONF)") {
+		t.Errorf("without default_ulimits: %+v", f)
+	}
+}
+
+// boundingHasSysResource reads CAP_SYS_RESOURCE (bit 24) of this
+// process's capability bounding set.
+func boundingHasSysResource(t *testing.T) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapBnd:"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n&(1<<24) != 0
+		}
+	}
+	t.Fatal("no CapBnd in /proc/self/status")
+	return false
 }
 
 // TestProxyFinding: a proxy in the environment is reported (credentials

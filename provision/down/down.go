@@ -55,6 +55,11 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 	if recErr != nil && !errors.Is(recErr, state.ErrNotFound) {
 		return nil, recErr
 	}
+	if recErr == nil {
+		if err := rec.OnProvider(p.Engine().Provider()); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Kubeconfig == "" && recErr == nil {
 		opts.Kubeconfig = rec.Kubeconfig
 	}

@@ -55,6 +55,9 @@ type Endpoint struct {
 	// TLSDir holds the context's ca.pem, cert.pem and key.pem when it has
 	// any (contexts/tls/<id>/docker).
 	TLSDir string
+	// Podman says the endpoint is podman's Docker-compatible API service
+	// (Source is SourcePodmanEnv or SourcePodmanDefault).
+	Podman bool
 }
 
 // String names the endpoint and where it came from, for messages:
@@ -69,6 +72,10 @@ func (e Endpoint) String() string {
 		return host + " (DOCKER_HOST)"
 	case SourceContext:
 		return fmt.Sprintf("%s (docker context %q from %s)", host, e.Context, e.ContextFrom)
+	case SourcePodmanEnv:
+		return host + " (podman, " + PodmanHostEnv + ")"
+	case SourcePodmanDefault:
+		return host + " (podman)"
 	}
 	return host
 }
@@ -104,33 +111,69 @@ func (e Endpoint) Hostname() string {
 
 // ProviderEnv is kind's CLI switch between node providers
 // (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go: docker, podman,
-// nerdctl, finch, nerdctl.lima; any other value is ignored with a warning).
+// nerdctl, finch, nerdctl.lima; kind ignores any other value with a
+// warning, kindlab refuses it).
 const ProviderEnv = "KIND_EXPERIMENTAL_PROVIDER"
 
-// UnsupportedProviderError is CheckProvider's refusal.
-type UnsupportedProviderError struct{ Value string }
+// ProviderFlag is kindlab's global flag that chooses the provider for one
+// command (`--provider podman`); it wins over ProviderEnv.
+const ProviderFlag = "--provider"
+
+// Providers are the node providers kindlab drives, in the order messages
+// list them.
+var Providers = []string{ProviderDocker, ProviderPodman}
+
+// UnsupportedProviderError refuses a provider kindlab does not drive.
+// Source is where the value came from: ProviderEnv or ProviderFlag.
+type UnsupportedProviderError struct{ Value, Source string }
 
 func (e *UnsupportedProviderError) Error() string {
-	return fmt.Sprintf("%s=%q: kindlab runs kind with the Docker provider only (its registry, kits and checks use the Docker "+
-		"Engine API), so it would not do what this asks; unset %s or set it to docker", ProviderEnv, e.Value, ProviderEnv)
-}
-
-// CheckProvider refuses a KIND_EXPERIMENTAL_PROVIDER other than docker:
-// the kind CLI would switch to that provider, kindlab (which drives kind
-// through its library with the Docker provider) would silently not.
-func CheckProvider() error {
-	if v := os.Getenv(ProviderEnv); v != "" && v != "docker" {
-		return &UnsupportedProviderError{Value: v}
+	src := e.Source
+	if src == "" {
+		src = ProviderEnv
 	}
-	return nil
+	if src == ProviderEnv {
+		return fmt.Sprintf("%s=%q: kindlab drives the %s node providers only (valid: %s; unset %s for docker)",
+			ProviderEnv, e.Value, strings.Join(Providers, " and "), strings.Join(Providers, ", "), ProviderEnv)
+	}
+	return fmt.Sprintf("%s %q: not a node provider kindlab drives (valid: %s)", src, e.Value, strings.Join(Providers, ", "))
 }
 
-// Resolve finds the engine from the environment and the docker config
-// directory, without contacting it. It refuses a KIND_EXPERIMENTAL_PROVIDER
-// kindlab does not support (CheckProvider).
+// ChooseProvider is the node provider of one command: flag (the value of
+// ProviderFlag, "" when not given) wins, else ProviderEnv, else docker. A
+// value that is not one of Providers is an *UnsupportedProviderError
+// naming where it came from.
+func ChooseProvider(flag string) (string, error) {
+	v, src := flag, ProviderFlag
+	if v == "" {
+		v, src = os.Getenv(ProviderEnv), ProviderEnv
+	}
+	switch v {
+	case "":
+		return ProviderDocker, nil
+	case ProviderDocker, ProviderPodman:
+		return v, nil
+	}
+	return "", &UnsupportedProviderError{Value: v, Source: src}
+}
+
+// CheckProvider refuses a KIND_EXPERIMENTAL_PROVIDER kindlab does not
+// drive: the kind CLI would switch to that provider, kindlab would not.
+func CheckProvider() error {
+	_, err := ChooseProvider("")
+	return err
+}
+
+// Resolve finds the engine of the provider ProviderEnv chooses from the
+// environment (and, for docker, the docker config directory), without
+// contacting it. It refuses a provider kindlab does not drive.
 func Resolve() (Endpoint, error) {
-	if err := CheckProvider(); err != nil {
+	prov, err := ChooseProvider("")
+	if err != nil {
 		return Endpoint{}, err
+	}
+	if prov == ProviderPodman {
+		return resolvePodman()
 	}
 	return resolve()
 }
@@ -245,12 +288,12 @@ func unsetHint(from string) string {
 func (e Endpoint) newClient() (*client.Client, error) {
 	opts, err := e.clientOpts()
 	if err != nil {
-		return nil, fmt.Errorf("docker engine %s: %w", e, err)
+		return nil, fmt.Errorf("%s engine %s: %w", e.kindName(), e, err)
 	}
 	opts = append(opts, client.WithVersionFromEnv(), client.WithAPIVersionNegotiation())
 	c, err := client.NewClientWithOpts(opts...)
 	if err != nil {
-		return nil, fmt.Errorf("docker engine %s: %w", e, err)
+		return nil, fmt.Errorf("%s engine %s: %w", e.kindName(), e, err)
 	}
 	return c, nil
 }
@@ -270,6 +313,11 @@ func (e Endpoint) clientOpts() ([]client.Opt, error) {
 	case "unix", "npipe", "tcp", "http", "https":
 	default:
 		return nil, fmt.Errorf("unsupported scheme %s:// (want unix://, tcp://, ssh:// or npipe://)", scheme)
+	}
+	if e.Podman {
+		// podman's service takes no Docker TLS settings (DOCKER_CERT_PATH
+		// is Docker's); its tcp:// is plain, as `podman --url tcp://` is.
+		return []client.Opt{client.WithHost(e.Host)}, nil
 	}
 	if e.Source == SourceContext {
 		tc, err := e.contextTLS()
@@ -312,6 +360,14 @@ func (e Endpoint) contextTLS() (*tls.Config, error) {
 		return nil, fmt.Errorf("TLS material in %s: %w", e.TLSDir, err)
 	}
 	return tc, nil
+}
+
+// kindName names the engine in messages: "docker" or "podman".
+func (e Endpoint) kindName() string {
+	if e.Podman {
+		return ProviderPodman
+	}
+	return "docker"
 }
 
 func exists(f string) bool { _, err := os.Stat(f); return err == nil }

@@ -12,10 +12,12 @@
 // way. Nothing else may call client.NewClientWithOpts or
 // kindcluster.NewProvider.
 //
-// It is also where a second engine lands: kind has
-// cluster.ProviderWithPodman, and the provider choice (ProviderEnv, or the
-// WithProvider option) is read in Open and nowhere else. Only docker is
-// implemented today; the others are refused with UnsupportedProviderError.
+// It is also where the second engine lands: the provider choice
+// (WithProvider, from kindlab's --provider flag, else ProviderEnv) is read
+// in Open and nowhere else. docker and podman are driven (podman.go: kind's
+// cluster.ProviderWithPodman for the nodes, podman's Docker-compatible API
+// service for kindlab's own calls); others are refused with
+// UnsupportedProviderError.
 package engine
 
 import (
@@ -23,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,7 @@ import (
 // found): `up` exits 4 on it.
 var ErrNoEngine = errors.New("no container engine reachable")
 
-// ProviderDocker is the only node provider kindlab drives today.
+// ProviderDocker is kind's default node provider.
 const ProviderDocker = "docker"
 
 // KindRoleLabel is the label kind puts on every node container
@@ -94,8 +95,9 @@ func WithKindLogger(l log.Logger) Option {
 // tests of a given endpoint, and callers that resolved it already.
 func WithEndpoint(ep Endpoint) Option { return func(o *options) { o.endpoint = &ep } }
 
-// WithProvider chooses the node provider; "" means ProviderEnv
-// (KIND_EXPERIMENTAL_PROVIDER), else docker. Only "docker" is supported.
+// WithProvider chooses the node provider, as kindlab's --provider flag
+// does; "" means ProviderEnv (KIND_EXPERIMENTAL_PROVIDER), else docker.
+// Open refuses any but Providers.
 func WithProvider(name string) Option { return func(o *options) { o.provider = name } }
 
 // Open resolves the engine once and builds its Engine API client and kind
@@ -107,24 +109,23 @@ func Open(ctx context.Context, opts ...Option) (*Engine, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	prov := o.provider
-	if prov == "" {
-		prov = os.Getenv(ProviderEnv)
+	prov, err := ChooseProvider(o.provider)
+	if err != nil {
+		return nil, err
 	}
-	var kindOpt kindcluster.ProviderOption
-	switch prov {
-	case "", ProviderDocker:
-		prov, kindOpt = ProviderDocker, kindcluster.ProviderWithDocker()
-	default:
-		// kindcluster.ProviderWithPodman() goes here, once the registry,
-		// kits and checks have a podman path too.
-		return nil, &UnsupportedProviderError{Value: prov}
+	kindOpt := kindcluster.ProviderWithDocker()
+	if prov == ProviderPodman {
+		kindOpt = kindcluster.ProviderWithPodman()
 	}
 	var ep Endpoint
-	if o.endpoint != nil {
+	switch {
+	case o.endpoint != nil:
 		ep = *o.endpoint
-	} else {
-		var err error
+	case prov == ProviderPodman:
+		if ep, err = resolvePodman(); err != nil {
+			return nil, err
+		}
+	default:
 		if ep, err = resolve(); err != nil {
 			return nil, err
 		}
@@ -160,7 +161,8 @@ func (e *Engine) HostIP() (string, error) {
 	return e.hostIP, e.hostIPErr
 }
 
-// Provider is the node provider's name ("docker").
+// Provider is the node provider's name: ProviderDocker or ProviderPodman.
+// It is also the name of the CLI kind runs for it.
 func (e *Engine) Provider() string { return e.provider }
 
 // Client is the one Engine API client. Packages that use it declare the
@@ -189,7 +191,12 @@ func (e *Engine) Ping(ctx context.Context) error {
 	defer cancel()
 	if _, err := e.client.Ping(ctx); err != nil {
 		fix := "start the Docker daemon, or point DOCKER_HOST at one"
-		if e.ep.Remote() {
+		switch {
+		case e.ep.Podman && !e.ep.Remote():
+			fix = "start podman's API service: `podman system service --time=0 &` (or `systemctl start podman.socket`), or point " + PodmanHostEnv + " at one"
+		case e.ep.Podman:
+			fix = "check that `podman system service` runs there and that `podman --remote version` reaches it from here"
+		case e.ep.Remote():
 			fix = "check that the engine runs there and that `docker version` reaches it from here"
 		}
 		return fmt.Errorf("%w at %s: %s (%s)", ErrNoEngine, e.ep, FirstLine(err.Error()), fix)
@@ -203,6 +210,10 @@ func Unreachable(err error) error {
 	var upe *UnsupportedProviderError
 	if errors.As(err, &upe) {
 		return err
+	}
+	var pe *podmanEndpointError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%w: %s", ErrNoEngine, FirstLine(err.Error()))
 	}
 	return fmt.Errorf("%w: %s (fix DOCKER_HOST or the docker context, see `docker context ls`)", ErrNoEngine, FirstLine(err.Error()))
 }
@@ -229,6 +240,30 @@ func (e *Engine) KindNodeContainers(ctx context.Context) ([]container.Summary, e
 		return nil, fmt.Errorf("list kind node containers on %s: %w", e.ep, err)
 	}
 	return cs, nil
+}
+
+// Publishers names the running containers that publish host port port
+// (any protocol, any host IP), within 30 seconds: `docker ps --filter
+// publish=PORT`. The filter is applied here, not by the engine: podman's
+// Docker-compatible API refuses it ("publish is an invalid filter",
+// podman 4.3).
+func (e *Engine) Publishers(ctx context.Context, port int) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	cs, err := e.client.ContainerList(ctx, container.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list containers on %s: %w", e.ep, err)
+	}
+	var names []string
+	for _, c := range cs {
+		for _, p := range c.Ports {
+			if int(p.PublicPort) == port && len(c.Names) > 0 {
+				names = append(names, strings.TrimPrefix(c.Names[0], "/"))
+				break
+			}
+		}
+	}
+	return names, nil
 }
 
 // FirstLine is s up to its first newline, trimmed: errors are one line.

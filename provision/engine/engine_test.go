@@ -15,18 +15,28 @@ import (
 )
 
 // TestOpenChoosesTheProviderOnce: the provider choice is read in Open (the
-// option first, else KIND_EXPERIMENTAL_PROVIDER); only docker is driven.
+// option first, else KIND_EXPERIMENTAL_PROVIDER); docker and podman are
+// driven, others refused.
 func TestOpenChoosesTheProviderOnce(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
+	t.Setenv(engine.PodmanHostEnv, "")
 	t.Setenv(engine.ProviderEnv, "")
 	var upe *engine.UnsupportedProviderError
-	if _, err := engine.Open(context.Background(), engine.WithProvider("podman")); !errors.As(err, &upe) || upe.Value != "podman" {
-		t.Errorf("WithProvider(podman): %v", err)
+	if _, err := engine.Open(context.Background(), engine.WithProvider("nerdctl")); !errors.As(err, &upe) || upe.Value != "nerdctl" || upe.Source != engine.ProviderFlag {
+		t.Errorf("WithProvider(nerdctl): %v", err)
 	}
 	t.Setenv(engine.ProviderEnv, "nerdctl")
-	if _, err := engine.Open(context.Background()); !errors.As(err, &upe) || upe.Value != "nerdctl" {
+	if _, err := engine.Open(context.Background()); !errors.As(err, &upe) || upe.Value != "nerdctl" || upe.Source != engine.ProviderEnv {
 		t.Errorf("%s=nerdctl: %v", engine.ProviderEnv, err)
 	}
+	p, err := engine.Open(context.Background(), engine.WithProvider(engine.ProviderPodman))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Provider() != "podman" || !p.Endpoint().Podman || p.Client().DaemonHost() != engine.PodmanSocket() {
+		t.Errorf("podman engine %+v, provider %s, host %s", p.Endpoint(), p.Provider(), p.Client().DaemonHost())
+	}
+	p.Close()
 	// doctor examines Docker whatever the variable says.
 	e, err := engine.Open(context.Background(), engine.WithProvider(engine.ProviderDocker))
 	if err != nil {
@@ -51,7 +61,7 @@ func TestUnreachable(t *testing.T) {
 		t.Errorf("%v", err)
 	}
 	var upe *engine.UnsupportedProviderError
-	if err := engine.Unreachable(&engine.UnsupportedProviderError{Value: "podman"}); !errors.As(err, &upe) {
+	if err := engine.Unreachable(&engine.UnsupportedProviderError{Value: "nerdctl"}); !errors.As(err, &upe) {
 		t.Errorf("%v", err)
 	}
 	e, err := engine.Open(context.Background(), engine.WithEndpoint(engine.Endpoint{Host: "unix:///nonexistent.sock", Source: engine.SourceEnv}))

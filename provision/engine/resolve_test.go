@@ -159,17 +159,90 @@ func TestClientRefusesBadEndpoints(t *testing.T) {
 }
 
 // TestResolveRefusesOtherProviders: every Engine API client kindlab makes
-// goes through Resolve, so a KIND_EXPERIMENTAL_PROVIDER the kind CLI would
-// obey (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go) and
-// kindlab cannot is refused there too, not only by the CLI.
+// goes through Resolve or Open, so a KIND_EXPERIMENTAL_PROVIDER the kind CLI
+// would obey (sigs.k8s.io/kind v0.31.0 pkg/internal/runtime/runtime.go) and
+// kindlab does not drive is refused there too, not only by the CLI; podman
+// resolves podman's socket, not DOCKER_HOST.
 func TestResolveRefusesOtherProviders(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix:///var/run/docker.sock")
-	for v, ok := range map[string]bool{"": true, "docker": true, "podman": false, "nerdctl": false, "finch": false, "bogus": false} {
+	t.Setenv(engine.PodmanHostEnv, "")
+	for v, want := range map[string]string{"": "unix:///var/run/docker.sock", "docker": "unix:///var/run/docker.sock",
+		"podman": engine.PodmanSocket(), "nerdctl": "", "finch": "", "nerdctl.lima": "", "bogus": "", "Docker": ""} {
 		t.Setenv(engine.ProviderEnv, v)
-		_, err := engine.Resolve()
+		ep, err := engine.Resolve()
 		var upe *engine.UnsupportedProviderError
-		if ok && err != nil || !ok && !errors.As(err, &upe) {
+		switch {
+		case want != "" && (err != nil || ep.Host != want):
+			t.Errorf("%s=%q: Resolve %+v, %v; want %s", engine.ProviderEnv, v, ep, err, want)
+		case want == "" && (!errors.As(err, &upe) || upe.Value != v || upe.Source != engine.ProviderEnv):
 			t.Errorf("%s=%q: Resolve error %v", engine.ProviderEnv, v, err)
 		}
+	}
+}
+
+// TestChooseProvider: the flag wins over the variable, either may be docker
+// or podman, nothing else; a refusal is one line naming where the value came
+// from and the valid values.
+func TestChooseProvider(t *testing.T) {
+	for _, c := range []struct {
+		flag, env, want, err string
+	}{
+		{"", "", "docker", ""},
+		{"", "docker", "docker", ""},
+		{"", "podman", "podman", ""},
+		{"podman", "", "podman", ""},
+		{"docker", "podman", "docker", ""},
+		{"podman", "nerdctl", "podman", ""}, // the flag decides; the variable is not read
+		{"", "nerdctl", "", `KIND_EXPERIMENTAL_PROVIDER="nerdctl": kindlab drives the docker and podman node providers only (valid: docker, podman; unset KIND_EXPERIMENTAL_PROVIDER for docker)`},
+		{"finch", "podman", "", `--provider "finch": not a node provider kindlab drives (valid: docker, podman)`},
+	} {
+		t.Setenv(engine.ProviderEnv, c.env)
+		got, err := engine.ChooseProvider(c.flag)
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if got != c.want || msg != c.err {
+			t.Errorf("flag %q, %s=%q: %q, %q; want %q, %q", c.flag, engine.ProviderEnv, c.env, got, msg, c.want, c.err)
+		}
+	}
+}
+
+// TestResolvePodman follows podman's own order: CONTAINER_HOST, else the
+// rootful socket (root) or $XDG_RUNTIME_DIR's; DOCKER_HOST and docker
+// contexts do not apply. An ssh:// CONTAINER_HOST is refused in one line.
+func TestResolvePodman(t *testing.T) {
+	t.Setenv(engine.ProviderEnv, "podman")
+	t.Setenv("DOCKER_HOST", "tcp://docker.example:2376")
+	t.Setenv(engine.PodmanHostEnv, "")
+	t.Setenv("XDG_RUNTIME_DIR", "/run/user/1234")
+	want := "unix:///run/user/1234/podman/podman.sock"
+	if os.Geteuid() == 0 {
+		want = engine.PodmanDefaultRootSocket
+	}
+	ep := resolve(t)
+	if ep.Host != want || ep.Source != engine.SourcePodmanDefault || !ep.Podman || ep.Remote() || ep.String() != want+" (podman)" {
+		t.Errorf("default: %+v %s, want %s", ep, ep, want)
+	}
+	t.Setenv(engine.PodmanHostEnv, "tcp://192.0.2.7:8888")
+	if ep = resolve(t); ep.Host != "tcp://192.0.2.7:8888" || ep.Source != engine.SourcePodmanEnv || !ep.Remote() || ep.Hostname() != "192.0.2.7" {
+		t.Errorf("CONTAINER_HOST: %+v", ep)
+	}
+	e, err := engine.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Provider() != "podman" || e.Client().DaemonHost() != "tcp://192.0.2.7:8888" || e.Kind() == nil {
+		t.Errorf("Open: provider %s, host %s", e.Provider(), e.Client().DaemonHost())
+	}
+	e.Close()
+	t.Setenv(engine.PodmanHostEnv, "ssh://core@pod.example:22/run/podman/podman.sock")
+	_, err = engine.Resolve()
+	if err == nil || !strings.HasPrefix(err.Error(), `CONTAINER_HOST="ssh://core@pod.example:22/run/podman/podman.sock": kindlab reaches podman over unix:// or tcp:// only`) || strings.Contains(err.Error(), "\n") {
+		t.Errorf("ssh CONTAINER_HOST: %v", err)
+	}
+	_, err = engine.Open(context.Background())
+	if err = engine.Unreachable(err); !errors.Is(err, engine.ErrNoEngine) || !strings.Contains(err.Error(), "CONTAINER_HOST") {
+		t.Errorf("Open with an ssh CONTAINER_HOST, reported: %v", err)
 	}
 }

@@ -82,7 +82,10 @@ func fromDocker(ctx context.Context, d Docker, cache blobCache, ref, imageID str
 		case hdr.Typeflag == tar.TypeSymlink:
 			links[name] = path.Join(path.Dir(name), hdr.Linkname)
 		case hdr.Typeflag == tar.TypeReg && (strings.HasSuffix(name, "/layer.tar") || strings.HasPrefix(name, "blobs/") ||
-			(!strings.Contains(name, "/") && strings.HasSuffix(name, ".json"))):
+			// podman's API (containers/image's docker-archive writer) puts
+			// each layer at the top as <diff_id>.tar, with <id>/layer.tar a
+			// symlink to it.
+			(!strings.Contains(name, "/") && (strings.HasSuffix(name, ".json") || strings.HasSuffix(name, ".tar")))):
 			h, n, err := cache.write(tr)
 			if err != nil {
 				return v1.Descriptor{}, fmt.Errorf("docker save %s: %w", ref, err)

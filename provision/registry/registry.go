@@ -657,9 +657,24 @@ func isNetworkExists(err error) bool {
 	return strings.Contains(err.Error(), "already exists")
 }
 
+// isPoolOverlap is dockerd's refusal of a subnet in use, or podman's
+// (kind v0.31.0 pkg/cluster/internal/providers/podman/network.go
+// isPoolOverlapError: netavark's and CNI's wording). On podman it is the
+// common case: kind's first ULA subnet is the one Docker's kind network
+// already holds on a host that runs both engines, and kind's podman
+// provider then probes the next, as this does.
 func isPoolOverlap(err error) bool {
 	s := err.Error()
-	return strings.Contains(s, "Pool overlaps with other one on this address space") || strings.Contains(s, "networks have overlapping")
+	for _, m := range []string{
+		"Pool overlaps with other one on this address space", "networks have overlapping",
+		"is already used on the host or by another config", "is being used by a network interface",
+		"is already being used by a cni configuration",
+	} {
+		if strings.Contains(s, m) {
+			return true
+		}
+	}
+	return false
 }
 
 func isIPv6Unavailable(err error) bool {

@@ -76,7 +76,8 @@ func (e *WrongLabError) Error() string {
 // *WrongLabError, a lab that does not resolve is the catalog's error; each
 // of those is the caller's bad input and is found before provider is
 // called, so no engine is needed to report it. provider's error is returned
-// as it is; a cluster that is not running is an error of
+// as it is; a cluster recorded on the other engine (docker or podman) is a
+// *state.OtherProviderError; a cluster that is not running is an error of
 // cluster.Provider.Connect.
 func Open(ctx context.Context, store state.Store, provider func() (*cluster.Provider, error), opts Options) (*Lab, error) {
 	name := opts.Cluster
@@ -116,6 +117,13 @@ func Open(ctx context.Context, store state.Store, provider func() (*cluster.Prov
 	p, err := provider()
 	if err != nil {
 		return nil, err
+	}
+	// A lab recorded on the other engine is named as such, not as a
+	// cluster that does not exist (a *state.OtherProviderError).
+	if rec != nil {
+		if err := rec.OnProvider(p.Engine().Provider()); err != nil {
+			return nil, err
+		}
 	}
 	h, err := p.Connect(name)
 	if err != nil {

@@ -36,6 +36,38 @@ type Record struct {
 	// in, so that status can group its clusters and `down --fleet` can find
 	// them all without being told how many there were.
 	Fleet string `json:"fleet,omitempty"`
+	// Provider is the node provider the cluster runs on (engine.Provider:
+	// "docker" or "podman"); "" in records written before kindlab drove
+	// podman, which means docker.
+	Provider string `json:"provider,omitempty"`
+}
+
+// OnProvider returns an *OtherProviderError when the record's cluster runs
+// on another provider than using: a command driving the other engine would
+// not find its nodes, and down would forget the lab and release the wrong
+// engine's registry.
+func (r Record) OnProvider(using string) error {
+	rec := r.Provider
+	if rec == "" {
+		rec = "docker"
+	}
+	if using == "" {
+		using = "docker"
+	}
+	if rec != using {
+		return &OtherProviderError{Cluster: r.Cluster, Recorded: rec, Using: using}
+	}
+	return nil
+}
+
+// OtherProviderError is a command on a cluster whose record says it runs on
+// another provider (Record.OnProvider). It is bad input: the command is
+// right once given that provider.
+type OtherProviderError struct{ Cluster, Recorded, Using string }
+
+func (e *OtherProviderError) Error() string {
+	return fmt.Sprintf("cluster %s runs on %s (kindlab up recorded it), not %s: run this with --provider %s (or KIND_EXPERIMENTAL_PROVIDER=%s); nothing was changed",
+		e.Cluster, e.Recorded, e.Using, e.Recorded, e.Recorded)
 }
 
 // Store is the state directory.

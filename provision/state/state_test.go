@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +44,24 @@ func TestChecksAreKeptPerRecordedCluster(t *testing.T) {
 	}
 	if _, err := s.LoadChecks("lab"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("checks outlived the cluster's removal: %v", err)
+	}
+}
+
+// TestOnProvider: a record without a provider (written before kindlab drove
+// podman) is docker's; a command on the other provider is refused with an
+// *OtherProviderError naming both and the flag.
+func TestOnProvider(t *testing.T) {
+	for _, c := range []struct {
+		recorded, using string
+		ok              bool
+	}{
+		{"", "docker", true}, {"", "", true}, {"docker", "docker", true}, {"podman", "podman", true},
+		{"", "podman", false}, {"podman", "docker", false}, {"docker", "podman", false},
+	} {
+		err := Record{Cluster: "c", Provider: c.recorded}.OnProvider(c.using)
+		var ope *OtherProviderError
+		if c.ok != (err == nil) || !c.ok && (!errors.As(err, &ope) || !strings.Contains(err.Error(), "--provider ")) {
+			t.Errorf("recorded %q, using %q: %v", c.recorded, c.using, err)
+		}
 	}
 }

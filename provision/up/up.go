@@ -76,6 +76,11 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
+	if rec, err := opts.Store.Load(plan.ClusterName); err == nil {
+		if err := rec.OnProvider(p.Engine().Provider()); err != nil {
+			return nil, err
+		}
+	}
 	exists, err := p.Exists(plan.ClusterName)
 	if err != nil {
 		return nil, err
@@ -188,6 +193,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		ImageOverrides: plan.ImageOverrides,
 		CreatedAt:      time.Now().UTC(),
 		Fleet:          opts.Fleet,
+		Provider:       p.Engine().Provider(),
 	}
 	if plan.Registry != nil {
 		rec.Registry = true

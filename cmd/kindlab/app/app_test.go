@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/state"
 )
 
 func run(t testing.TB, args ...string) (int, string, string) {
@@ -217,19 +219,21 @@ func TestValidateRefusesWhatComponentsRefuse(t *testing.T) {
 
 // TestUnsupportedProviderRefused: kind's CLI switches to podman, nerdctl,
 // finch or nerdctl.lima on KIND_EXPERIMENTAL_PROVIDER (sigs.k8s.io/kind
-// v0.31.0 pkg/internal/runtime/runtime.go); kindlab drives kind's library
-// with the Docker provider, so it refuses the variable instead of silently
-// using Docker, before any verb that reaches an engine does anything.
+// v0.31.0 pkg/internal/runtime/runtime.go); kindlab drives docker and podman
+// and refuses the others instead of silently using Docker, before any verb
+// that reaches an engine does anything: exit 2, one line naming the
+// variable and the valid values.
 func TestUnsupportedProviderRefused(t *testing.T) {
 	isolate(t)
-	for _, v := range []string{"podman", "nerdctl", "finch", "nerdctl.lima", "Docker"} {
+	engineVerbs := [][]string{{"up", "nftables"}, {"down", "nftables"}, {"status"}, {"check", "nftables"},
+		{"reset", "nftables"}, {"registry", "status"}, {"kit", "load", "k.tar"}}
+	for _, v := range []string{"nerdctl", "finch", "nerdctl.lima", "Docker", "Podman"} {
 		t.Setenv("KIND_EXPERIMENTAL_PROVIDER", v)
-		for _, args := range [][]string{{"up", "nftables"}, {"down", "nftables"}, {"status"}, {"check", "nftables"},
-			{"reset", "nftables"}, {"registry", "status"}, {"kit", "load", "k.tar"}} {
+		for _, args := range engineVerbs {
 			code, out, errOut := run(t, args...)
-			want := `KIND_EXPERIMENTAL_PROVIDER="` + v + `": kindlab runs kind with the Docker provider only`
-			if code != cli.ExitUsage || out != "" || strings.Count(errOut, "\n") != 1 || !strings.Contains(errOut, want) {
-				t.Errorf("%s=%s kindlab %v: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q",
+			want := `ERROR: KIND_EXPERIMENTAL_PROVIDER="` + v + `": kindlab drives the docker and podman node providers only (valid: docker, podman; unset KIND_EXPERIMENTAL_PROVIDER for docker)` + "\n"
+			if code != cli.ExitUsage || out != "" || errOut != want {
+				t.Errorf("%s=%s kindlab %v: exit %d, stdout %q, stderr %q; want exit 2 and %q",
 					"KIND_EXPERIMENTAL_PROVIDER", v, args, code, out, errOut, want)
 			}
 		}
@@ -237,10 +241,39 @@ func TestUnsupportedProviderRefused(t *testing.T) {
 		if code, _, errOut := run(t, "validate", "nftables"); code != 0 {
 			t.Errorf("validate with %s: exit %d: %s", v, code, errOut)
 		}
+		// The flag decides over the variable.
+		if code, _, errOut := run(t, "--provider", "docker", "status"); code != 0 {
+			t.Errorf("--provider docker with %s=%s: exit %d: %s", "KIND_EXPERIMENTAL_PROVIDER", v, code, errOut)
+		}
 	}
 	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "docker") // what kindlab does anyway
 	if code, _, errOut := run(t, "status"); code != 0 {
 		t.Errorf("status with docker: exit %d: %s", code, errOut)
+	}
+}
+
+// TestProviderFlag: --provider takes docker or podman, on every verb (a
+// file-only verb included: a bad flag is bad input wherever it is given),
+// before or after the verb; anything else is exit 2 in one line naming the
+// flag and the valid values, with nothing done.
+func TestProviderFlag(t *testing.T) {
+	isolate(t)
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "")
+	for _, v := range []string{"nerdctl", "Podman", ""} {
+		want := `ERROR: --provider "` + v + `": not a node provider kindlab drives (valid: docker, podman)` + "\n"
+		if v == "" {
+			want = "ERROR: --provider: empty (valid: docker, podman)\n"
+		}
+		for _, args := range [][]string{{"--provider", v, "status"}, {"status", "--provider", v}, {"up", "nftables", "--provider=" + v},
+			{"--provider", v, "validate", "nftables"}, {"--provider", v, "kit", "load", "k.tar"}} {
+			code, out, errOut := run(t, args...)
+			if code != cli.ExitUsage || out != "" || errOut != want {
+				t.Errorf("kindlab %q: exit %d, stdout %q, stderr %q; want exit 2 and %q", args, code, out, errOut, want)
+			}
+		}
+	}
+	if code, _, errOut := run(t, "--provider", "docker", "validate", "nftables"); code != 0 {
+		t.Errorf("--provider docker validate: exit %d: %s", code, errOut)
 	}
 }
 
@@ -341,5 +374,36 @@ func TestBadStateDirIsNamed(t *testing.T) {
 		if code != 2 || !strings.Contains(errOut, "KINDLAB_STATE_DIR="+bad) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
 			t.Errorf("KINDLAB_STATE_DIR=%s: exit %d, %q; want exit 2 and one line naming the variable", bad, code, errOut)
 		}
+	}
+}
+
+// TestOtherProviderRefused: a lab kindlab brought up on podman is not
+// taken down, checked, reset or re-upped through Docker (which would not
+// find its nodes, forget the lab and release Docker's registry): exit 2,
+// one line naming the recorded provider and the flag, the record kept.
+func TestOtherProviderRefused(t *testing.T) {
+	if exec.Command("docker", "version").Run() != nil {
+		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {
+			t.Fatal("no Docker engine answers (and KINDLAB_REQUIRE_DOCKER=1 forbids skipping)")
+		}
+		t.Skip("no Docker engine answers")
+	}
+	dir := isolate(t)
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "")
+	name := "kindlab-clitest-on-podman"
+	store := state.Store{Root: filepath.Join(dir, "state")}
+	if err := store.Save(state.Record{Cluster: name, Lab: "nftables", Registry: true, RegistryPort: 5001, Provider: "podman"}); err != nil {
+		t.Fatal(err)
+	}
+	want := "ERROR: cluster " + name + " runs on podman (kindlab up recorded it), not docker: run this with --provider podman (or KIND_EXPERIMENTAL_PROVIDER=podman); nothing was changed\n"
+	for _, args := range [][]string{{"down", "--name", name}, {"--provider", "docker", "check", "nftables", "--name", name},
+		{"reset", "nftables", "--name", name}, {"up", "nftables", "--name", name}} {
+		code, _, errOut := run(t, args...)
+		if code != cli.ExitUsage || errOut != want {
+			t.Errorf("kindlab %v: exit %d, stderr %q; want exit 2 and %q", args, code, errOut, want)
+		}
+	}
+	if rec, err := store.Load(name); err != nil || rec.Provider != "podman" {
+		t.Errorf("record after the refusals: %+v, %v", rec, err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -66,18 +67,31 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		kit.NewCommand(s),
 		crishimcmd.NewCommand(s),
 	)
-	// Every verb that reaches a container engine refuses a node provider
-	// kindlab does not drive (KIND_EXPERIMENTAL_PROVIDER=podman…) before it
-	// does anything. The file-only verbs do not need one; doctor reports it
-	// as a finding among the others.
+	// --provider (kind's KIND_EXPERIMENTAL_PROVIDER as a flag, which wins
+	// over the variable) chooses the engine for the whole command. A bad
+	// flag value is refused by every verb; a bad variable by every verb
+	// that reaches a container engine, before it does anything (the
+	// file-only verbs do not need one; doctor reports it as a finding).
+	var provider string
+	root.PersistentFlags().StringVar(&provider, "provider", "",
+		"node provider and container engine: docker or podman (default: $"+engine.ProviderEnv+", else docker)")
 	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if cmd.Flags().Changed("provider") {
+			if provider == "" {
+				return cli.Usagef("%s: empty (valid: %s)", engine.ProviderFlag, strings.Join(engine.Providers, ", "))
+			}
+			if _, err := engine.ChooseProvider(provider); err != nil {
+				return cli.WithCode(cli.ExitUsage, err)
+			}
+			cli.SetProvider(cmd.Context(), provider)
+		}
 		for c := cmd; c != nil; c = c.Parent() {
 			switch c.Name() {
 			case "labs", "validate", "render", "migrate", "doctor", "help", "completion":
 				return nil
 			}
 		}
-		if err := engine.CheckProvider(); err != nil {
+		if _, err := engine.ChooseProvider(provider); err != nil {
 			return cli.WithCode(cli.ExitUsage, err)
 		}
 		return nil

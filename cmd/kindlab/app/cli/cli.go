@@ -72,7 +72,8 @@ func CodeOf(err error) int {
 	}
 	var le *lab.Error
 	var nf *lab.NotFound
-	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) {
+	var ope *state.OtherProviderError
+	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) || errors.As(err, &ope) {
 		return ExitUsage
 	}
 	return ExitError

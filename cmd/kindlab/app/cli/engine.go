@@ -19,6 +19,9 @@ type engineScope struct {
 	err error
 	// opened says Open ran (e or err is its result).
 	opened bool
+	// provider is the --provider flag's value ("" when not given), set by
+	// the root command before any verb runs.
+	provider string
 }
 
 type engineScopeKey struct{}
@@ -32,6 +35,9 @@ func (sc *engineScope) get(ctx context.Context, opts []engine.Option) (*engine.E
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
 	if !sc.opened {
+		if sc.provider != "" {
+			opts = append([]engine.Option{engine.WithProvider(sc.provider)}, opts...)
+		}
 		sc.e, sc.err = engine.Open(ctx, opts...)
 		sc.opened = true
 	}
@@ -44,6 +50,28 @@ func (sc *engineScope) close() {
 	if sc.e != nil {
 		_ = sc.e.Close()
 	}
+}
+
+// SetProvider records the --provider flag's value for the command's
+// engine (engine.WithProvider), before it is opened. Outside Execute it
+// does nothing.
+func SetProvider(ctx context.Context, provider string) {
+	if sc, ok := ctx.Value(engineScopeKey{}).(*engineScope); ok {
+		sc.mu.Lock()
+		sc.provider = provider
+		sc.mu.Unlock()
+	}
+}
+
+// ProviderFlag is the --provider flag's value recorded by SetProvider ("":
+// not given, so KIND_EXPERIMENTAL_PROVIDER decides).
+func ProviderFlag(ctx context.Context) string {
+	if sc, ok := ctx.Value(engineScopeKey{}).(*engineScope); ok {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		return sc.provider
+	}
+	return ""
 }
 
 // Engine is the command's engine (package engine), opened on the first

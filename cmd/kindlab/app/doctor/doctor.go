@@ -43,7 +43,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err := cli.CheckPort("--registry-port", port); err != nil {
 				return err
 			}
-			opts := doctor.Options{Clusters: clusters, RegistryPort: port}
+			opts := doctor.Options{Clusters: clusters, RegistryPort: port, Provider: cli.ProviderFlag(cmd.Context())}
 			if image != "" {
 				opts.NodeImages = []string{image}
 			}
