@@ -367,7 +367,11 @@ func TestChecksCancel(t *testing.T) {
 	var cancelled time.Time
 	time.AfterFunc(500*time.Millisecond, func() { cancelled = time.Now(); cancel() })
 	var progress []string
-	res := check.Run(ctx, check.Env{Config: env.Config, Lab: r, Progress: func(res check.Result) { progress = append(progress, res.Name) }}, names)
+	// One at a time: the cancel must find checks not yet started, and the
+	// checks are now fast enough that four at a time start them all
+	// within the 500 ms.
+	res := check.Run(ctx, check.Env{Config: env.Config, Lab: r, Parallelism: 1,
+		Progress: func(res check.Result) { progress = append(progress, res.Name) }}, names)
 	after := time.Since(cancelled)
 	t.Logf("returned %s after the cancel", after.Round(time.Millisecond))
 	// Cleanups (deleting Services, a ServiceCIDR, RBAC) still run, with
