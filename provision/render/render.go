@@ -170,6 +170,13 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 			return nil, err
 		}
 	}
+	if ri := opts.RegistryImage; ri != "" {
+		// A flag: refused whether or not this lab has a registry (kit save
+		// carries the registry image either way).
+		if err := lab.ParseImageReference(ri); err != nil {
+			return nil, fmt.Errorf("--registry-image: %q is not an image reference: %w", ri, err)
+		}
+	}
 	if a := opts.APIServerAddress; a != "" && net.ParseIP(a) == nil {
 		// Docker publishes ports on an IP only, and kind puts it in the
 		// API server's certificate as an IP SAN.
@@ -272,8 +279,6 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		pinned := opts.RegistryImage
 		if pinned == "" {
 			pinned = registry.DefaultImage
-		} else if err := lab.ParseImageReference(pinned); err != nil {
-			return nil, fmt.Errorf("--registry-image: %q is not an image reference: %w", pinned, err)
 		}
 		local := pinned
 		if opts.LocalImage != nil {

@@ -195,10 +195,18 @@ func TestRenderOptions(t *testing.T) {
 	if p.Registry.HostPort != 5002 || !strings.Contains(p.Registry.CertsDPath, "localhost:5002") {
 		t.Errorf("registry port %+v", p.Registry)
 	}
+	// The registry image is final in the plan: the pin, and what the engine
+	// has for it (LocalImage, e.g. a kit's alias).
+	p = renderLab(t, "image-volume", render.Options{RegistryImage: "kindlab.local/registry:2.8-debian",
+		LocalImage: func(ref string) string { return ref + "-local" }})
+	if p.Registry.PinnedImage != "kindlab.local/registry:2.8-debian" || p.Registry.Image != "kindlab.local/registry:2.8-debian-local" {
+		t.Errorf("registry image %q, pinned %q", p.Registry.Image, p.Registry.PinnedImage)
+	}
 	c := lab.NewCatalog()
 	_ = c.AddBuiltin(kindlab.Files, kindlab.LabsDir)
 	r, _ := c.Resolve("base", lab.ResolveOptions{})
-	for _, bad := range []render.Options{{Name: "Bad_Name"}, {NodeImage: "not a ref"}} {
+	// base has no registry: --registry-image is refused all the same.
+	for _, bad := range []render.Options{{Name: "Bad_Name"}, {NodeImage: "not a ref"}, {RegistryImage: "BAD::REF"}} {
 		if _, err := render.Render(r, bad); err == nil {
 			t.Errorf("%+v accepted", bad)
 		}
