@@ -101,11 +101,8 @@ func Open(ctx context.Context, store state.Store, provider func() (*cluster.Prov
 	switch {
 	case labName == "":
 		labName = rec.Lab
-		if !strings.HasPrefix(rec.LabSource, "builtin:") && rec.LabSource != "" {
-			if _, err := opts.Catalog.AddFile(rec.LabSource); err != nil {
-				return nil, fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here (%v): run in the directory `kindlab up` ran in, or pass the lab file as the argument",
-					name, rec.Lab, rec.LabSource, err)
-			}
+		if err := AddRecordedLab(opts.Catalog, *rec); err != nil {
+			return nil, err
 		}
 	case rec != nil && rec.Lab != labName && !opts.AllowOtherLab:
 		return nil, &WrongLabError{Cluster: name, Runs: rec.Lab, Asked: labName}
@@ -145,6 +142,20 @@ func Open(ctx context.Context, store state.Store, provider func() (*cluster.Prov
 		return nil, fmt.Errorf("cluster %s: lab %s as it came up: %w", name, labName, err)
 	}
 	return &Lab{Cluster: name, Record: rec, Plan: plan, Handle: h, Store: store}, nil
+}
+
+// AddRecordedLab adds to c the lab file rec's cluster was brought up from,
+// when it was not a built-in lab, so that c resolves rec.Lab as up did.
+// The error says where the file was and how to reach it.
+func AddRecordedLab(c *lab.Catalog, rec state.Record) error {
+	if rec.LabSource == "" || strings.HasPrefix(rec.LabSource, "builtin:") {
+		return nil
+	}
+	if _, err := c.AddFile(rec.LabSource); err != nil {
+		return fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here (%v): run in the directory `kindlab up` ran in, or pass the lab file as the argument",
+			rec.Cluster, rec.Lab, rec.LabSource, err)
+	}
+	return nil
 }
 
 // LocalImage is render.Options.LocalImage for an engine: what it has for a

@@ -71,10 +71,8 @@ func (b *backend) lab(name string) (*lab.Resolved, state.Record, error) {
 	if err != nil {
 		return nil, rec, err
 	}
-	if rec.LabSource != "" && !strings.HasPrefix(rec.LabSource, "builtin:") {
-		if _, err := cat.AddFile(rec.LabSource); err != nil {
-			return nil, rec, fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here: %w", name, rec.Lab, rec.LabSource, err)
-		}
+	if err := running.AddRecordedLab(cat, rec); err != nil {
+		return nil, rec, err
 	}
 	r, err := cat.Resolve(rec.Lab, lab.ResolveOptions{KnownChecks: check.Names()})
 	if err != nil {
