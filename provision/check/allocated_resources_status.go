@@ -63,7 +63,7 @@ func checkAllocatedResourcesStatus(ctx context.Context, c *run) (err error) {
 		return out
 	}
 	var devs map[string]corev1.ResourceHealthStatus
-	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		p, err := cs.CoreV1().Pods(devNamespace).Get(ctx, devConsumer, metav1.GetOptions{})
 		if err != nil {
 			return false, "", err
@@ -120,7 +120,7 @@ func checkAllocatedResourcesStatus(ctx context.Context, c *run) (err error) {
 			c.detail("device %s repaired: Healthy again", target)
 		}
 	}()
-	err = poll(ctx, time.Second, 90*time.Second, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 90*time.Second, func(ctx context.Context) (bool, string, error) {
 		p, err := cs.CoreV1().Pods(devNamespace).Get(ctx, devConsumer, metav1.GetOptions{})
 		if err != nil {
 			return false, "", err

@@ -45,7 +45,7 @@ func checkAppArmor(ctx context.Context, c *run) error {
 		return err
 	}
 	var logs string
-	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		p, err := cs.CoreV1().Pods(apparmorNamespace).Get(ctx, apparmorPod, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("get pod %s/%s: %w", apparmorNamespace, apparmorPod, err)

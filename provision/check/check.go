@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -76,6 +77,19 @@ type Env struct {
 	// names given to Run, as soon as that result and every one before it
 	// are in. Run calls it from its own goroutine, one call at a time.
 	Progress func(Result)
+	// Gates, when set, gives each check's Gate by the check's name (nil:
+	// the check may start at once). A gated check starts only once its
+	// gate is open, and fails without running when the gate says it never
+	// will be; its Duration counts from its start, not from the wait.
+	Gates func(name string) Gate
+}
+
+// Gate holds a check back until what it proves is in place (up and reset:
+// its lab's workload ready). Done is closed once that is decided; Err is
+// then nil (go ahead) or why it never will be.
+type Gate interface {
+	Done() <-chan struct{}
+	Err() error
 }
 
 // DefaultTimeout bounds one check.
@@ -267,4 +281,35 @@ func joinCleanup(err *error, cerr error) {
 	}
 	// %v, not %w: a skipped or unsupported outcome with leftovers is a failure.
 	*err = fmt.Errorf("%v; cleanup: %v", *err, cerr)
+}
+
+// Latch is a Gate opened once, by its first Open.
+type Latch struct {
+	once sync.Once
+	done chan struct{}
+	err  error
+}
+
+// NewLatch returns a closed Latch.
+func NewLatch() *Latch { return &Latch{done: make(chan struct{})} }
+
+// Open opens the latch with err (nil: go ahead); later calls do nothing.
+func (l *Latch) Open(err error) {
+	l.once.Do(func() {
+		l.err = err
+		close(l.done)
+	})
+}
+
+// Done implements Gate.
+func (l *Latch) Done() <-chan struct{} { return l.done }
+
+// Err implements Gate; nil until the latch is open.
+func (l *Latch) Err() error {
+	select {
+	case <-l.done:
+		return l.err
+	default:
+		return nil
+	}
 }

@@ -91,7 +91,7 @@ func checkImageVolume(ctx context.Context, c *run) error {
 	}
 	shim := c.env.Lab != nil && c.env.Lab.ImageVolumeReadOnlyShim
 	var logs, node, runtime string
-	err = poll(ctx, time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		p, err := cs.CoreV1().Pods(imageVolumeNamespace).Get(ctx, imageVolumePod, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("get pod %s/%s: %w", imageVolumeNamespace, imageVolumePod, err)

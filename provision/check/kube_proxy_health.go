@@ -52,7 +52,7 @@ func checkKubeProxyHealth(ctx context.Context, c *run) (err error) {
 		return strings.TrimSpace(out), err
 	}
 	waitFor := func(p, want, explain string) error {
-		return poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+		return poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 			got, err := status(ctx, p)
 			if err != nil {
 				return false, err.Error(), nil

@@ -55,7 +55,7 @@ func checkNftables(ctx context.Context, c *run) error {
 		return fmt.Errorf("no nodes to inspect")
 	}
 	for _, n := range nodes {
-		err := poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+		err := poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 			out, err := c.exec(ctx, n, "nft", "list", "table", "ip", "kube-proxy")
 			if err != nil {
 				return false, fmt.Sprintf("node %s has no nftables table ip kube-proxy: %v %s", n, err, strings.TrimSpace(out)), nil
@@ -67,7 +67,7 @@ func checkNftables(ctx context.Context, c *run) error {
 		}
 	}
 	c.detail("table ip kube-proxy on %s holds %s/%s (%s)", strings.Join(nodes, ", "), nftNamespace, nftService, ip)
-	err = poll(ctx, 2*time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		ready, why, err := readyEndpoints(ctx, c, nftNamespace, nftService)
 		return ready > 0, why, err
 	})
@@ -75,7 +75,7 @@ func checkNftables(ctx context.Context, c *run) error {
 		return err
 	}
 	var answer string
-	err = poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 		out, err := c.exec(ctx, nodes[0], "curl", "-s", "--max-time", "5", fmt.Sprintf("http://%s:%d/hostname", ip, svc.Spec.Ports[0].Port))
 		answer = strings.TrimSpace(out)
 		if err != nil || answer == "" {

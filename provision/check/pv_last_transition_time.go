@@ -34,7 +34,7 @@ func checkPVLastTransitionTime(ctx context.Context, c *run) error {
 	cs := c.client()
 	var pv *corev1.PersistentVolume
 	// The PV controller binds the volume first and the claim right after.
-	err := poll(ctx, time.Second, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+	err := poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
 		var err error
 		pv, err = cs.CoreV1().PersistentVolumes().Get(ctx, lttVolume, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {

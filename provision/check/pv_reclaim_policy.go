@@ -97,30 +97,43 @@ func checkPVReclaimPolicy(ctx context.Context, c *run) (err error) {
 	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, pv, metav1.CreateOptions{}); err != nil {
 		return fmt.Errorf("create PersistentVolume %s: %w", name, err)
 	}
-	if _, err := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create PersistentVolumeClaim %s/%s: %w", reclaimNamespace, name, err)
-	}
+	// The PV controller adds the finalizer in its first sync of the new
+	// volume (syncVolume → updateVolumeMigrationAnnotationsAndFinalizers,
+	// pkg/controller/volume/persistentvolume, v1.31), then marks it
+	// Available. The claim is created only after both: created at once, its
+	// binding's update of the volume races those two, and the loser's
+	// conflict waits for the controller's periodic resync
+	// (--pvclaimbinder-sync-period, 15 s), which made this check take 2 to
+	// 16 s.
 	var finalizers []string
-	err = poll(ctx, 500*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
-		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			return false, "", fmt.Errorf("get PersistentVolume %s: %w", name, err)
-		}
-		return cur.Status.Phase == corev1.VolumeBound,
-			fmt.Sprintf("PersistentVolume %s is %s, not Bound (the PV controller in kube-controller-manager binds it)", name, cur.Status.Phase), nil
-	})
-	if err != nil {
-		return err
-	}
-	// The controller adds the finalizer on its next sync of the bound volume.
-	err = poll(ctx, 500*time.Millisecond, 20*time.Second, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 200*time.Millisecond, 20*time.Second, func(ctx context.Context) (bool, string, error) {
 		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, "", fmt.Errorf("get PersistentVolume %s: %w", name, err)
 		}
 		finalizers = cur.Finalizers
-		return slices.Contains(cur.Finalizers, inTreeFinalizer),
-			fmt.Sprintf("bound PersistentVolume %s has no %s finalizer (finalizers %v): HonorPVReclaimPolicy is off", name, inTreeFinalizer, cur.Finalizers), nil
+		if !slices.Contains(cur.Finalizers, inTreeFinalizer) {
+			return false, fmt.Sprintf("PersistentVolume %s (Delete policy, provisioned by an in-tree plugin) has no %s finalizer (finalizers %v): HonorPVReclaimPolicy is off",
+				name, inTreeFinalizer, cur.Finalizers), nil
+		}
+		return cur.Status.Phase == corev1.VolumeAvailable,
+			fmt.Sprintf("PersistentVolume %s is %q, not Available (the PV controller in kube-controller-manager marks it)", name, cur.Status.Phase), nil
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create PersistentVolumeClaim %s/%s: %w", reclaimNamespace, name, err)
+	}
+	err = poll(ctx, 200*time.Millisecond, 60*time.Second, func(ctx context.Context) (bool, string, error) {
+		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, "", fmt.Errorf("get PersistentVolume %s: %w", name, err)
+		}
+		finalizers = cur.Finalizers
+		return cur.Status.Phase == corev1.VolumeBound && slices.Contains(cur.Finalizers, inTreeFinalizer),
+			fmt.Sprintf("PersistentVolume %s is %s with finalizers %v, not Bound with %s (the PV controller in kube-controller-manager binds it)",
+				name, cur.Status.Phase, cur.Finalizers, inTreeFinalizer), nil
 	})
 	if err != nil {
 		return err

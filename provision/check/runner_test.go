@@ -222,3 +222,51 @@ func TestProgressLines(t *testing.T) {
 		t.Errorf("summary %q, want %q", got, want)
 	}
 }
+
+// TestRunnerGates: a gated check starts only once its gate opens, after
+// ungated ones that come later in the order; a gate opened with an error
+// fails its check unstarted; results stay in the given order.
+func TestRunnerGates(t *testing.T) {
+	r := &recorder{spans: map[string]span{}}
+	fakes := []check.FakeCheck{
+		r.fake("gated", 20*time.Millisecond, nil, nil),
+		r.fake("free", 20*time.Millisecond, nil, nil),
+		r.fake("broken", 20*time.Millisecond, nil, nil),
+	}
+	gate, broken := check.NewLatch(), check.NewLatch()
+	opened := make(chan time.Time, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		broken.Open(errors.New("workload broken: Deployment x/y has 0 of 1 replicas ready"))
+		opened <- time.Now()
+		gate.Open(nil)
+	}()
+	env := check.Env{Parallelism: 4, Gates: func(name string) check.Gate {
+		switch name {
+		case "gated":
+			return gate
+		case "broken":
+			return broken
+		}
+		return nil
+	}}
+	var order []string
+	env.Progress = func(res check.Result) { order = append(order, res.Name) }
+	res := check.RunFakes(context.Background(), env, fakes)
+	at := <-opened
+	if !slices.Equal(order, []string{"gated", "free", "broken"}) {
+		t.Errorf("progress order %v", order)
+	}
+	if res[0].Status != check.Pass || res[1].Status != check.Pass {
+		t.Errorf("results %+v", res)
+	}
+	if s := r.spans["gated"]; s.start.Before(at) {
+		t.Errorf("gated check started at %s, before its gate opened at %s", s.start, at)
+	}
+	if s := r.spans["free"]; !s.end.Before(at) {
+		t.Errorf("the ungated check waited for another's gate: ended %s, gate %s", s.end, at)
+	}
+	if _, ran := r.spans["broken"]; ran || res[2].Status != check.Fail || !strings.Contains(res[2].Reason, "0 of 1 replicas") {
+		t.Errorf("broken gate: ran %v, result %+v", ran, res[2])
+	}
+}

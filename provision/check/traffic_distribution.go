@@ -87,7 +87,7 @@ func checkTrafficDistribution(ctx context.Context, c *run) (err error) {
 	// and a zone with nodes but no endpoint.
 	zoneOfPod := map[string]string{}
 	endpointZones := map[string][]string{}
-	err = poll(ctx, 2*time.Second, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
+	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
 		slices, err := cs.DiscoveryV1().EndpointSlices(tdNamespace).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + tdService})
 		if err != nil {
 			return false, "", fmt.Errorf("list EndpointSlices: %w", err)
@@ -186,7 +186,7 @@ func checkTrafficDistribution(ctx context.Context, c *run) (err error) {
 		name, node := clients[z], nodeForZone[z]
 		sameZone := len(endpointZones[z]) > 0
 		var got string
-		err := poll(ctx, 2*time.Second, time.Minute, func(ctx context.Context) (bool, string, error) {
+		err := poll(ctx, 500*time.Millisecond, time.Minute, func(ctx context.Context) (bool, string, error) {
 			p, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
 				return false, "", fmt.Errorf("get client pod %s/%s: %w", tdNamespace, name, err)

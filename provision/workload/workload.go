@@ -12,6 +12,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -57,6 +58,12 @@ type Options struct {
 	Timeout time.Duration
 	// Progress receives one line per step; nil discards them.
 	Progress func(string)
+	// Ready, when set, is called once for each workload whose objects were
+	// all applied, as soon as the wait for them ends (err nil: ready;
+	// with NoWait, at once), from the goroutine that waited. Workloads are
+	// waited for concurrently, so a quick one is reported before a slow
+	// one that comes earlier in the lab (up and reset start its check then).
+	Ready func(workload string, err error)
 }
 
 // Apply server-side-applies every workload's manifests and waits until the
@@ -82,8 +89,9 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	if err != nil {
 		return err
 	}
-	var applied []applied
-	for _, w := range ws {
+	// applied[i] are ws[i]'s objects.
+	applied := make([][]applied, len(ws))
+	for i, w := range ws {
 		objs, err := Load(w)
 		if err != nil {
 			return err
@@ -97,10 +105,17 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 			if err != nil {
 				return fmt.Errorf("workload %s: %w", w.Name, err)
 			}
-			applied = append(applied, res)
+			applied[i] = append(applied[i], res)
 		}
 	}
+	ready := opts.Ready
+	if ready == nil {
+		ready = func(string, error) {}
+	}
 	if opts.NoWait {
+		for _, w := range ws {
+			ready(w.Name, nil)
+		}
 		return nil
 	}
 	timeout := opts.Timeout
@@ -109,12 +124,36 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	}
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for _, o := range applied {
-		if !needsWait(o.obj) {
-			continue
+	for _, objs := range applied {
+		for _, o := range objs {
+			if needsWait(o.obj) {
+				progress(fmt.Sprintf("waiting for %s", describe(o.obj)))
+			}
 		}
-		progress(fmt.Sprintf("waiting for %s", describe(o.obj)))
-		if err := a.wait(wctx, o); err != nil {
+	}
+	// Each workload's objects one after another, the workloads at once; the
+	// error returned is the first failed workload's in the lab's order.
+	errs := make([]error, len(ws))
+	var wg sync.WaitGroup
+	for i, objs := range applied {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, o := range objs {
+				if !needsWait(o.obj) {
+					continue
+				}
+				if err := a.wait(wctx, o); err != nil {
+					errs[i] = err
+					break
+				}
+			}
+			ready(ws[i].Name, errs[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
 			return err
 		}
 	}
@@ -340,7 +379,7 @@ func (a *applier) wait(ctx context.Context, o applied) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %s (%w)", describe(o.obj), last, context.Cause(ctx))
-		case <-time.After(time.Second):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
