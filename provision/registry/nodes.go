@@ -1,11 +1,14 @@
 package registry
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
+	"sort"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -57,39 +60,93 @@ func WireNodes(ctx context.Context, ns []nodes.Node, hostPort int) error {
 
 // WireNodesTo is WireNodes for any registry hosts and endpoint.
 func WireNodesTo(ctx context.Context, ns []nodes.Node, hosts []string, endpoint string) error {
+	files := map[string]string{}
 	content := HostsTOML(endpoint)
-	for _, n := range ns {
-		for _, h := range hosts {
-			dir := CertsDir + "/" + h
-			if err := writeFile(ctx, n, dir, dir+"/hosts.toml", content); err != nil {
-				return fmt.Errorf("wire node %s to registry %s: %w", n, h, err)
-			}
-		}
+	for _, h := range hosts {
+		files[h] = content
 	}
-	return nil
+	return writeHosts(ctx, ns, files)
 }
 
-// writeFile writes through the node's shell so it needs only sh, mkdir and
-// cat, which every kind node has; the content arrives on stdin, never in a
-// command line.
-func writeFile(ctx context.Context, n nodes.Node, dir, file, content string) error {
-	var stderr bytes.Buffer
-	err := n.CommandContext(ctx, "sh", "-c", `mkdir -p "$1" && cat > "$2.tmp" && mv "$2.tmp" "$2"`, "sh", dir, file).
-		SetStdin(strings.NewReader(content)).
-		SetStderr(&stderr).
-		Run()
-	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if rerr := exec.RunErrorForError(err); rerr != nil && msg == "" {
-			msg = strings.TrimSpace(string(rerr.Output))
-		}
-		if msg != "" {
-			return fmt.Errorf("write %s: %w: %s", file, err, msg)
-		}
-		return fmt.Errorf("write %s: %w", file, err)
+// writeHosts writes, on every node at once, CertsDir/<host>/hosts.toml for
+// each host → content of files. Each node gets one exec (a node exec is a
+// docker CLI process and a round trip, about 0.2 s, and a lab writes a
+// dozen files on each node): the files arrive as a tar stream on stdin,
+// never in a command line, are unpacked into a directory beside their
+// targets and each renamed into place, so containerd, which reads a
+// hosts.toml at every pull, sees the old file or the new one. It needs
+// only sh, mktemp, tar and mv, which every kind node has.
+func writeHosts(ctx context.Context, ns []nodes.Node, files map[string]string) error {
+	if len(files) == 0 {
+		return nil
 	}
-	return nil
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	hosts := make([]string, 0, len(files))
+	for h := range files {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	for _, h := range hosts {
+		// A host name is a registry host[:port] from a parsed reference: no
+		// slash, nothing a tar path could climb out with.
+		if h == "" || strings.ContainsAny(h, "/\\\x00") || h == "." || h == ".." || strings.HasPrefix(h, ".") {
+			return fmt.Errorf("wire nodes: %q is not a registry host", h)
+		}
+		for _, hdr := range []*tar.Header{
+			{Typeflag: tar.TypeDir, Name: h + "/", Mode: 0o755},
+			{Typeflag: tar.TypeReg, Name: h + "/hosts.toml", Mode: 0o644, Size: int64(len(files[h]))},
+		} {
+			if err := tw.WriteHeader(hdr); err != nil {
+				return fmt.Errorf("wire nodes: %w", err)
+			}
+		}
+		if _, err := tw.Write([]byte(files[h])); err != nil {
+			return fmt.Errorf("wire nodes: %w", err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return fmt.Errorf("wire nodes: %w", err)
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	for _, n := range ns {
+		g.Go(func() error {
+			var stderr bytes.Buffer
+			args := append([]string{"-c", wireScript, "sh", CertsDir}, hosts...)
+			err := n.CommandContext(gctx, "sh", args...).
+				SetStdin(bytes.NewReader(buf.Bytes())).
+				SetStderr(&stderr).
+				Run()
+			if err != nil {
+				msg := strings.TrimSpace(stderr.String())
+				if rerr := exec.RunErrorForError(err); rerr != nil && msg == "" {
+					msg = strings.TrimSpace(string(rerr.Output))
+				}
+				if msg != "" {
+					return fmt.Errorf("wire node %s to %s: %w: %s", n, strings.Join(hosts, ", "), err, msg)
+				}
+				return fmt.Errorf("wire node %s to %s: %w", n, strings.Join(hosts, ", "), err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
+
+// wireScript unpacks writeHosts's tar into a new directory in $1
+// (CertsDir: the same filesystem, so mv is a rename) and moves each host's
+// hosts.toml ($2...) into $1/<host>/.
+const wireScript = `set -e
+d=$1; shift
+mkdir -p "$d"
+t=$(mktemp -d "$d/.kindlab-wire.XXXXXX")
+trap 'rm -rf "$t"' EXIT
+tar -x -o -C "$t" -f -
+for h in "$@"; do
+	mkdir -p "$d/$h"
+	mv -f "$t/$h/hosts.toml" "$d/$h/hosts.toml"
+done
+`
 
 // HostingYAML is the KEP-1755 LocalRegistryHostingV1 document.
 func HostingYAML(hostPort int) string {
@@ -154,10 +211,15 @@ func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interf
 	if err != nil {
 		return nil, err
 	}
-	if err := WireNodesTo(ctx, ns, RegistryHosts(st.HostPort), st.ClusterEndpoint); err != nil {
+	files, err := mirrorFiles(ctx, opts, mirrors, st.ClusterEndpoint)
+	if err != nil {
 		return nil, err
 	}
-	if err := WireMirrors(ctx, opts, ns, mirrors, st.ClusterEndpoint); err != nil {
+	content := HostsTOML(st.ClusterEndpoint)
+	for _, h := range RegistryHosts(st.HostPort) {
+		files[h] = content
+	}
+	if err := writeHosts(ctx, ns, files); err != nil {
 		return nil, err
 	}
 	if cs != nil {
@@ -168,30 +230,25 @@ func Up(ctx context.Context, opts Options, ns []nodes.Node, cs kubernetes.Interf
 	return st, nil
 }
 
-// WireMirrors writes, on every node, the hosts.toml of each upstream
-// registry: the local registry's mirror path, then the upstream's
-// pull-through cache if one runs, then the upstream.
-func WireMirrors(ctx context.Context, opts Options, ns []nodes.Node, upstreams []string, endpoint string) error {
+// mirrorFiles are the hosts.toml of each upstream registry, by host: the
+// local registry's mirror path, then the upstream's pull-through cache if
+// one runs, then the upstream.
+func mirrorFiles(ctx context.Context, opts Options, upstreams []string, endpoint string) (map[string]string, error) {
 	o, err := opts.withDefaults()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	proxies, err := Proxies(ctx, o)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	files := map[string]string{}
 	for _, up := range upstreams {
 		var via []string
 		if p, ok := proxies[up]; ok {
 			via = append(via, p)
 		}
-		content := MirrorHostsTOML(up, endpoint, via)
-		for _, n := range ns {
-			dir := CertsDir + "/" + up
-			if err := writeFile(ctx, n, dir, dir+"/hosts.toml", content); err != nil {
-				return fmt.Errorf("wire node %s to mirror %s: %w", n, up, err)
-			}
-		}
+		files[up] = MirrorHostsTOML(up, endpoint, via)
 	}
-	return nil
+	return files, nil
 }
