@@ -1,7 +1,8 @@
 // Package lifecycle holds the stages a lab goes through once its cluster
 // exists, as values: up composes [criShim, WireRegistry, PushArtifacts,
-// ApplyWorkloads, RunChecks], reset composes [its restore,
-// PushArtifacts{Again}, ApplyWorkloads, RunChecks], and a replay or a fleet
+// WaitReady, ApplyWorkloads{Checks}], reset composes [its restore,
+// PushArtifacts{Again}, ApplyWorkloads{Checks}] (each check starting as
+// soon as its own workload is ready), and a replay or a fleet
 // member goes through up. The shape is kind's create actions
 // (sigs.k8s.io/kind pkg/cluster/internal/create/actions): small steps that
 // share one context, each with its own status line.
@@ -10,7 +11,9 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -32,6 +35,12 @@ type Context struct {
 	Artifacts []Artifact
 	// Checks are RunChecks's results, in the lab's order.
 	Checks []check.Result
+	// WorkloadsReady is when ApplyWorkloads saw the last workload ready.
+	WorkloadsReady time.Time
+
+	// joins wait for what a step left running for the steps after it
+	// (WaitReady's pulls); Run calls them once the steps are done.
+	joins []func()
 }
 
 // Step is one stage. A step that does not apply to the lab (no registry,
@@ -46,8 +55,21 @@ type StepFunc func(ctx context.Context, c *Context) error
 // Execute runs f.
 func (f StepFunc) Execute(ctx context.Context, c *Context) error { return f(ctx, c) }
 
-// Run executes the steps in order and stops at the first error.
-func Run(ctx context.Context, c *Context, steps ...Step) error {
+// Run executes the steps in order and stops at the first error. What a
+// step left running in the background (WaitReady's pulls) is waited for
+// once the steps are done, or stopped first when one failed.
+func Run(ctx context.Context, c *Context, steps ...Step) (err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+		for _, join := range c.joins {
+			join()
+		}
+		c.joins = nil
+		cancel()
+	}()
 	for _, s := range steps {
 		if err := s.Execute(ctx, c); err != nil {
 			return err
@@ -200,34 +222,107 @@ func (p PushArtifacts) push(ctx context.Context, c *Context) ([]Artifact, error)
 }
 
 // ApplyWorkloads applies every workload of the lab with server-side apply
-// and waits until it is ready.
+// and waits until it is ready; with Checks, it runs the lab's checks
+// meanwhile, each as soon as its own workload is ready.
 type ApplyWorkloads struct {
 	// Timeout bounds the wait; zero means workload.DefaultTimeout.
 	Timeout time.Duration
 	// WaitsOnly prints only the lines about what is waited for (reset's
 	// habit), not one per object applied.
 	WaitsOnly bool
+	// Checks, when set, runs the lab's checks in this step rather than
+	// after it: a check starts once the workload of its own name is ready
+	// (a lab's check proves what its own workload sets up, in its own
+	// namespace; a check without a workload of its name starts at once),
+	// while the slower workloads are still starting. A workload that never
+	// gets ready fails its check unstarted and then the step, as it would
+	// fail alone.
+	Checks *RunChecks
 }
 
 // Execute implements Step.
 func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
 	r := c.Lab.Plan.Resolved
 	if len(r.Workloads) == 0 {
+		if a.Checks != nil {
+			return a.Checks.Execute(ctx, c)
+		}
+		return nil
+	}
+	checks := c.Lab.Plan.Checks
+	if a.Checks == nil || len(checks) == 0 {
+		st := c.Status
+		st.Start("Applying workloads 🚀")
+		if err := a.apply(ctx, c, st.W, nil); err != nil {
+			st.Fail()
+			return err
+		}
+		c.WorkloadsReady = time.Now()
+		st.End(true)
+		return nil
+	}
+
+	latches := map[string]*check.Latch{}
+	for _, w := range r.Workloads {
+		latches[w.Name] = check.NewLatch()
+	}
+	gates := func(name string) check.Gate {
+		if l, ok := latches[name]; ok {
+			return l
+		}
 		return nil
 	}
 	st := c.Status
-	st.Start("Applying workloads 🚀")
-	err := workload.ApplyLab(ctx, c.Lab.Handle.RESTConfig, r, workload.Options{Timeout: a.Timeout, Progress: func(msg string) {
-		if st.W != nil && (!a.WaitsOnly || strings.HasPrefix(msg, "waiting")) {
-			fmt.Fprintf(st.W, "   %s\n", msg)
+	st.Start("Applying workloads, each check as soon as its workload is ready 🚀🔍")
+	// The workloads' lines and the checks' come from two goroutines.
+	var w io.Writer
+	if st.W != nil {
+		w = &lockedWriter{w: st.W}
+	}
+	applied := make(chan error, 1)
+	go func() {
+		err := a.apply(ctx, c, w, func(name string, err error) {
+			if err != nil {
+				err = fmt.Errorf("workload %s is not ready: %w", name, err)
+			}
+			latches[name].Open(err)
+		})
+		// Workloads not applied (an apply failed) never get ready.
+		for name, l := range latches {
+			l.Open(fmt.Errorf("workload %s was not applied: %v", name, err))
 		}
-	}})
-	if err != nil {
+		c.WorkloadsReady = time.Now()
+		applied <- err
+	}()
+	c.Checks = a.Checks.run(ctx, c, w, gates)
+	if err := <-applied; err != nil {
 		st.Fail()
 		return err
 	}
 	st.End(true)
 	return nil
+}
+
+// apply applies the lab's workloads and waits for them, printing to w;
+// ready, when set, hears of each workload's end.
+func (a ApplyWorkloads) apply(ctx context.Context, c *Context, w io.Writer, ready func(string, error)) error {
+	return workload.ApplyLab(ctx, c.Lab.Handle.RESTConfig, c.Lab.Plan.Resolved, workload.Options{Timeout: a.Timeout, Ready: ready, Progress: func(msg string) {
+		if w != nil && (!a.WaitsOnly || strings.HasPrefix(msg, "waiting")) {
+			fmt.Fprintf(w, "   %s\n", msg)
+		}
+	}})
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // RunChecks runs the lab's checks (check.Run: concurrently, lines in the
@@ -241,21 +336,26 @@ type RunChecks struct {
 
 // Execute implements Step.
 func (r RunChecks) Execute(ctx context.Context, c *Context) error {
-	names := c.Lab.Plan.Checks
-	if len(names) == 0 {
+	if len(c.Lab.Plan.Checks) == 0 {
 		return nil
 	}
 	st := c.Status
 	st.Start("Running checks 🔍")
-	env := c.Lab.CheckEnv()
-	env.Parallelism, env.Timeout = r.Parallelism, r.Timeout
-	env.Progress = check.ProgressTo(st.W)
-	c.Checks = check.Run(ctx, env, names)
-	if err := c.Lab.SaveChecks(c.Checks); err != nil && st.W != nil {
-		fmt.Fprintf(st.W, "   warning: %v\n", err)
-	}
+	c.Checks = r.run(ctx, c, st.W, nil)
 	st.End(true)
 	return nil
+}
+
+// run runs the checks, each behind its gate, printing to w.
+func (r RunChecks) run(ctx context.Context, c *Context, w io.Writer, gates func(string) check.Gate) []check.Result {
+	env := c.Lab.CheckEnv()
+	env.Parallelism, env.Timeout, env.Gates = r.Parallelism, r.Timeout, gates
+	env.Progress = check.ProgressTo(w)
+	res := check.Run(ctx, env, c.Lab.Plan.Checks)
+	if err := c.Lab.SaveChecks(res); err != nil && w != nil {
+		fmt.Fprintf(w, "   warning: %v\n", err)
+	}
+	return res
 }
 
 func short(digest string) string {

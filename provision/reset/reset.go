@@ -116,22 +116,24 @@ func Run(ctx context.Context, l *running.Lab, opts Options) (*Result, error) {
 		timeout = workload.DefaultTimeout
 	}
 	lc := &lifecycle.Context{Lab: l, Status: &progress.Status{W: opts.Status}}
+	apply := lifecycle.ApplyWorkloads{Timeout: timeout, WaitsOnly: true}
+	if !opts.SkipChecks {
+		// Each check starts as soon as its own workload is ready again.
+		apply.Checks = &lifecycle.RunChecks{Parallelism: opts.Parallelism, Timeout: opts.CheckTimeout}
+	}
 	steps := []lifecycle.Step{
 		&restore{full: opts.Full, timeout: timeout, res: res},
 		lifecycle.PushArtifacts{Again: true},
-		lifecycle.ApplyWorkloads{Timeout: timeout, WaitsOnly: true},
-		lifecycle.StepFunc(func(context.Context, *lifecycle.Context) error {
-			res.Restore = time.Since(start)
-			return nil
-		}),
-	}
-	if !opts.SkipChecks {
-		steps = append(steps, lifecycle.RunChecks{Parallelism: opts.Parallelism, Timeout: opts.CheckTimeout})
+		apply,
 	}
 	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
 		return nil, err
 	}
 	res.Artifacts, res.Checks = lc.Artifacts, lc.Checks
+	res.Restore = time.Since(start)
+	if !lc.WorkloadsReady.IsZero() {
+		res.Restore = lc.WorkloadsReady.Sub(start)
+	}
 	res.Duration = time.Since(start)
 	return res, nil
 }

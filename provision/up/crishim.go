@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
 
 	"github.com/kindlab/kindlab/provision/cluster"
@@ -235,28 +236,36 @@ func (cs criShimStep) Execute(ctx context.Context, lc *lifecycle.Context) error 
 		st.Fail()
 		return err
 	}
+	// The nodes at once: each asks two things through a node exec.
+	g, gctx := errgroup.WithContext(ctx)
 	for _, n := range ns {
-		s, err := readShimState(ctx, n)
-		if err != nil {
-			st.Fail()
-			return fmt.Errorf("node %s: ask systemd about %s: %w", n, crishim.UnitName, err)
-		}
-		if s.Active != "active" {
-			st.Fail()
-			return shimError(ctx, n, cs.logDir, s)
-		}
-		var flags bytes.Buffer
-		if err := n.CommandContext(ctx, "cat", "/var/lib/kubelet/kubeadm-flags.env").SetStdout(&flags).Run(); err != nil {
-			st.Fail()
-			return fmt.Errorf("node %s: read the kubelet's flags: %w", n, err)
-		}
-		if want := "--container-runtime-endpoint=" + c.Endpoint; !strings.Contains(flags.String(), want) {
-			st.Fail()
-			return fmt.Errorf("node %s: the kubelet does not talk to kindlab's CRI shim: /var/lib/kubelet/kubeadm-flags.env lacks %s (%s)",
-				n, want, text.OneLine(strings.TrimSpace(flags.String())))
-		}
+		g.Go(func() error { return cs.checkNode(gctx, n, c.Endpoint) })
+	}
+	if err := g.Wait(); err != nil {
+		st.Fail()
+		return err
 	}
 	st.Label = fmt.Sprintf("kindlab's CRI shim runs on %d node(s): kubelet → %s → containerd; image-volume mounts made read-only 🧩", len(ns), c.Endpoint)
 	st.End(true)
+	return nil
+}
+
+// checkNode proves the shim active on n and the kubelet pointed at it.
+func (cs criShimStep) checkNode(ctx context.Context, n nodes.Node, endpoint string) error {
+	s, err := readShimState(ctx, n)
+	if err != nil {
+		return fmt.Errorf("node %s: ask systemd about %s: %w", n, crishim.UnitName, err)
+	}
+	if s.Active != "active" {
+		return shimError(ctx, n, cs.logDir, s)
+	}
+	var flags bytes.Buffer
+	if err := n.CommandContext(ctx, "cat", "/var/lib/kubelet/kubeadm-flags.env").SetStdout(&flags).Run(); err != nil {
+		return fmt.Errorf("node %s: read the kubelet's flags: %w", n, err)
+	}
+	if want := "--container-runtime-endpoint=" + endpoint; !strings.Contains(flags.String(), want) {
+		return fmt.Errorf("node %s: the kubelet does not talk to kindlab's CRI shim: /var/lib/kubelet/kubeadm-flags.env lacks %s (%s)",
+			n, want, text.OneLine(strings.TrimSpace(flags.String())))
+	}
 	return nil
 }

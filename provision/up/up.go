@@ -144,10 +144,16 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		return nil, err
 	}
 	lc := &lifecycle.Context{Lab: running.FromPlan(plan, h, opts.Store, &rec), Status: st}
+	// kind's create does not wait for the control plane (createCluster):
+	// WaitReady does, once the registry is wired, with the nodes pulling
+	// the lab's images meanwhile. A reused cluster is Ready already.
 	steps := []lifecycle.Step{criShimStep{logDir: opts.Store.LogDir(plan.ClusterName)},
-		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}, lifecycle.ApplyWorkloads{}}
-	if !opts.SkipChecks {
-		steps = append(steps, lifecycle.RunChecks{})
+		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}, lifecycle.WaitReady{Wait: opts.Wait}}
+	if opts.SkipChecks {
+		steps = append(steps, lifecycle.ApplyWorkloads{})
+	} else {
+		// Each check starts as soon as its own workload is ready.
+		steps = append(steps, lifecycle.ApplyWorkloads{Checks: &lifecycle.RunChecks{}})
 	}
 	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
 		return nil, err
@@ -241,7 +247,9 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	if plan.CRIShim != nil {
 		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))
 	}
-	err = p.Create(&kindPlan, cluster.CreateOptions{Retain: opts.Retain, Wait: opts.Wait, Kubeconfig: opts.Kubeconfig})
+	// No wait in kind: lifecycle.WaitReady waits for the control plane
+	// after the registry is wired, while the nodes pull the lab's images.
+	err = p.Create(&kindPlan, cluster.CreateOptions{Retain: opts.Retain, Kubeconfig: opts.Kubeconfig})
 	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
 	if watch != nil {
 		// A shim that failed is why kind's create failed (the watch ended
