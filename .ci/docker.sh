@@ -15,6 +15,21 @@ WRAPPER=$WRAPPER_DIR/runc-nocap
 RUNTIME_NAME=kindlab
 TIMEOUT=${KINDLAB_DOCKERD_TIMEOUT:-60}
 
+# kind's known issue "too many open files": every node runs systemd and a
+# kubelet, each taking inotify instances; the kernel's default of 128 per
+# user runs out with a few clusters at once (the e2e tests run several, and a
+# node that cannot start fails kind's create with "cat /kind/version"). kind's
+# docs raise both limits; so do we on a CI machine (root), never lowering
+# them. `kindlab doctor` names the same fix for users.
+if [ "$(id -u)" = 0 ]; then
+  for kv in fs.inotify.max_user_instances=512 fs.inotify.max_user_watches=524288; do
+    k=${kv%%=*}; v=${kv#*=}
+    if [ "$(sysctl -n "$k" 2>/dev/null || echo 0)" -lt "$v" ]; then
+      sysctl -q -w "$kv" || echo "docker.sh: could not set $kv" >&2
+    fi
+  done
+fi
+
 if docker info >/dev/null 2>&1; then
   echo "docker.sh: docker engine already answers"
   exit 0
