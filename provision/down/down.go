@@ -1,5 +1,6 @@
 // Package down removes what `up` created: the cluster, its kubeconfig
-// context, kindlab's record, and the shared registry once no lab uses it.
+// context, kindlab's record, and the shared registry's container once no
+// kind cluster on the engine is wired to it (its data volume stays).
 package down
 
 import (
@@ -24,6 +25,9 @@ type Options struct {
 	Kubeconfig string
 	// KeepRegistry leaves the shared registry even when this was its last user.
 	KeepRegistry bool
+	// RegistryName is the registry container the lab used; "" is the
+	// shared one (registry.ContainerName). Tests run their own.
+	RegistryName string
 	// Lock is the cluster's lock when the caller holds it already (up
 	// cleaning up after itself, a fleet); nil: Run takes it first, waiting
 	// up to WaitLock and telling Status (see state.Store.Lock).
@@ -100,7 +104,7 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 			res.Removed = append(res.Removed, fmt.Sprintf("Forgot cluster %s (it was already gone)", opts.Cluster))
 		}
 		if rec.Registry && !opts.KeepRegistry {
-			removed, err := ReleaseRegistry(ctx, p, rec.RegistryPort)
+			removed, err := releaseRegistry(ctx, registry.Options{Docker: p.Engine().Client(), HostPort: rec.RegistryPort, Name: opts.RegistryName})
 			if err != nil {
 				return res, err
 			}
@@ -110,30 +114,4 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		}
 	}
 	return res, nil
-}
-
-// registryUsers counts the running kind clusters whose nodes are wired to
-// the registry. The nodes are asked, not kindlab's records: a lab brought up
-// by another user or with another state directory uses the registry too.
-func registryUsers(ctx context.Context, p *cluster.Provider, port int) (int, error) {
-	running, err := p.List()
-	if err != nil {
-		return 0, err
-	}
-	hostsToml := fmt.Sprintf("%s/localhost:%d/hosts.toml", registry.CertsDir, port)
-	n := 0
-	for _, name := range running {
-		h, err := p.Connect(name)
-		if err != nil {
-			continue // deleted meanwhile
-		}
-		nodes, err := h.Nodes(ctx)
-		if err != nil || len(nodes) == 0 {
-			continue
-		}
-		if _, err := h.Exec(ctx, nodes[0], nil, "test", "-f", hostsToml); err == nil {
-			n++
-		}
-	}
-	return n, nil
 }

@@ -12,31 +12,51 @@ import (
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
-// ReleaseRegistry removes the shared registry, and what was pushed to it,
-// once no running lab uses it any more; it returns what it removed ("" for
+// ReleaseRegistry removes the shared registry's container once no kind
+// cluster on the engine is wired to it (registry.Users), keeping the
+// volume that holds what was pushed; it returns what it did ("" for
 // nothing). Fleets take their clusters down keeping the registry, then
-// call it once.
+// call it once. port is the one the labs recorded; the registry is found
+// by its name.
 func ReleaseRegistry(ctx context.Context, p *cluster.Provider, port int) (string, error) {
-	n, err := registryUsers(ctx, p, port)
-	if err != nil || n > 0 {
-		return "", err
+	return releaseRegistry(ctx, registry.Options{Docker: p.Engine().Client(), HostPort: port})
+}
+
+// releaseRegistry is ReleaseRegistry for any registry (o.Name: tests run
+// their own).
+//
+// Why the volume stays: the registry's content is expensive to make again
+// (`make offline-images` builds agnhost and the device plugin from source;
+// `kit load` content exists nowhere else on the machine) and cheap to keep,
+// and the next `up` creates the container on the same named volume, so
+// up -> down -> up pushes nothing again. The tools kindlab's users know do
+// the same or worse: kind's local-registry script runs registry:2 with no
+// volume and has no teardown (the image's anonymous volume lives until
+// `docker rm -v`); ctlptl's `delete cluster` leaves the registry alone and
+// its registry Delete removes the container only (ContainerRemove without
+// RemoveVolumes, pkg/registry/registry.go), orphaning that anonymous
+// volume silently; k3d added --keep-registry-volume (k3d PR #199) and users
+// keep pull-through caches on named volumes to survive `cluster delete`
+// (k3d issue #1368). kindlab keeps a named, labelled volume and says so,
+// and `kindlab registry down --delete-data` (or --volumes) deletes it, as
+// `docker compose down -v` does.
+func releaseRegistry(ctx context.Context, o registry.Options) (string, error) {
+	users, err := registry.Users(ctx, o.Docker, o.Name)
+	if err != nil {
+		return "", fmt.Errorf("keep the registry: %w", err)
 	}
-	d := p.Engine().Client()
-	st, err := registry.Inspect(ctx, registry.Options{HostPort: port, Docker: d})
+	if len(users) > 0 {
+		return "", nil
+	}
+	st, err := registry.Inspect(ctx, o)
 	if err != nil || st.Absent() {
 		return "", err
 	}
-	// A loaded kit's images cannot be pushed again from lab files: the
-	// next up of the lab needs them, so only the container goes.
-	keep := registry.HoldsKits(ctx, registry.Options{Docker: d}, d)
-	if err := registry.Remove(ctx, registry.Options{HostPort: port, Docker: d}, registry.RemoveOptions{DeleteData: !keep}); err != nil {
+	if err := registry.Remove(ctx, o, registry.RemoveOptions{}); err != nil {
 		return "", err
 	}
-	if keep {
-		return fmt.Sprintf("Removed registry %s (no other lab uses it); kept volume %s: it holds a loaded kit (`kindlab registry down --delete-data` removes it)",
-			registry.ContainerName, st.Volume), nil
-	}
-	return "Removed registry " + registry.ContainerName + " (no other lab uses it)", nil
+	return fmt.Sprintf("Removed registry %s (no kind cluster on the engine is wired to it); kept its data on volume %s for the next up (`kindlab registry down --delete-data` deletes it)",
+		st.Name, st.Volume), nil
 }
 
 // RemoveEmptyKubeconfig deletes a kubeconfig file that holds no context,

@@ -66,6 +66,7 @@ type Docker interface {
 	ContainerStart(ctx context.Context, id string, options container.StartOptions) error
 	ContainerRemove(ctx context.Context, id string, options container.RemoveOptions) error
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
+	CopyFromContainer(ctx context.Context, id, srcPath string) (io.ReadCloser, container.PathStat, error)
 	ImageInspect(ctx context.Context, image string, opts ...client.ImageInspectOption) (image.InspectResponse, error)
 	ImagePull(ctx context.Context, ref string, options image.PullOptions) (io.ReadCloser, error)
 	ImageLoad(ctx context.Context, input io.Reader, opts ...client.ImageLoadOption) (image.LoadResponse, error)
@@ -75,6 +76,7 @@ type Docker interface {
 	NetworkConnect(ctx context.Context, networkID, containerID string, config *network.EndpointSettings) error
 	NetworkRemove(ctx context.Context, id string) error
 	VolumeCreate(ctx context.Context, options volume.CreateOptions) (volume.Volume, error)
+	VolumeInspect(ctx context.Context, id string) (volume.Volume, error)
 	VolumeRemove(ctx context.Context, id string, force bool) error
 	DaemonHost() string
 }
@@ -145,7 +147,10 @@ type Status struct {
 	// ClusterEndpoint is how nodes on the kind network reach it.
 	ClusterEndpoint string   `json:"clusterEndpoint,omitempty"`
 	Networks        []string `json:"networks,omitempty"`
-	Volume          string   `json:"volume,omitempty"`
+	// Volume holds what was pushed; it is also set while the container
+	// is absent if the volume was kept (registry down without
+	// --delete-data, or down after the last lab).
+	Volume string `json:"volume,omitempty"`
 	// Ready says the registry answered GET /v2/ on 127.0.0.1 just now.
 	Ready bool `json:"ready"`
 	// Created and Started say what this call did (Ensure only).
@@ -222,7 +227,12 @@ func Inspect(ctx context.Context, opts Options) (*Status, error) {
 func inspect(ctx context.Context, opts Options) (*Status, *container.InspectResponse, error) {
 	c, err := opts.Docker.ContainerInspect(ctx, opts.Name)
 	if errdefs.IsNotFound(err) {
-		return &Status{Name: opts.Name, State: "absent"}, nil, nil
+		st := &Status{Name: opts.Name, State: "absent"}
+		// What was pushed outlives the container (see Remove): say where.
+		if v, err := opts.Docker.VolumeInspect(ctx, opts.Volume); err == nil && v.Labels[LabelOwner] == "true" {
+			st.Volume = v.Name
+		}
+		return st, nil, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("inspect container %s: %w", opts.Name, err)
@@ -708,22 +718,3 @@ func ulaSubnet(name string, attempt int32) string {
 
 // kindClusterLabel is the label kind puts on its node containers.
 const kindClusterLabel = engine.KindClusterLabel
-
-// KindClusters lists the kind clusters with running nodes, so a caller can
-// avoid removing the registry under them.
-func KindClusters(ctx context.Context, d Docker) ([]string, error) {
-	cs, err := d.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", kindClusterLabel))})
-	if err != nil {
-		return nil, fmt.Errorf("list kind nodes: %w", err)
-	}
-	seen := map[string]bool{}
-	var out []string
-	for _, c := range cs {
-		if n := c.Labels[kindClusterLabel]; n != "" && !seen[n] {
-			seen[n] = true
-			out = append(out, n)
-		}
-	}
-	sort.Strings(out)
-	return out, nil
-}

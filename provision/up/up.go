@@ -122,8 +122,16 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 			if made.foreignNodes {
 				derr = opts.Store.Remove(plan.ClusterName)
 			} else {
-				_, derr = down.Run(context.WithoutCancel(ctx), p, opts.Store,
+				var dres *down.Result
+				dres, derr = down.Run(context.WithoutCancel(ctx), p, opts.Store,
 					down.Options{Cluster: plan.ClusterName, Kubeconfig: opts.Kubeconfig, Lock: opts.Lock})
+				// What was kept (the registry's data volume) is said, as
+				// `kindlab down` says it, not left behind unnamed.
+				if dres != nil && opts.Status != nil {
+					for _, line := range dres.Removed {
+						fmt.Fprintf(opts.Status, "Cleaned up: %s\n", line)
+					}
+				}
 			}
 			if derr != nil {
 				err = fmt.Errorf("%w (and cleaning up failed: %v)", err, derr)

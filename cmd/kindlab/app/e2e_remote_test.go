@@ -128,12 +128,20 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	if !strings.Contains(out+errOut, vol) {
 		t.Errorf("down did not say it removed %s: %s %s", vol, out, errOut)
 	}
+	// down keeps the registry's data for the next up, and says so;
+	// `registry down --delete-data` is the way to remove it.
+	if !strings.Contains(errOut, "kept its data on volume "+registry.ContainerName+"-data") {
+		t.Errorf("down did not say it kept the registry's volume: %s", errOut)
+	}
+	if code, out, errOut := run(t, "registry", "down", "--delete-data"); code != 0 {
+		t.Errorf("registry down --delete-data: exit %d: %s %s", code, out, errOut)
+	}
 	containers, volumes, networks, err := eng.Lists(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(containers) > 0 || len(volumes) > 0 {
-		t.Errorf("left on the remote engine after down: containers %v, volumes %v", containers, volumes)
+		t.Errorf("left on the remote engine after down and registry down --delete-data: containers %v, volumes %v", containers, volumes)
 	}
 	// kind's network is shared by every kind cluster of an engine and kind
 	// never removes it (nor does `kind delete cluster`); nothing may be

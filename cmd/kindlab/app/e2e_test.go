@@ -147,9 +147,9 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	if s := strings.TrimSpace(string(leftovers)); s != "" {
 		t.Errorf("containers left behind: %s", s)
 	}
-	// It was the registry's only user: the registry goes, and what was
-	// pushed goes too, unless a kit was loaded into it (lab files cannot
-	// push that again); then `registry down --delete-data` removes it.
+	// It was the registry's only user: its container goes, and what was
+	// pushed stays on its volume for the next up (down says so); then
+	// `registry down --delete-data` removes that too.
 	dockerLists := func(args ...string) string {
 		out, _ := exec.Command("docker", args...).Output()
 		return strings.TrimSpace(string(out))
@@ -157,14 +157,26 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	if left := dockerLists("ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"); left != "" {
 		t.Errorf("registry container left behind after the last lab went: %s", left)
 	}
-	volume := dockerLists("volume", "ls", "-q", "--filter", "name=^kind-registry-data$")
-	kit := os.Getenv("KINDLAB_E2E_KIT") != ""
-	switch {
-	case kit && volume == "":
-		t.Error("down deleted the registry data holding the loaded kit")
-	case !kit && volume != "":
-		t.Errorf("registry data left behind: %s", volume)
+	if volume := dockerLists("volume", "ls", "-q", "--filter", "name=^kind-registry-data$"); volume == "" {
+		t.Error("down deleted the registry's data volume, which it keeps for the next up")
 	}
+	if !strings.Contains(errOut, "kept its data on volume kind-registry-data") {
+		t.Errorf("down did not say it kept the registry's volume:\n%s", errOut)
+	}
+	removeRegistry := func() {
+		if code, _, errOut := run(t, "registry", "down", "--delete-data"); code != 0 {
+			t.Errorf("registry down --delete-data: %s", errOut)
+		}
+		for _, args := range [][]string{
+			{"ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"},
+			{"volume", "ls", "-q", "--filter", "name=^kind-registry-data$"},
+		} {
+			if left := dockerLists(args...); left != "" {
+				t.Errorf("left behind after registry down --delete-data: %s", left)
+			}
+		}
+	}
+	kit := os.Getenv("KINDLAB_E2E_KIT") != ""
 	kubeconfig, _ = os.ReadFile(filepath.Join(dir, "kubeconfig"))
 	if strings.Contains(string(kubeconfig), "kind-"+name) {
 		t.Error("kubeconfig context left behind")
@@ -178,6 +190,7 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	// kit filled, so that goes last, with what the kit put in it.
 	if !kit {
 		t.Log("bundle replay not run: it pulls the offline images from the registry a kit filled (make e2e sets KINDLAB_E2E_KIT)")
+		removeRegistry()
 		return
 	}
 	// The replaying machine has the kit loaded: load it again (it verifies
@@ -186,17 +199,7 @@ func TestEndToEndAllFeatures(t *testing.T) {
 		t.Fatalf("kit load before replay: %s", errOut)
 	}
 	e2eBundleReplay(t, bundle, img)
-	if code, _, errOut := run(t, "registry", "down", "--delete-data"); code != 0 {
-		t.Errorf("registry down --delete-data: %s", errOut)
-	}
-	for _, args := range [][]string{
-		{"ps", "-a", "--filter", "name=^kind-registry$", "--format", "{{.Names}}"},
-		{"volume", "ls", "-q", "--filter", "name=^kind-registry-data$"},
-	} {
-		if left := dockerLists(args...); left != "" {
-			t.Errorf("left behind after registry down --delete-data: %s", left)
-		}
-	}
+	removeRegistry()
 }
 
 type checkResult struct{ Name, Status, Reason string }

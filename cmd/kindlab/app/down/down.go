@@ -22,10 +22,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	var waitLock time.Duration
 	cmd := &cobra.Command{
 		Use:   "down [LAB]",
-		Short: "Delete a lab's cluster (or a fleet's), its kubeconfig context, and the registry when no other lab uses it",
+		Short: "Delete a lab's cluster (or a fleet's), its kubeconfig context, and the registry container once no kind cluster is wired to it",
 		Long: "Delete the kind cluster of a lab (by lab name, or --name for a cluster given another name),\n" +
 			"remove its kubeconfig context and kindlab's record of it, and remove the shared registry\n" +
-			"container when no other running lab uses it. Deleting a lab that is not running is not an error.\n\n" +
+			"container once no kind cluster on the engine is wired to it (the engine is asked, so clusters of\n" +
+			"other users or other KINDLAB_STATE_DIRs keep it). What was pushed stays on the registry's volume\n" +
+			"for the next up; `kindlab registry down --delete-data` deletes it. Deleting a lab that is not\n" +
+			"running is not an error.\n\n" +
 			"A fleet (`up --count`) goes with --fleet NAME: every cluster kindlab recorded in it, however\n" +
 			"many, with its kubeconfig file from --kubeconfig-dir. `down LAB --count N` mirrors the up\n" +
 			"that made it and takes down <name>-1 … <name>-N.",
@@ -90,7 +93,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().StringVar(&fleetName, "fleet", "", "take down every cluster of this fleet (kindlab up --count)")
 	cmd.Flags().IntVar(&count, "count", 0, "take down <name>-1 … <name>-N, as `up --count N` made them")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file the context was written to (default: as recorded at up)")
-	cmd.Flags().BoolVar(&keepRegistry, "keep-registry", false, "keep the shared registry container even if no lab uses it any more")
+	cmd.Flags().BoolVar(&keepRegistry, "keep-registry", false, "keep the shared registry container even if no kind cluster is wired to it any more")
 	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
 }

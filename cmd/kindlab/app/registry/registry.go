@@ -95,6 +95,9 @@ func newStatusCommand(s *cli.Streams, t *target) *cobra.Command {
 func printStatus(s *cli.Streams, st *registry.Status) {
 	if st.Absent() {
 		fmt.Fprintf(s.Out, "registry %s: absent (start it with `kindlab registry up` or `kindlab up LAB`)\n", st.Name)
+		if st.Volume != "" {
+			fmt.Fprintf(s.Out, "  data:       volume %s, kept for the next start (`kindlab registry down --delete-data` deletes it)\n", st.Volume)
+		}
 		return
 	}
 	fmt.Fprintf(s.Out, "registry %s: %s\n", st.Name, st.State)
@@ -214,7 +217,8 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 		Use:   "down",
 		Short: "Remove the registry and its pull-through caches (their volumes are kept unless --delete-data)",
 		Long: "Remove the shared registry container. What was pushed stays on its volume for the next `registry up`\n" +
-			"unless --delete-data is given. Refuses while kind clusters run (they pull from it) unless --force.",
+			"or `up` unless --delete-data (alias --volumes) is given. Refuses while kind clusters on the engine\n" +
+			"are wired to it (their nodes pull from it), whichever state directory made them, unless --force.",
 		Example: `  kindlab registry down
   kindlab registry down --delete-data --force`,
 		Args: cobra.NoArgs,
@@ -225,13 +229,14 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 			}
 			ctx := c.Context()
 			if !force {
-				clusters, err := registry.KindClusters(ctx, o.Docker)
+				// The same question `kindlab down` asks before removing it.
+				users, err := registry.Users(ctx, o.Docker, o.Name)
 				if err != nil {
 					return dockerErr(err)
 				}
-				if len(clusters) > 0 {
-					return cli.Usagef("kind clusters %s are running and may pull from the registry: delete them first (kindlab down LAB) or pass --force",
-						strings.Join(clusters, ", "))
+				if len(users) > 0 {
+					return cli.Usagef("kind clusters %s are wired to registry %s (their nodes pull from it): delete them first (kindlab down LAB) or pass --force",
+						strings.Join(users, ", "), o.Name)
 				}
 			}
 			st, err := registry.Inspect(ctx, o)
@@ -246,10 +251,18 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 				return dockerErr(err)
 			}
 			for _, c := range caches {
-				fmt.Fprintf(s.Out, "pull-through cache %s removed\n", c)
+				if deleteData {
+					fmt.Fprintf(s.Out, "pull-through cache %s removed, with its data\n", c)
+				} else {
+					fmt.Fprintf(s.Out, "pull-through cache %s removed; its data stays on its volume (--delete-data removes it)\n", c)
+				}
 			}
 			switch {
-			case st.Absent() && !deleteData:
+			case st.Absent() && deleteData && st.Volume != "":
+				fmt.Fprintf(s.Out, "registry %s: already absent; its data volume %s deleted\n", st.Name, st.Volume)
+			case st.Absent() && st.Volume != "":
+				fmt.Fprintf(s.Out, "registry %s: already absent; its data stays on volume %s (--delete-data removes it)\n", st.Name, st.Volume)
+			case st.Absent():
 				fmt.Fprintf(s.Out, "registry %s: already absent\n", st.Name)
 			case deleteData:
 				fmt.Fprintf(s.Out, "registry %s removed, with its data\n", st.Name)
@@ -259,8 +272,10 @@ func newDownCommand(s *cli.Streams, t *target) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&deleteData, "delete-data", false, "also delete the volume holding what was pushed")
-	cmd.Flags().BoolVar(&force, "force", false, "remove it even while kind clusters run")
+	cmd.Flags().BoolVar(&deleteData, "delete-data", false, "also delete the volumes holding what was pushed and what the caches hold")
+	// docker compose's word for the same thing (`docker compose down -v`).
+	cmd.Flags().BoolVar(&deleteData, "volumes", false, "same as --delete-data")
+	cmd.Flags().BoolVar(&force, "force", false, "remove it even while kind clusters are wired to it")
 	return cmd
 }
 

@@ -61,8 +61,28 @@ func TestUpStatusDown(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "removed") {
 		t.Fatalf("down: exit %d: %s %s", code, out, errOut)
 	}
+	volume := "kindlab-clitest-" + id + "-data"
+	if !strings.Contains(out, "its data stays on volume "+volume) {
+		t.Errorf("down did not name the volume it kept: %s", out)
+	}
 	out, _, _ = run(t, append([]string{"status"}, target...)...)
-	if !strings.Contains(out, "absent") {
+	if !strings.Contains(out, "absent") || !strings.Contains(out, "volume "+volume+", kept") {
 		t.Errorf("status after down: %s", out)
+	}
+	out, _, _ = run(t, append([]string{"status", "-o", "json"}, target...)...)
+	if !strings.Contains(out, `"volume": "`+volume+`"`) {
+		t.Errorf("status -o json after down does not name the kept volume: %s", out)
+	}
+	// docker compose's word: --volumes is --delete-data.
+	out, errOut, code = run(t, append([]string{"down", "--volumes"}, target...)...)
+	if code != 0 || !strings.Contains(out, "already absent; its data volume "+volume+" deleted") {
+		t.Fatalf("down --volumes: exit %d: %s %s", code, out, errOut)
+	}
+	if _, err := c.VolumeInspect(context.Background(), volume); err == nil {
+		t.Errorf("volume %s still there after down --volumes", volume)
+	}
+	out, _, _ = run(t, append([]string{"status"}, target...)...)
+	if strings.Contains(out, volume) {
+		t.Errorf("status after down --volumes still names %s: %s", volume, out)
 	}
 }
