@@ -657,9 +657,11 @@ func reason(err error) string {
 	return fmt.Sprintf("%s`%s` failed: %s", prefix, cmd, strings.Join(strings.Fields(out), " "))
 }
 
-// FleetMembers lists the recorded clusters of a fleet, by name.
+// FleetMembers lists the recorded clusters of a fleet, by name. A record
+// kindlab did not write (state.ErrBadStateFile) is no member, whatever
+// fleet it claims: nothing acts on it (`kindlab status` names it).
 func FleetMembers(store state.Store, name string) ([]state.Record, error) {
-	recs, err := store.List()
+	recs, _, err := store.List()
 	if err != nil {
 		return nil, err
 	}

@@ -162,7 +162,7 @@ func writeHolder(f *os.File) error {
 func readHolder(file string) Holder {
 	var h Holder
 	for i := 0; i < 10; i++ {
-		b, err := os.ReadFile(file)
+		b, err := ReadFile(file)
 		if err == nil && json.Unmarshal(b, &h) == nil && h.PID > 0 {
 			return h
 		}

@@ -74,7 +74,7 @@ func CodeOf(err error) int {
 	var le *lab.Error
 	var nf *lab.NotFound
 	var ope *state.OtherProviderError
-	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) || errors.As(err, &ope) {
+	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) || errors.Is(err, state.ErrBadStateFile) || errors.As(err, &ope) {
 		return ExitUsage
 	}
 	return ExitError
