@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -108,4 +109,43 @@ func TestHostileRecordsAreRefusedOneByOne(t *testing.T) {
 			t.Errorf("holder of a lock file linked to /dev/zero: %+v", h)
 		}
 	})
+}
+
+// A lock file planted as a symlink is refused, not followed: taking it
+// would write the holder's line into the link's target.
+func TestLockFileSymlinkRefused(t *testing.T) {
+	s := Store{Root: t.TempDir()}
+	victim := filepath.Join(s.Root, "victim.txt")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(s.Root, "locks"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, s.LockFile("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(s.Root, "none"), s.LockFile("dangling")); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(s.LockFile("fifo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for cluster, kind := range map[string]string{"x": "symbolic link", "dangling": "symbolic link", "fifo": "FIFO"} {
+		within(t, 5*time.Second, func() {
+			l, err := s.Lock(context.Background(), cluster, LockOptions{})
+			if err == nil {
+				l.Unlock()
+			}
+			if !errors.Is(err, ErrBadStateFile) || !strings.Contains(err.Error(), s.LockFile(cluster)+": is a "+kind) {
+				t.Errorf("Lock(%s): %v, want ErrBadStateFile naming the %s", cluster, err, kind)
+			}
+		})
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("the symlink's target was written: %q", b)
+	}
+	if _, err := os.Lstat(filepath.Join(s.Root, "none")); err == nil {
+		t.Error("the dangling link's target was created")
+	}
 }

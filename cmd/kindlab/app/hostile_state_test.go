@@ -127,3 +127,31 @@ func TestHostileRecordsDown(t *testing.T) {
 		}
 	}
 }
+
+// down of a cluster whose lock file was planted as a symlink is exit 2
+// naming the lock file, and the link's target keeps its content.
+func TestHostileLockFileDown(t *testing.T) {
+	registrytest.Docker(t) // down asks the engine before it locks
+	dir := isolate(t)
+	store, err := state.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(dir, "victim.txt")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(store.LockFile("x")), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, store.LockFile("x")); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runWithin(t, 30*time.Second, "down", "--name", "x")
+	if code != cli.ExitUsage || strings.Count(errOut, "ERROR") != 1 || !strings.Contains(errOut, "state file "+store.LockFile("x")+": is a symbolic link") {
+		t.Errorf("down --name x: exit %d, want 2 naming the lock file: %q", code, errOut)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("the lock's symlink target was written: %q", b)
+	}
+}
