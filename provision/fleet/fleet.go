@@ -388,7 +388,7 @@ func kubeconfigFile(dir, cluster string) string {
 	if dir == "" {
 		return ""
 	}
-	return filepath.Join(dir, cluster+".kubeconfig")
+	return filepath.Join(dir, down.FleetKubeconfigName(cluster))
 }
 
 // bringUp runs one cluster's `up` and records the outcome in m.
@@ -445,7 +445,7 @@ func cleanUp(ctx context.Context, opts Options, m *member, p *cluster.Provider, 
 	}
 	m.CleanedUp = true
 	if m.kubeconfig != "" {
-		_, _ = down.RemoveEmptyKubeconfig(m.kubeconfig)
+		_, _, _ = down.RemoveEmptyKubeconfig(m.kubeconfig)
 	}
 	fmt.Fprintf(status, " ✗ Cluster %s failed and was removed\n", m.Cluster)
 }

@@ -155,3 +155,54 @@ func TestHostileLockFileDown(t *testing.T) {
 		t.Errorf("the lock's symlink target was written: %q", b)
 	}
 }
+
+// down removes a fleet member's emptied kubeconfig file only when it is
+// named as the fleet names it (DIR/<cluster>.kubeconfig) and is a regular
+// file: a record edited to point at any empty or `{}` file elsewhere, or a
+// symlink of the right name, leaves that file alone and says so.
+func TestDownRemovesOnlyFleetKubeconfigFiles(t *testing.T) {
+	registrytest.Docker(t) // down asks the engine before it reads records
+	dir := isolate(t)
+	store, err := state.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	emptyVictim := write("victim-empty.txt", "")
+	braceVictim := write("victim.json", "{}")
+	fleetFile := write("hf-3.kubeconfig", "")
+	linked := filepath.Join(dir, "hf-4.kubeconfig")
+	if err := os.Symlink(emptyVictim, linked); err != nil {
+		t.Fatal(err)
+	}
+	for cluster, kc := range map[string]string{"hf-1": emptyVictim, "hf-2": braceVictim, "hf-3": fleetFile, "hf-4": linked} {
+		if err := store.Save(state.Record{Cluster: cluster, Lab: "base", Fleet: "hf", Context: "kind-" + cluster, Kubeconfig: kc}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cluster, want := range map[string]string{
+		"hf-1": "Left kubeconfig file " + emptyVictim + ": not the name of a fleet kubeconfig file kindlab writes for hf-1",
+		"hf-2": "Left kubeconfig file " + braceVictim + ": not the name",
+		"hf-3": "Removed kubeconfig file " + fleetFile,
+		"hf-4": "Left kubeconfig file " + linked + ": a symbolic link, not a file kindlab wrote",
+	} {
+		code, _, errOut := runWithin(t, 30*time.Second, "down", "--name", cluster)
+		if code != 0 || !strings.Contains(errOut, want) {
+			t.Errorf("down --name %s: exit %d, want %q in %q", cluster, code, want, errOut)
+		}
+	}
+	for _, f := range []string{emptyVictim, braceVictim, linked} {
+		if _, err := os.Lstat(f); err != nil {
+			t.Errorf("down removed %s: %v", f, err)
+		}
+	}
+	if _, err := os.Lstat(fleetFile); err == nil {
+		t.Errorf("down left the fleet's emptied kubeconfig file %s", fleetFile)
+	}
+}
