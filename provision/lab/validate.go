@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/apimachinery/pkg/util/validation"
 	kubeletapis "k8s.io/kubelet/pkg/apis"
@@ -213,8 +214,16 @@ func ValidatePinnedImage(ref string) error {
 }
 
 // ParseImageReference accepts what Docker and kind accept, including the
-// name:tag@digest form that go-containerregistry's parser refuses.
+// name:tag@digest form that go-containerregistry's parser refuses. The
+// grammar is distribution/reference's (ParseDockerRef, what Docker and
+// containerd parse with): among others it refuses a reference starting
+// with "-", which a docker or kind command line would take for a flag.
+// go-containerregistry must accept it too, since kindlab pulls and pushes
+// with it.
 func ParseImageReference(ref string) error {
+	if _, err := reference.ParseDockerRef(ref); err != nil {
+		return err
+	}
 	repoTag, digest, pinned := strings.Cut(ref, "@")
 	if _, err := name.ParseReference(repoTag); err != nil {
 		return err
