@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/kindlab/kindlab/provision/internal/confine"
+	"github.com/kindlab/kindlab/provision/lab"
 )
 
 // maxManifest bounds bundle.json: it lists files, it does not hold them.
@@ -289,6 +290,9 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	if err != nil {
 		return nil, badf(file, "%s: %v", ManifestFile, err)
 	}
+	if err := m.Run.check(); err != nil {
+		return nil, badf(file, "%s: %v", ManifestFile, err)
+	}
 	if err := fn(ManifestFile, raw); err != nil {
 		return nil, err
 	}
@@ -398,6 +402,21 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 // list longer than maxEntries is refused after maxEntries+1 entries, not
 // after all of them are in memory (a small bundle.json of tiny entries
 // decodes to gigabytes).
+// check refuses run settings that are no image references (e.g. one
+// starting with "-", which a command line would take for a flag) before
+// anything is rendered from them.
+func (r RunSettings) check() error {
+	for _, f := range []struct{ field, ref string }{{"run.nodeImage", r.NodeImage}, {"run.registryImage", r.RegistryImage}} {
+		if f.ref == "" {
+			continue
+		}
+		if err := lab.ParseImageReference(f.ref); err != nil {
+			return fmt.Errorf("%s: %q is not an image reference: %v", f.field, f.ref, err)
+		}
+	}
+	return nil
+}
+
 func decodeManifest(raw []byte, maxEntries int) (*Manifest, error) {
 	var shell struct {
 		Manifest

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -39,7 +40,16 @@ type Options struct {
 // Result lists what was removed, for the user.
 type Result struct {
 	Removed []string `json:"removed"`
+	// Kept are things down found and deliberately left, with why (a
+	// recorded kubeconfig file that is not one kindlab wrote).
+	Kept []string `json:"kept,omitempty"`
 }
+
+// FleetKubeconfigName is the name of the kubeconfig file `up --count
+// --kubeconfig-dir DIR` writes for one cluster of the fleet,
+// DIR/<cluster>.kubeconfig: the only file down deletes besides kind's
+// contexts and kindlab's own state.
+func FleetKubeconfigName(cluster string) string { return cluster + ".kubeconfig" }
 
 // Run takes a lab's cluster down. A cluster that is already gone is not an
 // error: down converges like up does. A cluster another process is
@@ -89,11 +99,21 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 	}
 	// A fleet's per-cluster kubeconfig file was made for that cluster
 	// alone (up --kubeconfig-dir): once its context is gone, so is the file.
-	if recErr == nil && rec.Fleet != "" && opts.Kubeconfig != "" {
-		if removed, err := RemoveEmptyKubeconfig(opts.Kubeconfig); err != nil {
+	// Only a file named as the fleet names it, though: the path comes from
+	// a record anyone able to write the state directory may have edited,
+	// and an empty file elsewhere is not ours to delete. The creation-time
+	// file in the cluster's state directory goes with that directory.
+	if recErr == nil && rec.Fleet != "" && opts.Kubeconfig != "" &&
+		filepath.Clean(opts.Kubeconfig) != filepath.Join(store.ClusterDir(opts.Cluster), "kubeconfig") {
+		if filepath.Base(opts.Kubeconfig) != FleetKubeconfigName(opts.Cluster) {
+			res.Kept = append(res.Kept, fmt.Sprintf("Left kubeconfig file %s: not the name of a fleet kubeconfig file kindlab writes for %s (DIR/%s)",
+				opts.Kubeconfig, opts.Cluster, FleetKubeconfigName(opts.Cluster)))
+		} else if removed, kept, err := RemoveEmptyKubeconfig(opts.Kubeconfig); err != nil {
 			return res, err
 		} else if removed {
 			res.Removed = append(res.Removed, "Removed kubeconfig file "+opts.Kubeconfig)
+		} else if kept != "" {
+			res.Kept = append(res.Kept, kept)
 		}
 	}
 	if recErr == nil {

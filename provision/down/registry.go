@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/internal/regular"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 
@@ -59,22 +60,37 @@ func releaseRegistry(ctx context.Context, o registry.Options) (string, error) {
 		st.Name, st.Volume), nil
 }
 
+// maxKubeconfig bounds the kubeconfig file RemoveEmptyKubeconfig reads, in
+// bytes; one cluster's file is a few KiB.
+const maxKubeconfig = 16 << 20
+
 // RemoveEmptyKubeconfig deletes a kubeconfig file that holds no context,
 // cluster or user any more (kind leaves the emptied file behind). A file
-// that is missing, or still holds something, is left alone.
-func RemoveEmptyKubeconfig(path string) (bool, error) {
-	cfg, err := clientcmd.LoadFromFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+// that is missing, or still holds something, is left alone; one that is
+// not a regular file (a symlink, a FIFO, a device) or is over 16 MiB is
+// left alone too, and kept says so.
+func RemoveEmptyKubeconfig(path string) (removed bool, kept string, err error) {
+	b, err := regular.ReadFile(path, maxKubeconfig)
+	var nr *regular.NotRegularError
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return false, "", nil
+	case errors.As(err, &nr):
+		return false, fmt.Sprintf("Left kubeconfig file %s: a %s, not a file kindlab wrote", path, nr.Kind), nil
+	case errors.Is(err, regular.ErrTooLarge):
+		return false, fmt.Sprintf("Left kubeconfig file %s: over %d MiB, not a file kindlab wrote", path, maxKubeconfig>>20), nil
+	case err != nil:
+		return false, "", fmt.Errorf("read kubeconfig %s: %w", path, err)
 	}
+	cfg, err := clientcmd.Load(b)
 	if err != nil {
-		return false, fmt.Errorf("read kubeconfig %s: %w", path, err)
+		return false, "", fmt.Errorf("read kubeconfig %s: %w", path, err)
 	}
 	if len(cfg.Contexts)+len(cfg.Clusters)+len(cfg.AuthInfos) > 0 {
-		return false, nil
+		return false, "", nil
 	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("remove emptied kubeconfig: %w", err)
+		return false, "", fmt.Errorf("remove emptied kubeconfig: %w", err)
 	}
-	return true, nil
+	return true, "", nil
 }

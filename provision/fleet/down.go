@@ -94,6 +94,7 @@ func Down(ctx context.Context, p *cluster.Provider, store state.Store, opts Down
 				mu.Lock()
 				if r != nil {
 					res.Removed = append(res.Removed, r.Removed...)
+					res.Kept = append(res.Kept, r.Kept...)
 				}
 				if err != nil {
 					failed = append(failed, fmt.Sprintf("%s: %s", name, oneLine(err)))

@@ -388,7 +388,7 @@ func kubeconfigFile(dir, cluster string) string {
 	if dir == "" {
 		return ""
 	}
-	return filepath.Join(dir, cluster+".kubeconfig")
+	return filepath.Join(dir, down.FleetKubeconfigName(cluster))
 }
 
 // bringUp runs one cluster's `up` and records the outcome in m.
@@ -445,7 +445,7 @@ func cleanUp(ctx context.Context, opts Options, m *member, p *cluster.Provider, 
 	}
 	m.CleanedUp = true
 	if m.kubeconfig != "" {
-		_, _ = down.RemoveEmptyKubeconfig(m.kubeconfig)
+		_, _, _ = down.RemoveEmptyKubeconfig(m.kubeconfig)
 	}
 	fmt.Fprintf(status, " ✗ Cluster %s failed and was removed\n", m.Cluster)
 }
@@ -657,9 +657,11 @@ func reason(err error) string {
 	return fmt.Sprintf("%s`%s` failed: %s", prefix, cmd, strings.Join(strings.Fields(out), " "))
 }
 
-// FleetMembers lists the recorded clusters of a fleet, by name.
+// FleetMembers lists the recorded clusters of a fleet, by name. A record
+// kindlab did not write (state.ErrBadStateFile) is no member, whatever
+// fleet it claims: nothing acts on it (`kindlab status` names it).
 func FleetMembers(store state.Store, name string) ([]state.Record, error) {
-	recs, err := store.List()
+	recs, _, err := store.List()
 	if err != nil {
 		return nil, err
 	}

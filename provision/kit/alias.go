@@ -28,7 +28,7 @@ func aliasFile(store state.Store) string { return filepath.Join(store.Root, "ima
 
 func loadAliases(store state.Store) (map[string]Alias, error) {
 	out := map[string]Alias{}
-	b, err := os.ReadFile(aliasFile(store))
+	b, err := state.ReadFile(aliasFile(store))
 	if errors.Is(err, os.ErrNotExist) {
 		return out, nil
 	}
@@ -36,7 +36,7 @@ func loadAliases(store state.Store) (map[string]Alias, error) {
 		return nil, err
 	}
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("%s: %w", aliasFile(store), err)
+		return nil, &state.BadFileError{File: aliasFile(store), Reason: "not kindlab's image aliases: " + err.Error()}
 	}
 	return out, nil
 }

@@ -191,6 +191,18 @@ func TestBadInput(t *testing.T) {
 			"", []string{"builtin:labs/b.yaml:7:", "spec.containerRuntime.imageVolumeReadOnlyShim", `false conflicts with true from lab "a"`}},
 		{"schedulable worker", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    schedulable: true\n")},
 			"", []string{":10:", "spec.nodes[1].schedulable", "only a control-plane node can be made schedulable (a worker always is)"}},
+		// Node labels go to the kubelet's --node-labels joined with commas
+		// (kind): each is checked as the kubelet checks it.
+		{"node label key", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels:\n      \"bad key!\": x\n")},
+			"", []string{":11:", `spec.nodes[1].labels["bad key!"]`, `"bad key!" is not a label key`}},
+		{"node label value with a path", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels:\n      zone: ../../x\n")},
+			"", []string{":11:", `spec.nodes[1].labels["zone"]`, `"../../x" is not a label value`}},
+		{"node label value adding labels", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels:\n      a: \"x,b=c\"\n")},
+			"", []string{":11:", `spec.nodes[1].labels["a"]`, `"x,b=c" is not a label value`}},
+		{"node label kubelets may not set", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels:\n      node-role.kubernetes.io/control-plane: \"\"\n")},
+			"", []string{":11:", `spec.nodes[1].labels["node-role.kubernetes.io/control-plane"]`, "kubelets may not label their own node with", "topology.kubernetes.io/zone"}},
+		{"node label of node-restriction", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels:\n      node-restriction.kubernetes.io/x: y\n")},
+			"", []string{":11:", "kubelets may not label their own node"}},
 		// A lab overrides the labs it includes, not its siblings: b's nodes
 		// replace base's, c's (which includes neither b nor a) conflict.
 		{"sibling labs disagree on nodes", map[string]string{

@@ -10,7 +10,10 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/distribution/reference"
 	"github.com/google/go-containerregistry/pkg/name"
+	"k8s.io/apimachinery/pkg/util/validation"
+	kubeletapis "k8s.io/kubelet/pkg/apis"
 )
 
 var (
@@ -19,6 +22,36 @@ var (
 	groupVersion  = regexp.MustCompile(`^(api/(all|alpha|beta|ga)|v1|[a-z0-9.-]+/[a-z0-9]+)$`)
 	kubeProxyMode = []string{"iptables", "nftables", "ipvs", "none"}
 )
+
+// ValidateNodeLabel refuses a node label the kubelet would refuse in
+// --node-labels, where kind puts a node's labels (joined as k=v,k=v into
+// kubeadm's kubeletExtraArgs, so a comma in a value would add labels):
+// a key that is not a qualified name or a value that is not a label value
+// (apimachinery's IsQualifiedName and IsValidLabelValue, as the kubelet
+// checks them), and a key in the kubernetes.io or k8s.io namespaces that
+// kubelets may not set on their own Node (k8s.io/kubelet/pkg/apis
+// IsKubeletLabel; the namespace test is the kubelet's isKubernetesLabel,
+// kubernetes cmd/kubelet/app/options, which is not importable), such as
+// node-role.kubernetes.io/control-plane: the kubelet would not start.
+func ValidateNodeLabel(key, value string) error {
+	if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+		return fmt.Errorf("%q is not a label key: %s", key, strings.Join(errs, "; "))
+	}
+	if errs := validation.IsValidLabelValue(value); len(errs) > 0 {
+		return fmt.Errorf("%q is not a label value: %s", value, strings.Join(errs, "; "))
+	}
+	if ns, _, ok := strings.Cut(key, "/"); ok && isKubernetesNamespace(ns) && !kubeletapis.IsKubeletLabel(key) {
+		return fmt.Errorf("%q is in a namespace kubelets may not label their own node with (valid there: %s, or a key under %s)",
+			key, strings.Join(kubeletapis.KubeletLabels(), ", "), strings.Join(kubeletapis.KubeletLabelNamespaces(), ", "))
+	}
+	return nil
+}
+
+// isKubernetesNamespace is the kubelet's isKubernetesLabel test of a
+// label's prefix: kubernetes.io, k8s.io and their subdomains.
+func isKubernetesNamespace(ns string) bool {
+	return ns == "kubernetes.io" || strings.HasSuffix(ns, ".kubernetes.io") || ns == "k8s.io" || strings.HasSuffix(ns, ".k8s.io")
+}
 
 // validateFile checks what one file can say about itself. What only makes
 // sense once includes are merged (a control plane exists, the image is
@@ -58,6 +91,11 @@ func validateFile(d *document) error {
 		if n.Image != "" {
 			if err := ValidateNodeImage(n.Image); err != nil {
 				return e(fmt.Sprintf("spec.nodes[%d].image", i), "%v", err)
+			}
+		}
+		for _, k := range sortedKeys(n.Labels) {
+			if err := ValidateNodeLabel(k, n.Labels[k]); err != nil {
+				return e(fmt.Sprintf("spec.nodes[%d].labels[%q]", i, k), "%v", err)
 			}
 		}
 		if n.Schedulable && n.Role != RoleControlPlane {
@@ -176,8 +214,16 @@ func ValidatePinnedImage(ref string) error {
 }
 
 // ParseImageReference accepts what Docker and kind accept, including the
-// name:tag@digest form that go-containerregistry's parser refuses.
+// name:tag@digest form that go-containerregistry's parser refuses. The
+// grammar is distribution/reference's (ParseDockerRef, what Docker and
+// containerd parse with): among others it refuses a reference starting
+// with "-", which a docker or kind command line would take for a flag.
+// go-containerregistry must accept it too, since kindlab pulls and pushes
+// with it.
 func ParseImageReference(ref string) error {
+	if _, err := reference.ParseDockerRef(ref); err != nil {
+		return err
+	}
 	repoTag, digest, pinned := strings.Cut(ref, "@")
 	if _, err := name.ParseReference(repoTag); err != nil {
 		return err

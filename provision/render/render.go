@@ -265,7 +265,13 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 		if n.Role == lab.RoleControlPlane {
 			node.ExtraMounts = append(node.ExtraMounts, cpMounts...)
 		}
-		if n.Schedulable {
+		// kind itself untaints the node of a one-node cluster, with
+		// `kubectl taint nodes --all node-role.kubernetes.io/control-plane-`,
+		// which fails when the taint is not there (kind v0.31
+		// pkg/cluster/internal/create/actions/kubeadminit: "failed to
+		// remove control plane taint"): there, schedulable is kind's
+		// default and the patch would break up.
+		if n.Schedulable && len(r.Nodes) > 1 {
 			node.KubeadmConfigPatches = append(node.KubeadmConfigPatches, SchedulablePatches...)
 		}
 		node.ExtraMounts = append(node.ExtraMounts, allMounts...)
@@ -308,7 +314,8 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 }
 
 // SchedulablePatches are a schedulable control-plane node's kubeadm
-// patches: kubeadm v1beta3 (what kind renders for 1.31) taints a control
+// patches, in a cluster of more than one node (kind untaints a lone node
+// itself): kubeadm v1beta3 (what kind renders for 1.31) taints a control
 // plane whose nodeRegistration.taints is unset, and none when it is an
 // empty list; kind leaves it unset. Init for the first control plane, Join
 // for the others.

@@ -421,3 +421,48 @@ spec:
 		t.Errorf("--image: NodeImages() = %v", ni)
 	}
 }
+
+// schedulable: true on a control plane gets kubeadm's empty taints patch,
+// except on a one-node cluster: kind removes the taint of a lone node
+// itself and fails when it is not there (kind v0.31 kubeadminit), so there
+// the patch would make every up fail.
+func TestRenderSchedulableControlPlane(t *testing.T) {
+	for _, tc := range []struct {
+		nodes     string
+		wantPatch bool
+	}{
+		{"  - role: control-plane\n    schedulable: true\n", false},
+		{"  - role: control-plane\n    schedulable: true\n  - role: worker\n", true},
+		{"  - role: control-plane\n  - role: worker\n", false},
+	} {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "sched.yaml")
+		src := "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: sched\nspec:\n  nodeImage: kindest/node:v1.31.14@sha256:" +
+			strings.Repeat("01", 32) + "\n  nodes:\n" + tc.nodes
+		if err := os.WriteFile(file, []byte(src), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := lab.NewCatalog()
+		l, err := c.AddFile(file)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.nodes, err)
+		}
+		r, err := c.Resolve(l.Metadata.Name, lab.ResolveOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.nodes, err)
+		}
+		p, err := render.Render(r, render.Options{StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := p.KindConfigYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := kindDecode(t, raw)
+		got := strings.Contains(strings.Join(cfg.Nodes[0].KubeadmConfigPatches, "\n"), "taints: []")
+		if got != tc.wantPatch {
+			t.Errorf("nodes\n%s: control plane's taints patch %v, want %v\n%s", tc.nodes, got, tc.wantPatch, raw)
+		}
+	}
+}

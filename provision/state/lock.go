@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/internal/filelock"
+	"github.com/kindlab/kindlab/provision/internal/regular"
 )
 
 // ErrBusy is wrapped by the error Lock returns when another process holds
@@ -133,6 +134,12 @@ func (s Store) Lock(ctx context.Context, cluster string, opts LockOptions) (*Loc
 		}
 		return nil, busy
 	}
+	var nr *regular.NotRegularError
+	if errors.As(err, &nr) {
+		// Someone planted it: taking it would write our holder line
+		// through a symlink into its target.
+		return nil, fmt.Errorf("lock cluster %s: %w", cluster, &BadFileError{File: file, Reason: "is a " + nr.Kind + ", not a regular file"})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock cluster %s: %w", cluster, err)
 	}
@@ -162,7 +169,7 @@ func writeHolder(f *os.File) error {
 func readHolder(file string) Holder {
 	var h Holder
 	for i := 0; i < 10; i++ {
-		b, err := os.ReadFile(file)
+		b, err := ReadFile(file)
 		if err == nil && json.Unmarshal(b, &h) == nil && h.PID > 0 {
 			return h
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/internal/atomicfile"
+	"github.com/kindlab/kindlab/provision/internal/regular"
 )
 
 // Record is what kindlab remembers about one cluster.
@@ -148,10 +149,58 @@ const recordFile = "cluster.json"
 // ErrNotFound is returned by Load for a cluster kindlab has no record of.
 var ErrNotFound = errors.New("no kindlab record")
 
-// Load reads a cluster's record.
+// ErrBadStateFile is wrapped by the error about a state file (a record,
+// check results, a lock file, images.json) that is not what kindlab
+// writes there: a symlink, FIFO, device or socket, a file over
+// MaxStateFile, JSON that does not parse, a record of another cluster than
+// its directory. It is bad input (exit 2); the error is a *BadFileError.
+var ErrBadStateFile = errors.New("not a kindlab state file")
+
+// MaxStateFile bounds every state file kindlab reads, in bytes. Records,
+// check results and lock files are a few KiB.
+const MaxStateFile = 1 << 20
+
+// BadFileError is a state file that is not what kindlab writes there.
+type BadFileError struct {
+	// File is the state file.
+	File string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+func (e *BadFileError) Error() string {
+	return fmt.Sprintf("state file %s: %s (not as kindlab writes it: remove it)", e.File, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrBadStateFile) true.
+func (e *BadFileError) Is(target error) bool { return target == ErrBadStateFile }
+
+// ReadFile reads a state file that kindlab wrote and anyone able to write
+// the state directory may have replaced: not following a final symlink,
+// not blocking on a FIFO, at most MaxStateFile bytes. A missing file is an
+// error wrapping fs.ErrNotExist; anything but a regular file of at most
+// MaxStateFile bytes is a *BadFileError.
+func ReadFile(file string) ([]byte, error) {
+	b, err := regular.ReadFile(file, MaxStateFile)
+	var nr *regular.NotRegularError
+	switch {
+	case errors.As(err, &nr):
+		return nil, &BadFileError{File: file, Reason: "is a " + nr.Kind + ", not a regular file"}
+	case errors.Is(err, regular.ErrTooLarge):
+		return nil, &BadFileError{File: file, Reason: fmt.Sprintf("larger than %d KiB", MaxStateFile>>10)}
+	}
+	return b, err
+}
+
+// Load reads a cluster's record: ErrNotFound if there is none, a
+// *BadFileError if its file is not a record kindlab wrote (ReadFile's
+// refusals, JSON that does not parse, or a record whose cluster is not its
+// directory's name: acting on the cluster it names would let a planted
+// record steer a verb to another cluster).
 func (s Store) Load(cluster string) (Record, error) {
 	var r Record
-	b, err := os.ReadFile(filepath.Join(s.ClusterDir(cluster), recordFile))
+	file := filepath.Join(s.ClusterDir(cluster), recordFile)
+	b, err := ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return r, fmt.Errorf("cluster %q: %w", cluster, ErrNotFound)
 	}
@@ -159,36 +208,46 @@ func (s Store) Load(cluster string) (Record, error) {
 		return r, fmt.Errorf("load state of %s: %w", cluster, err)
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("load state of %s: %w", cluster, err)
+		return Record{}, fmt.Errorf("load state of %s: %w", cluster, &BadFileError{File: file, Reason: "not a kindlab record: " + err.Error()})
+	}
+	if r.Cluster != cluster {
+		return Record{}, fmt.Errorf("load state of %s: %w", cluster, &BadFileError{File: file,
+			Reason: fmt.Sprintf("records cluster %q, not %q (the name of its directory)", r.Cluster, cluster)})
 	}
 	return r, nil
 }
 
-// List returns every record, sorted by cluster name.
-func (s Store) List() ([]Record, error) {
+// List returns every good record, sorted by cluster name, and the files
+// of the records that are not: one bad record does not hide the others.
+func (s Store) List() ([]Record, []*BadFileError, error) {
 	entries, err := os.ReadDir(filepath.Join(s.Root, "clusters"))
 	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("list state: %w", err)
+		return nil, nil, fmt.Errorf("list state: %w", err)
 	}
 	var out []Record
+	var bad []*BadFileError
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
 		}
 		r, err := s.Load(e.Name())
-		if errors.Is(err, ErrNotFound) {
+		var bf *BadFileError
+		switch {
+		case errors.Is(err, ErrNotFound):
 			continue
-		}
-		if err != nil {
-			return nil, err
+		case errors.As(err, &bf):
+			bad = append(bad, bf)
+			continue
+		case err != nil:
+			return nil, nil, err
 		}
 		out = append(out, r)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Cluster < out[j].Cluster })
-	return out, nil
+	return out, bad, nil
 }
 
 // Remove forgets a cluster and deletes its files.
@@ -246,7 +305,7 @@ func (s Store) SaveChecks(cluster string, results any) error {
 func (s Store) LoadChecks(cluster string) (Checks, error) {
 	var c Checks
 	file := filepath.Join(s.ClusterDir(cluster), checksFile)
-	b, err := os.ReadFile(file)
+	b, err := ReadFile(file)
 	if errors.Is(err, os.ErrNotExist) {
 		return c, fmt.Errorf("check results of cluster %q: %w", cluster, ErrNotFound)
 	}
@@ -254,7 +313,7 @@ func (s Store) LoadChecks(cluster string) (Checks, error) {
 		return c, fmt.Errorf("load check results of %s: %w", cluster, err)
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
-		return c, fmt.Errorf("load check results of %s: %s: %w", cluster, file, err)
+		return c, fmt.Errorf("load check results of %s: %w", cluster, &BadFileError{File: file, Reason: "not kindlab check results: " + err.Error()})
 	}
 	return c, nil
 }

@@ -76,10 +76,15 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
-	if rec, err := opts.Store.Load(plan.ClusterName); err == nil {
+	switch rec, err := opts.Store.Load(plan.ClusterName); {
+	case err == nil:
 		if err := rec.OnProvider(p.Engine().Provider()); err != nil {
 			return nil, err
 		}
+	case !errors.Is(err, state.ErrNotFound):
+		// A record kindlab did not write (state.ErrBadStateFile) is not
+		// overwritten: the user decides what it was.
+		return nil, err
 	}
 	exists, err := p.Exists(plan.ClusterName)
 	if err != nil {

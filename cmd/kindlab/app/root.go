@@ -124,10 +124,17 @@ func Run(ctx context.Context, s *cli.Streams, args []string) int {
 	return cli.Execute(ctx, NewRootCommand(s), s, args)
 }
 
-// Main runs kindlab with the process's streams; Ctrl-C cancels the context
-// so waits stop and cleanup runs.
+// Main runs kindlab with the process's streams. The first Ctrl-C (SIGINT)
+// or SIGTERM cancels the context so waits stop and cleanup runs; it also
+// restores the default handling, so that a second one kills a process
+// stuck where no context reaches (a blocking open or read), as a second
+// Ctrl-C does to kubectl and kind.
 func Main(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	return Run(ctx, cli.StdStreams(), args)
 }

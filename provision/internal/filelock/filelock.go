@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/kindlab/kindlab/provision/internal/regular"
 )
 
 // ErrLocked is returned by TryLock, and by Lock once it gives up, when
@@ -24,8 +26,11 @@ const poll = 50 * time.Millisecond
 // TryLock opens path (creating it, mode 0666 before the umask, if missing) and takes an
 // exclusive lock on it without waiting. It returns the open file, which
 // holds the lock until Unlock (or exit); ErrLocked if someone else holds it.
+// A path that is not a regular file (a symlink, whose target the holder
+// would overwrite, a FIFO, a device) is refused with a
+// *regular.NotRegularError, not followed.
 func TryLock(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	f, err := regular.Open(path, os.O_CREATE|os.O_RDWR, 0o666)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/kindlab/kindlab"
 	"github.com/kindlab/kindlab/provision/lab"
@@ -73,7 +74,7 @@ func CodeOf(err error) int {
 	var le *lab.Error
 	var nf *lab.NotFound
 	var ope *state.OtherProviderError
-	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) || errors.As(err, &ope) {
+	if errors.As(err, &le) || errors.As(err, &nf) || errors.Is(err, state.ErrBadStateDir) || errors.Is(err, state.ErrBadStateFile) || errors.As(err, &ope) {
 		return ExitUsage
 	}
 	return ExitError
@@ -136,19 +137,49 @@ func AddWaitLockFlag(cmd *cobra.Command, wait *time.Duration) {
 }
 
 // CheckOutputFile refuses, as a usage error, an output file (flag's value)
-// that cannot be written where it is asked for: a directory, or a file in
-// a directory that does not exist. Checked before any work is done;
-// example is a file name to suggest, e.g. "kit.tar".
+// that cannot be written where it is asked for: a directory, something that
+// exists and is not a regular file (a symlink, a device such as /dev/null, a
+// FIFO, a socket: the file is written beside it and renamed over it, which
+// would replace the node itself), or a file in a directory that does not
+// exist or that this process cannot write (access(2) W_OK|X_OK). Checked
+// before any work is done; example is a file name to suggest, e.g. "kit.tar".
 func CheckOutputFile(flag, file, example string) error {
-	if st, err := os.Stat(file); err == nil && st.IsDir() {
-		return Usagef("%s %s: is a directory (valid: a file name, e.g. %s)", flag, file, filepath.Join(file, example))
+	if st, err := os.Lstat(file); err == nil {
+		switch m := st.Mode(); {
+		case m.IsDir():
+			return Usagef("%s %s: is a directory (valid: a file name, e.g. %s)", flag, file, filepath.Join(file, example))
+		case !m.IsRegular():
+			return Usagef("%s %s: is a %s, not a regular file (valid: a new file or a regular file to replace, e.g. %s)",
+				flag, file, fileKind(m), filepath.Join(filepath.Dir(file), example))
+		}
 	}
 	dir := filepath.Dir(file)
 	st, err := os.Stat(dir)
 	if err != nil || !st.IsDir() {
 		return Usagef("%s %s: directory %s does not exist (valid: a file in an existing directory)", flag, file, dir)
 	}
+	if err := unix.Access(dir, unix.W_OK|unix.X_OK); err != nil {
+		return Usagef("%s %s: directory %s is not writable: %v (valid: a file in a directory you can write)", flag, file, dir, err)
+	}
 	return nil
+}
+
+// fileKind names what a file that is not regular is, for error messages.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m&os.ModeSymlink != 0:
+		return "symbolic link"
+	case m&os.ModeCharDevice != 0:
+		return "character device"
+	case m&os.ModeDevice != 0:
+		return "block device"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	case m&os.ModeSocket != 0:
+		return "socket"
+	default:
+		return "special file (" + m.Type().String() + ")"
+	}
 }
 
 // CheckPort refuses a port flag outside 1–65535 as a usage error.

@@ -92,7 +92,9 @@ func (b *backend) lab(name string) (*lab.Resolved, state.Record, error) {
 // check results. A cluster whose lab cannot be resolved is still listed,
 // without steps, its error as its description.
 func (b *backend) Clusters(ctx context.Context) ([]pconsole.Cluster, error) {
-	recs, err := b.store.List()
+	// A record kindlab did not write (state.ErrBadStateFile) is left out:
+	// `kindlab status` names it.
+	recs, _, err := b.store.List()
 	if err != nil {
 		return nil, err
 	}

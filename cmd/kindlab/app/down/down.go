@@ -105,4 +105,7 @@ func printRemoved(s *cli.Streams, res *down.Result) {
 	for _, line := range res.Removed {
 		fmt.Fprintf(s.ErrOut, " ✓ %s\n", line)
 	}
+	for _, line := range res.Kept {
+		fmt.Fprintf(s.ErrOut, " • %s\n", line)
+	}
 }

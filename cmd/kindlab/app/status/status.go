@@ -42,9 +42,14 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			recs, err := store.List()
+			recs, bad, err := store.List()
 			if err != nil {
 				return err
+			}
+			// A record kindlab did not write hides no other: each is named
+			// in one line and the good ones are listed.
+			for _, b := range bad {
+				fmt.Fprintf(s.ErrOut, "WARNING: %v\n", b)
 			}
 			if fleetName != "" {
 				var in []state.Record
