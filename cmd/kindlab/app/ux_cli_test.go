@@ -1,0 +1,46 @@
+package app_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/state"
+)
+
+// TestClusterNameAlone: the verbs that act on a running cluster take
+// --name without LAB (the lab is the record's); without either they say
+// what to name, and a cluster running another lab is pointed at a reset
+// that works whatever file its lab came from. Each refusal comes before
+// any engine is looked for: one line, exit 2.
+func TestClusterNameAlone(t *testing.T) {
+	dir := isolate(t)
+	labFile, err := filepath.Abs("../../../fixtures/labs/one-node.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := state.Store{Root: filepath.Join(dir, "state")}
+	if err := store.Save(state.Record{Cluster: "ux-rev-one", Lab: "one-node", LabSource: labFile, Provider: "docker"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"check"}, "name the lab (kindlab check LAB) or its cluster (--name)"},
+		{[]string{"reset"}, "name the lab (kindlab reset LAB) or its cluster (--name)"},
+		{[]string{"check", "--name", "ux-nosuch"}, "cluster ux-nosuch: kindlab has no record of it, so the lab to check must be named (kindlab check LAB --name ux-nosuch)"},
+		{[]string{"reset", "--name", "ux-nosuch"}, "cluster ux-nosuch: kindlab has no record of it"},
+		{[]string{"reset", "nftables", "--name", "ux-rev-one"}, "cluster ux-rev-one runs lab one-node, not nftables (kindlab reset --name ux-rev-one)"},
+	} {
+		code, _, errOut := run(t, tc.args...)
+		if code != cli.ExitUsage || !strings.HasPrefix(errOut, "ERROR: "+tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+			t.Errorf("kindlab %v: exit %d, stderr %q; want exit 2 and one line starting %q", tc.args, code, errOut, "ERROR: "+tc.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err == nil {
+		t.Error("a refused command wrote a kubeconfig")
+	}
+}
