@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -177,6 +178,20 @@ type creation struct {
 	foreignNodes bool
 }
 
+// LabSource is a lab's source as a record keeps it: a lab file's path made
+// absolute, so that check, reset and the console read it from any
+// directory (running.AddRecordedLab still reads older records' relative
+// paths from where they were written); "builtin:NAME" as it is.
+func LabSource(src string) string {
+	if src == "" || strings.HasPrefix(src, "builtin:") || filepath.IsAbs(src) {
+		return src
+	}
+	if abs, err := filepath.Abs(src); err == nil {
+		return abs
+	}
+	return src
+}
+
 // createCluster records the lab, starts the registry, then has kind create
 // the nodes. The registry comes first because it does not need the cluster:
 // a registry that cannot start (its port taken) fails in a second, before a
@@ -185,7 +200,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	rec := state.Record{
 		Cluster:        plan.ClusterName,
 		Lab:            plan.Lab,
-		LabSource:      plan.Resolved.Source,
+		LabSource:      LabSource(plan.Resolved.Source),
 		NodeImage:      plan.NodeImage,
 		Context:        plan.Context,
 		Kubeconfig:     opts.Kubeconfig,
