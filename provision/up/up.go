@@ -10,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
@@ -74,6 +77,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		defer lock.Unlock()
 	}
 	opts.Lock = lock
+	opts.Kubeconfig = kubeconfigFor(opts)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
@@ -155,6 +159,25 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	}
 	res.Checks, res.Lab = lc.Checks, lc.Lab
 	return res, nil
+}
+
+// kubeconfigFor is the file kind writes the cluster's context to, as the
+// record must name it for down: opts.Kubeconfig, else with $KUBECONFIG set
+// the file of it client-go's rule picks, which is kind's (kubectl's: the
+// only file, else the first that exists, else the last; kind v0.31
+// pkg/cluster/internal/kubeconfig pathForMerge), made absolute. "" (kind's
+// default, ~/.kube/config) without $KUBECONFIG, and for a fleet's member,
+// whose recorded kubeconfig down removes when it is left empty (a
+// --kubeconfig-dir file, never the user's own).
+func kubeconfigFor(opts Options) string {
+	if opts.Kubeconfig != "" || opts.Fleet != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		return opts.Kubeconfig
+	}
+	file := clientcmd.NewDefaultPathOptions().GetDefaultFilename()
+	if abs, err := filepath.Abs(file); err == nil {
+		file = abs
+	}
+	return file
 }
 
 // holdLock returns the cluster's lock: the caller's, or a new one.
