@@ -44,3 +44,22 @@ func TestClusterNameAlone(t *testing.T) {
 		t.Error("a refused command wrote a kubeconfig")
 	}
 }
+
+// TestDoctorWithoutEngineExitsFour: doctor with no engine answering still
+// prints its findings (the engine's failed, with its fix) and exits 4, the
+// code every command gives for no container engine reachable.
+func TestDoctorWithoutEngineExitsFour(t *testing.T) {
+	dir := isolate(t)
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "")
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "nonexistent.sock"))
+	code, out, errOut := run(t, "doctor")
+	if code != cli.ExitNoDocker {
+		t.Errorf("exit %d, want %d (%s)", code, cli.ExitNoDocker, errOut)
+	}
+	if !strings.Contains(out, "docker") || !strings.Contains(out, "FAIL") || !strings.Contains(out, "fix:") {
+		t.Errorf("the findings did not print:\n%s", out)
+	}
+	if !strings.HasPrefix(errOut, "ERROR: no container engine reachable") {
+		t.Errorf("stderr %q", errOut)
+	}
+}
