@@ -1,8 +1,12 @@
 package app_test
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -61,5 +65,54 @@ func TestDoctorWithoutEngineExitsFour(t *testing.T) {
 	}
 	if !strings.HasPrefix(errOut, "ERROR: no container engine reachable") {
 		t.Errorf("stderr %q", errOut)
+	}
+}
+
+// TestVersionCommand: `kindlab version -o json` gives the binary's version,
+// its Go toolchain and the kind and client-go module versions go.mod pins;
+// the text form and --version say the same version. A test binary carries
+// no module versions (debug.ReadBuildInfo lists no dependencies), so the
+// command runs in a kindlab built here, with a version stamped as a release is.
+func TestVersionCommand(t *testing.T) {
+	isolate(t)
+	bin := filepath.Join(t.TempDir(), "kindlab")
+	build := exec.Command("go", "build", "-o", bin, "-ldflags", "-X github.com/kindlab/kindlab/cmd/kindlab/app.Version=v0.0.0-uxtest",
+		"github.com/kindlab/kindlab/cmd/kindlab")
+	if b, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build kindlab: %v\n%s", err, b)
+	}
+	kindlab := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).Output()
+		if err != nil {
+			t.Fatalf("kindlab %v: %v", args, err)
+		}
+		return string(out)
+	}
+	var v struct{ Kindlab, Go, Platform, Kind, ClientGo string }
+	if out := kindlab("version", "-o", "json"); json.Unmarshal([]byte(out), &v) != nil {
+		t.Fatalf("version -o json: %q", out)
+	}
+	gomod, err := os.ReadFile("../../../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned := func(module string) string {
+		m := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(module) + `\s+(v\S+)`).FindSubmatch(gomod)
+		if m == nil {
+			t.Fatalf("go.mod does not require %s", module)
+		}
+		return string(m[1])
+	}
+	if v.Kindlab != "v0.0.0-uxtest" || v.Go != runtime.Version() || v.Platform != runtime.GOOS+"/"+runtime.GOARCH ||
+		v.Kind != pinned("sigs.k8s.io/kind") || v.ClientGo != pinned("k8s.io/client-go") {
+		t.Errorf("version -o json: %+v; want kindlab v0.0.0-uxtest, %s, kind %s, client-go %s", v, runtime.Version(),
+			pinned("sigs.k8s.io/kind"), pinned("k8s.io/client-go"))
+	}
+	if out := kindlab("version"); !strings.HasPrefix(out, "kindlab v0.0.0-uxtest "+runtime.Version()) {
+		t.Errorf("version: %q", out)
+	}
+	if out := kindlab("--version"); out != "kindlab version v0.0.0-uxtest\n" {
+		t.Errorf("--version: %q", out)
 	}
 }
