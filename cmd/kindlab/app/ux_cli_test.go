@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/kindlab/kindlab/cmd/kindlab/app"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -114,5 +119,27 @@ func TestVersionCommand(t *testing.T) {
 	}
 	if out := kindlab("--version"); out != "kindlab version v0.0.0-uxtest\n" {
 		t.Errorf("--version: %q", out)
+	}
+}
+
+// TestFlagValueNames: pflag takes a backquoted word in a flag's usage as
+// the name of its value in --help; every such name is one word (a quoted
+// command in the usage renders as `--count up --count N`).
+func TestFlagValueNames(t *testing.T) {
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(f *pflag.Flag) {
+			if name, _ := pflag.UnquoteUsage(f); strings.ContainsAny(name, " \t") {
+				t.Errorf("kindlab %s --%s: --help shows its value as %q (a backquoted phrase in the usage)", c.CommandPath(), f.Name, name)
+			}
+		})
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(app.NewRootCommand(&cli.Streams{In: strings.NewReader(""), Out: io.Discard, ErrOut: io.Discard}))
+	code, out, _ := run(t, "down", "--help")
+	if code != 0 || !strings.Contains(out, "--count N ") {
+		t.Errorf("down --help: exit %d, want --count N in\n%s", code, out)
 	}
 }
