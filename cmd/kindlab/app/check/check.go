@@ -60,6 +60,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				if err := checkOnly(r, only); err != nil {
 					return err
 				}
+				if len(r.Checks) == 0 {
+					fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
+					return nil
+				}
 				if name == "" {
 					name = r.Name
 				}
