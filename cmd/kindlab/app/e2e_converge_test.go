@@ -26,7 +26,7 @@ func nodePauseImage(t *testing.T, nodeImage string) string {
 	if err != nil {
 		t.Fatalf("read the containerd metadata of %s: %v", nodeImage, err)
 	}
-	m := regexp.MustCompile(`(registry\.k8s\.io/pause:[0-9.]+)[\x00-\xff]{0,200}?target[\x00-\xff]{0,40}?digest(sha256:[0-9a-f]{64})`).FindSubmatch(db)
+	m := regexp.MustCompile(`(?s)(registry\.k8s\.io/pause:[0-9.]+).{0,400}?target.{0,200}?digest(sha256:[0-9a-f]{64})`).FindSubmatch(db)
 	if m == nil {
 		t.Fatalf("node image %s: no pause image with a digest in its containerd metadata", nodeImage)
 	}
