@@ -48,10 +48,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"checks. Running it again converges: nothing is duplicated, and the cluster keeps the node image,\n" +
 			"image overrides and registry port it came up with (--image-override given again replaces the\n" +
 			"overrides; an --image other than the nodes' is refused: they cannot change image short of down).\n" +
-			"A failed up removes what it\n" +
-			"created unless --retain is given. The kubeconfig context kind-<name> is merged into\n" +
-			"$KUBECONFIG (or ~/.kube/config), as kind does; the file is recorded, and `kindlab down` removes\n" +
-			"the context from it whatever $KUBECONFIG says then.\n\n" +
+			"A failed up removes what it created unless --retain is given. The kubeconfig context\n" +
+			"kind-<name> is merged into $KUBECONFIG (or ~/.kube/config), as kind does; the file is recorded,\n" +
+			"and `kindlab down` removes the context from it whatever $KUBECONFIG says then.\n\n" +
 			"--count N makes a fleet: N clusters of the lab, <name>-1 … <name>-N, each with its own API\n" +
 			"server port, created in parallel as far as the host takes (one per CPU), sharing one registry.\n" +
 			"A count the host cannot run (inotify instances, memory) is refused before anything is created.\n" +
