@@ -3,12 +3,14 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -17,9 +19,10 @@ import (
 
 // nodePauseImage is the pause image the node image carries, pinned by the
 // digest its containerd has for it (read from the image's containerd
-// metadata, as imported at build time), so a pod can run it with no
-// registry reachable.
-func nodePauseImage(t *testing.T, nodeImage string) string {
+// metadata, as imported at build time), and its tag, so that a pod can run
+// it with no registry reachable once the node knows it by that digest
+// (tagDigestOnNode).
+func nodePauseImage(t *testing.T, nodeImage string) (tag, pinned string) {
 	t.Helper()
 	db, err := exec.Command("docker", "run", "--rm", "--entrypoint", "cat", nodeImage,
 		"/var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db").Output()
@@ -30,7 +33,36 @@ func nodePauseImage(t *testing.T, nodeImage string) string {
 	if m == nil {
 		t.Fatalf("node image %s: no pause image with a digest in its containerd metadata", nodeImage)
 	}
-	return string(m[1]) + "@" + string(m[2])
+	return string(m[1]), string(m[1]) + "@" + string(m[2])
+}
+
+// tagDigestOnNode gives the image tag on the node's containerd its
+// name@digest too, as a pull by digest would have (an image imported into
+// a node image has no repo digest, so kubelet would go to the registry
+// for it), once the node and its containerd run; it tries until stop closes.
+func tagDigestOnNode(node, tag, pinned string, stop <-chan struct{}) <-chan error {
+	done := make(chan error, 1)
+	repo := tag[:strings.LastIndex(tag, ":")]
+	digestRef := repo + "@" + pinned[strings.LastIndex(pinned, "@")+1:]
+	go func() {
+		var err error
+		for {
+			var out []byte
+			out, err = exec.Command("docker", "exec", node, "ctr", "-n", "k8s.io", "images", "tag", "--force", tag, digestRef).CombinedOutput()
+			if err == nil {
+				done <- nil
+				return
+			}
+			err = fmt.Errorf("tag %s as %s on %s: %v: %s", tag, digestRef, node, err, out)
+			select {
+			case <-stop:
+				done <- err
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
+	return done
 }
 
 const convergeLab = `apiVersion: kindlab.dev/v1alpha1
@@ -87,7 +119,8 @@ func TestEndToEndConvergeKeepsRecord(t *testing.T) {
 	dir := isolate(t)
 	t.Setenv("KINDLAB_IMAGE_OVERRIDES", "")
 	t.Setenv("KINDLAB_NODE_IMAGE", "")
-	override := "agnhost=" + nodePauseImage(t, img)
+	pauseTag, pausePinned := nodePauseImage(t, img)
+	override := "agnhost=" + pausePinned
 	labDir := filepath.Join(dir, "lab")
 	if err := os.MkdirAll(filepath.Join(labDir, "manifests"), 0o755); err != nil {
 		t.Fatal(err)
@@ -113,7 +146,13 @@ func TestEndToEndConvergeKeepsRecord(t *testing.T) {
 	}
 
 	t.Chdir(labDir)
+	stop := make(chan struct{})
+	tagged := tagDigestOnNode(name+"-control-plane", pauseTag, pausePinned, stop)
 	code, out, errOut := run(t, "up", "ux.yaml", "--name", name, "--image", img, "--image-override", override, "--skip-checks", "-o", "json")
+	close(stop)
+	if err := <-tagged; err != nil {
+		t.Errorf("the workload's image on the node: %v", err)
+	}
 	if code != 0 {
 		t.Fatalf("up: exit %d, %s\n%s", code, out, errOut)
 	}
