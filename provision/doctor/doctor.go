@@ -145,7 +145,20 @@ func criShim(ctx context.Context, e *engine.Engine, bin string) Finding {
 	return Finding{Check: "cri-shim", Level: OK, Detail: bin + " is a static Linux executable for the engine's " + strings.TrimSpace(arch) + ": the nodes can run it as their CRI shim"}
 }
 
-// Worst is the most severe level among the findings.
+// NoEngine reports whether fs say no container engine is reachable: the
+// engine's own finding (check "docker" or "podman") failed, its CLI
+// missing, its endpoint unresolvable or not answering. That is the
+// CLI's exit code 4, as for every command that needs an engine.
+func NoEngine(fs []Finding) bool {
+	for _, f := range fs {
+		if (f.Check == "docker" || f.Check == "podman") && f.Level == Fail {
+			return true
+		}
+	}
+	return false
+}
+
+// Worst is the most severe level among fs (OK when fs is empty).
 func Worst(fs []Finding) Level {
 	worst := OK
 	for _, f := range fs {

@@ -52,6 +52,11 @@ func openKit(file string) (*kitFile, error) {
 		}
 		if err != nil {
 			f.Close()
+			// A first header that does not read is most likely no tar at
+			// all (a lab's YAML, a gzip): say that rather than truncated.
+			if len(seen) == 0 && !ustarMagic(f) {
+				return nil, kitErr(file, "not a kit (not a tar archive): `kindlab kit save` writes one")
+			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
 				return nil, kitErr(file, "truncated (the file ends inside a tar header): copy it again")
 			}
@@ -93,6 +98,15 @@ func openKit(file string) (*kitFile, error) {
 		k.entries[name] = section{off: off, size: hdr.Size}
 	}
 	return k, nil
+}
+
+// ustarMagic reports whether f starts as a tar archive kindlab (Go's
+// archive/tar, in USTAR, PAX or GNU format) writes: the "ustar" magic at
+// offset 257 of the first header (POSIX.1-1988 ustar; GNU's is "ustar  ").
+func ustarMagic(f *os.File) bool {
+	var magic [5]byte
+	n, _ := f.ReadAt(magic[:], 257)
+	return n == len(magic) && string(magic[:]) == "ustar"
 }
 
 func (k *kitFile) Close() error { return k.f.Close() }

@@ -133,15 +133,23 @@ func Open(ctx context.Context, store state.Store, provider func() (*cluster.Prov
 		LocalImage:    LocalImage(ctx, p.Engine(), store),
 	}
 	if rec != nil {
-		ro.NodeImage = render.ImageOverride(rec.NodeImage, r)
-		ro.RegistryPort = rec.RegistryPort
-		ro.ImageOverrides = rec.ImageOverrides
+		Recorded(&ro, *rec, r)
 	}
 	plan, err := render.Render(r, ro)
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: lab %s as it came up: %w", name, labName, err)
 	}
 	return &Lab{Cluster: name, Record: rec, Plan: plan, Handle: h, Store: store}, nil
+}
+
+// Recorded sets in ro what rec says its lab came up with, so that r renders
+// as up rendered it: the node image (as an override of r's own, see
+// render.ImageOverride), the registry port (0 when the lab had no registry,
+// which render takes as its default) and the image overrides.
+func Recorded(ro *render.Options, rec state.Record, r *lab.Resolved) {
+	ro.NodeImage = render.ImageOverride(rec.NodeImage, r)
+	ro.RegistryPort = rec.RegistryPort
+	ro.ImageOverrides = rec.ImageOverrides
 }
 
 // AddRecordedLab adds to c the lab file rec's cluster was brought up from,

@@ -10,8 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
@@ -73,6 +77,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		defer lock.Unlock()
 	}
 	opts.Lock = lock
+	opts.Kubeconfig = kubeconfigFor(opts)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 
@@ -175,6 +180,25 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	return res, nil
 }
 
+// kubeconfigFor is the file kind writes the cluster's context to, as the
+// record must name it for down: opts.Kubeconfig, else with $KUBECONFIG set
+// the file of it client-go's rule picks, which is kind's (kubectl's: the
+// only file, else the first that exists, else the last; kind v0.31
+// pkg/cluster/internal/kubeconfig pathForMerge), made absolute. "" (kind's
+// default, ~/.kube/config) without $KUBECONFIG, and for a fleet's member,
+// whose recorded kubeconfig down removes when it is left empty (a
+// --kubeconfig-dir file, never the user's own).
+func kubeconfigFor(opts Options) string {
+	if opts.Kubeconfig != "" || opts.Fleet != "" || os.Getenv(clientcmd.RecommendedConfigPathEnvVar) == "" {
+		return opts.Kubeconfig
+	}
+	file := clientcmd.NewDefaultPathOptions().GetDefaultFilename()
+	if abs, err := filepath.Abs(file); err == nil {
+		file = abs
+	}
+	return file
+}
+
 // holdLock returns the cluster's lock: the caller's, or a new one.
 func holdLock(ctx context.Context, cluster string, opts Options) (*state.Lock, error) {
 	if opts.Lock != nil {
@@ -196,6 +220,20 @@ type creation struct {
 	foreignNodes bool
 }
 
+// LabSource is a lab's source as a record keeps it: a lab file's path made
+// absolute, so that check, reset and the console read it from any
+// directory (running.AddRecordedLab still reads older records' relative
+// paths from where they were written); "builtin:NAME" as it is.
+func LabSource(src string) string {
+	if src == "" || strings.HasPrefix(src, "builtin:") || filepath.IsAbs(src) {
+		return src
+	}
+	if abs, err := filepath.Abs(src); err == nil {
+		return abs
+	}
+	return src
+}
+
 // createCluster records the lab, starts the registry, then has kind create
 // the nodes. The registry comes first because it does not need the cluster:
 // a registry that cannot start (its port taken) fails in a second, before a
@@ -204,7 +242,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	rec := state.Record{
 		Cluster:        plan.ClusterName,
 		Lab:            plan.Lab,
-		LabSource:      plan.Resolved.Source,
+		LabSource:      LabSource(plan.Resolved.Source),
 		NodeImage:      plan.NodeImage,
 		Context:        plan.Context,
 		Kubeconfig:     opts.Kubeconfig,

@@ -349,8 +349,8 @@ func TestUpWithoutDockerSaysSoInOneLine(t *testing.T) {
 // A mistyped verb is a usage error, like a mistyped flag.
 func TestUnknownVerbExitsTwo(t *testing.T) {
 	isolate(t)
-	code, _, errOut := run(t, "version")
-	if code != cli.ExitUsage || !strings.Contains(errOut, `unknown command "version"`) {
+	code, _, errOut := run(t, "versoin")
+	if code != cli.ExitUsage || !strings.Contains(errOut, `unknown command "versoin"`) {
 		t.Fatalf("exit %d, %q", code, errOut)
 	}
 }

@@ -75,6 +75,16 @@ func TestKitAndBundleBadInputExitTwo(t *testing.T) {
 	}
 	truncatedKit := write("truncated.tar", data[:len(data)/2])
 	notKit := write("not-a-kit.tar", []byte("just text, not a tar archive at all......"))
+	// A lab file given by mistake: a short one (less than a tar header)
+	// and one longer than a header.
+	var yamlKits []string
+	for _, l := range []string{"all-features.yaml", "image-volume.yaml"} {
+		b, err := os.ReadFile("../../../labs/" + l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		yamlKits = append(yamlKits, write(l, b))
+	}
 	tamperedKit := filepath.Join(dir, "tampered.tar")
 	tamper(t, good, tamperedKit)
 	newerKit := write("newer.tar", rewriteTar(t, data, func(name string, b []byte) []byte {
@@ -121,7 +131,10 @@ func TestKitAndBundleBadInputExitTwo(t *testing.T) {
 		{[]string{"kit", "load", newerKit}, "kit " + newerKit + ": format 99"},
 		{[]string{"kit", "load", good, "--lab", "all-features"}, `holds lab "kittest", not "all-features"`},
 		{[]string{"kit", "inspect", missing}, "kit " + missing},
-		{[]string{"kit", "inspect", notKit}, "kit " + notKit},
+		{[]string{"kit", "inspect", notKit}, "kit " + notKit + ": not a kit (not a tar archive)"},
+		{[]string{"kit", "inspect", yamlKits[0]}, "kit " + yamlKits[0] + ": not a kit (not a tar archive)"},
+		{[]string{"kit", "inspect", yamlKits[1]}, "kit " + yamlKits[1] + ": not a kit (not a tar archive)"},
+		{[]string{"kit", "load", yamlKits[1]}, "kit " + yamlKits[1] + ": not a kit (not a tar archive)"},
 		{[]string{"kit", "inspect", truncatedKit}, "truncated"},
 		{[]string{"kit", "inspect", newerKit}, "format 99"},
 		// kit: flags and arguments

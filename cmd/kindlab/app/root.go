@@ -27,6 +27,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/status"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/up"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/validate"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/version"
 	"github.com/kindlab/kindlab/provision/engine"
 )
 
@@ -66,6 +67,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		bundle.NewCommand(s, Version),
 		kit.NewCommand(s),
 		crishimcmd.NewCommand(s),
+		version.NewCommand(s, Version),
 	)
 	// --provider (kind's KIND_EXPERIMENTAL_PROVIDER as a flag, which wins
 	// over the variable) chooses the engine for the whole command. A bad
@@ -87,7 +89,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		}
 		for c := cmd; c != nil; c = c.Parent() {
 			switch c.Name() {
-			case "labs", "validate", "render", "migrate", "doctor", "help", "completion":
+			case "labs", "validate", "render", "migrate", "doctor", "help", "completion", "version":
 				return nil
 			}
 		}

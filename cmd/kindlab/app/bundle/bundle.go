@@ -72,7 +72,7 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, labName, err := catalog(&labs, args)
+			c, labName, err := labs.LabArgs(args)
 			if err != nil {
 				return err
 			}
@@ -155,14 +155,6 @@ func newCreate(s *cli.Streams, version string) *cobra.Command {
 
 // catalog loads the labs this invocation knows; LAB, when given, may be a
 // file.
-func catalog(labs *cli.LabFlags, args []string) (*lab.Catalog, string, error) {
-	if len(args) == 1 {
-		return labs.LabArg(args[0])
-	}
-	c, err := labs.Catalog()
-	return c, "", err
-}
-
 func newReplay(s *cli.Streams, version string) *cobra.Command {
 	var (
 		out  cli.Output

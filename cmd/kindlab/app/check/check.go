@@ -30,42 +30,43 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		parallel int
 	)
 	cmd := &cobra.Command{
-		Use:   "check LAB",
+		Use:   "check [LAB|FILE]",
 		Short: "Prove each of a running lab's features works (one row per check)",
 		Long: "Runs the lab's checks against its running cluster. Each check drives its feature and fails\n" +
 			"if the feature is off or broken. \"unsupported\" means this host cannot support the feature\n" +
 			"(e.g. no AppArmor in the kernel) and gives the component's own reason; it does not fail the run.\n\n" +
+			"Without LAB, --name names the cluster and the lab is the one it came up with.\n\n" +
 			"Exit codes: 0 all passed (or unsupported/skipped), 3 a check failed.\n\n" +
 			"Checks: " + strings.Join(check.Names(), ", "),
-		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token",
-		Args:    cobra.ExactArgs(1),
+		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token\n  kindlab check --name sandbox-1",
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if parallel < 1 {
 				return cli.Usagef("--parallel: %d, want 1 (one check at a time) or more", parallel)
 			}
-			c, labName, err := labs.LabArg(args[0])
+			c, labName, err := labs.LabArgs(args)
 			if err != nil {
 				return err
 			}
-			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
-			if err != nil {
-				return err
+			if labName == "" && name == "" {
+				return cli.Usagef("name the lab (kindlab check LAB) or its cluster (--name)")
 			}
-			names := r.Checks
-			if len(only) > 0 {
-				for _, o := range only {
-					if !slices.Contains(r.Checks, o) {
-						return cli.Usagef("--only: lab %s has no check %q (its checks: %s)", r.Name, o, strings.Join(r.Checks, ", "))
-					}
+			var r *lab.Resolved
+			if labName != "" {
+				// An unknown lab or check is bad input before any cluster is looked at.
+				if r, err = c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()}); err != nil {
+					return err
 				}
-				names = only
-			}
-			if len(names) == 0 {
-				fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
-				return nil
-			}
-			if name == "" {
-				name = r.Name
+				if err := checkOnly(r, only); err != nil {
+					return err
+				}
+				if len(r.Checks) == 0 {
+					fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
+					return nil
+				}
+				if name == "" {
+					name = r.Name
+				}
 			}
 			store, err := state.Default()
 			if err != nil {
@@ -73,12 +74,30 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			// Check with what the lab came up with: its images and registry
 			// port. A cluster kindlab did not make (plain kind from `render
-			// -o kind`) is checked with the lab's own.
+			// -o kind`) is checked with the lab's own. Without LAB, the lab
+			// is the one the cluster's record names.
 			l, err := running.Open(cmd.Context(), store, cli.ProviderFunc(cmd.Context()), running.Options{
 				Cluster: name, Lab: labName, Catalog: c, AllowUnrecorded: true, AllowOtherLab: true,
 			})
+			if errors.Is(err, running.ErrNotRecorded) && labName == "" {
+				return cli.Usagef("cluster %s: kindlab has no record of it, so the lab to check must be named (kindlab check LAB --name %s)", name, name)
+			}
 			if err != nil {
 				return err
+			}
+			if r == nil {
+				r = l.Resolved()
+				if err := checkOnly(r, only); err != nil {
+					return err
+				}
+			}
+			names := r.Checks
+			if len(only) > 0 {
+				names = only
+			}
+			if len(names) == 0 {
+				fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
+				return nil
 			}
 			recorded := l.Record != nil
 			env := l.CheckEnv()
@@ -123,6 +142,16 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().IntVar(&parallel, "parallel", check.DefaultParallelism,
 		"how many checks run at once (1: one after another); checks that touch the same cluster-wide state never overlap")
 	return cmd
+}
+
+// checkOnly refuses an --only naming a check r does not have.
+func checkOnly(r *lab.Resolved, only []string) error {
+	for _, o := range only {
+		if !slices.Contains(r.Checks, o) {
+			return cli.Usagef("--only: lab %s has no check %q (its checks: %s)", r.Name, o, strings.Join(r.Checks, ", "))
+		}
+	}
+	return nil
 }
 
 // saveChecks records results as the cluster's last check run. A partial run

@@ -258,6 +258,17 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 	return c, arg, nil
 }
 
+// LabArgs is LabArg for a command whose LAB argument is optional (it acts
+// on a running cluster named by --name): with no argument, the catalog and
+// "" (the lab is the one the cluster's record names, see running.Open).
+func (f *LabFlags) LabArgs(args []string) (*lab.Catalog, string, error) {
+	if len(args) == 1 {
+		return f.LabArg(args[0])
+	}
+	c, err := f.Catalog()
+	return c, "", err
+}
+
 func isPath(arg string) bool {
 	for _, suffix := range []string{".yaml", ".yml"} {
 		if len(arg) > len(suffix) && strings.HasSuffix(arg, suffix) {

@@ -32,8 +32,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Long: "Look at the Docker engine, cgroups, kernel (nftables needs 5.13+), AppArmor (the apparmor lab needs it),\n" +
 			"how many clusters fit (inotify and memory, measured as `up --count` does), the registry port, disk space, and the lab's node image\n" +
 			"(present, containerd new enough for image volumes) and, for a lab with kindlab's CRI shim, whether the\n" +
-			"nodes can run this kindlab binary as the shim (static, for the engine's architecture, a local engine). Exit 0 when nothing fails, 1 otherwise;\n" +
-			"warnings name the labs they affect.",
+			"nodes can run this kindlab binary as the shim (static, for the engine's architecture, a local engine). Exit 0 when nothing fails,\n" +
+			"4 when no container engine is reachable (the findings still print), 1 when anything else fails; warnings name the labs they affect.",
 		Example: "  kindlab doctor\n  kindlab doctor all-features --clusters 12 -o json",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -102,6 +102,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 						fmt.Fprintf(s.Out, "\n%s: affects %s\n  fix: %s\n", f.Check, f.Affects, f.Fix)
 					}
 				}
+			}
+			if doctor.NoEngine(findings) {
+				return cli.WithCode(cli.ExitNoDocker, errors.New("no container engine reachable (see the fix above)"))
 			}
 			if doctor.Worst(findings) == doctor.Fail {
 				return cli.WithCode(cli.ExitError, errors.New("this machine cannot run the lab as it is (see the fixes above)"))

@@ -91,7 +91,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "name", "", "cluster name (default: the lab name)")
 	cmd.Flags().StringVar(&fleetName, "fleet", "", "take down every cluster of this fleet (kindlab up --count)")
-	cmd.Flags().IntVar(&count, "count", 0, "take down <name>-1 … <name>-N, as `up --count N` made them")
+	cmd.Flags().IntVar(&count, "count", 0, "take down `N` clusters, <name>-1 … <name>-N, as kindlab up --count N made them")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file the context was written to (default: as recorded at up)")
 	cmd.Flags().BoolVar(&keepRegistry, "keep-registry", false, "keep the shared registry container even if no kind cluster is wired to it any more")
 	cli.AddWaitLockFlag(cmd, &waitLock)

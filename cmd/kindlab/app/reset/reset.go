@@ -32,7 +32,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		waitLock   time.Duration
 	)
 	cmd := &cobra.Command{
-		Use:   "reset LAB",
+		Use:   "reset [LAB|FILE]",
 		Short: "Put a running lab's workloads, artifacts and checks back to how up left them, in seconds",
 		Long: "An attendee broke the lab: reset puts it back to its start without recreating the cluster.\n\n" +
 			"Objects of the lab that were deleted are created again; objects someone changed (kubectl edit,\n" +
@@ -42,22 +42,28 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"registry is put back), the workloads applied and waited for, and the checks run as `kindlab check`\n" +
 			"does. Nodes, control plane, registry and cluster-wide objects an attendee made are left alone;\n" +
 			"--full recreates every object of the lab's namespaces, changed or not.\n\n" +
-			"Only a cluster kindlab brought up with this lab is reset.\n\n" +
+			"Only a cluster kindlab brought up with this lab is reset. Without LAB, --name names the cluster\n" +
+			"and the lab is the one it came up with.\n\n" +
 			"Exit codes: 0 reset and every check passed, 3 a check failed, 2 not a cluster of this lab.",
-		Example: "  kindlab reset all-features\n  kindlab reset nftables --name ws-3 -o json\n  kindlab reset all-features --full --skip-checks",
-		Args:    cobra.ExactArgs(1),
+		Example: "  kindlab reset all-features\n  kindlab reset nftables --name ws-3 -o json\n  kindlab reset all-features --full --skip-checks\n  kindlab reset --name ws-3",
+		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, labName, err := labs.LabArg(args[0])
+			c, labName, err := labs.LabArgs(args)
 			if err != nil {
 				return err
 			}
-			// An unknown lab is bad input before any cluster is looked at.
-			r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
-			if err != nil {
-				return err
+			if labName == "" && name == "" {
+				return cli.Usagef("name the lab (kindlab reset LAB) or its cluster (--name)")
 			}
-			if name == "" {
-				name = r.Name
+			if labName != "" {
+				// An unknown lab is bad input before any cluster is looked at.
+				r, err := c.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
+				if err != nil {
+					return err
+				}
+				if name == "" {
+					name = r.Name
+				}
 			}
 			store, err := state.Default()
 			if err != nil {
@@ -79,10 +85,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			case errors.Is(err, running.ErrNotRecorded):
 				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
 			case errors.As(err, &wrong):
-				return cli.Usagef("%v (kindlab reset %s --name %s)", err, wrong.Runs, name)
+				// The lab the cluster runs may come from a file: naming
+				// the cluster alone resets it whatever it runs.
+				return cli.Usagef("%v (kindlab reset --name %s)", err, name)
 			case err != nil:
 				return err
 			}
+			r := l.Resolved()
 			if !out.JSON() {
 				fmt.Fprintf(s.ErrOut, "Resetting lab %s on cluster %s…\n", r.Name, name)
 			}

@@ -4,6 +4,8 @@ package up
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,7 +17,11 @@ import (
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/fleet"
+	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/progress"
 	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/running"
+	"github.com/kindlab/kindlab/provision/state"
 	"github.com/kindlab/kindlab/provision/up"
 )
 
@@ -39,9 +45,12 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Short: "Create a lab's cluster, registry, artifacts and workloads, then run its checks",
 		Long: "Create the kind cluster a lab describes (or reuse it if it already runs that lab), start or\n" +
 			"reuse the shared local registry, push the lab's artifacts, apply its workloads and run its\n" +
-			"checks. Running it again converges: nothing is duplicated. A failed up removes what it\n" +
-			"created unless --retain is given. The kubeconfig context kind-<name> is merged into\n" +
-			"$KUBECONFIG (or ~/.kube/config), as kind does.\n\n" +
+			"checks. Running it again converges: nothing is duplicated, and the cluster keeps the node image,\n" +
+			"image overrides and registry port it came up with (--image-override given again replaces the\n" +
+			"overrides; an --image other than the nodes' is refused: they cannot change image short of down).\n" +
+			"A failed up removes what it created unless --retain is given. The kubeconfig context\n" +
+			"kind-<name> is merged into $KUBECONFIG (or ~/.kube/config), as kind does; the file is recorded,\n" +
+			"and `kindlab down` removes the context from it whatever $KUBECONFIG says then.\n\n" +
 			"--count N makes a fleet: N clusters of the lab, <name>-1 … <name>-N, each with its own API\n" +
 			"server port, created in parallel as far as the host takes (one per CPU), sharing one registry.\n" +
 			"A count the host cannot run (inotify instances, memory) is refused before anything is created.\n" +
@@ -61,14 +70,26 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if f.kubeconfigDir != "" {
 				return cli.Usagef("--kubeconfig-dir: only with --count (for one cluster, use --kubeconfig FILE)")
 			}
-			plan, store, err := f.Plan(cmd.Context(), args[0])
+			ctx := cmd.Context()
+			r, ro, store, err := f.Resolve(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
+			// Bad input is refused before an engine is looked for.
+			plan, err := render.Render(r, ro)
+			if err != nil {
+				return cli.WithCode(cli.ExitUsage, err)
+			}
 			p, err := cli.Provider(ctx, kindcmd.NewLogger())
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
+			}
+			if conv, ok, err := f.converge(cmd, s, p, store, r, ro); err != nil {
+				return err
+			} else if ok {
+				if plan, err = render.Render(r, conv); err != nil {
+					return cli.WithCode(cli.ExitUsage, err)
+				}
 			}
 			res, err := up.Run(ctx, p, up.Options{
 				Plan:       plan,
@@ -111,6 +132,52 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cli.AddWaitLockFlag(cmd, &f.waitLock)
 	f.out.AddFlag(cmd, "table", "json")
 	return cmd
+}
+
+// converge is how an up of a cluster that runs already renders its lab,
+// as a declarative apply would: with what the cluster's record says it came
+// up with (running.Recorded, as check and reset render it), except image
+// overrides given now (flag or $KINDLAB_IMAGE_OVERRIDES), which replace the
+// recorded ones, and a --registry-port given now. A node image given now
+// (--image or $KINDLAB_NODE_IMAGE) other than the nodes' is a usage error:
+// a node's image cannot change short of down and up. ok is false when there
+// is nothing to converge (no such cluster, or no record of it, or a record
+// of another lab, which up.Run refuses).
+func (f *flags) converge(cmd *cobra.Command, s *cli.Streams, p *cluster.Provider, store state.Store, r *lab.Resolved, ro render.Options) (_ render.Options, ok bool, _ error) {
+	rec, err := store.Load(ro.Name)
+	switch {
+	case errors.Is(err, state.ErrNotFound):
+		return ro, false, nil
+	case err != nil:
+		return ro, false, err
+	case rec.Lab != r.Name || rec.OnProvider(p.Engine().Provider()) != nil:
+		return ro, false, nil
+	}
+	exists, err := p.Exists(ro.Name)
+	if err != nil || !exists {
+		return ro, false, err
+	}
+	conv := ro
+	running.Recorded(&conv, rec, r)
+	if f.Image != "" && f.Image != rec.NodeImage {
+		return ro, false, cli.Usagef("--image: cluster %s runs node image %s, not %s, and its nodes cannot change image: "+
+			"leave --image (and $KINDLAB_NODE_IMAGE) out, or `kindlab down --name %s` first", ro.Name, rec.NodeImage, f.Image, ro.Name)
+	}
+	if len(ro.ImageOverrides) > 0 {
+		conv.ImageOverrides = ro.ImageOverrides
+	} else if len(rec.ImageOverrides) > 0 {
+		pairs := make([]string, 0, len(rec.ImageOverrides))
+		for name, ref := range rec.ImageOverrides {
+			pairs = append(pairs, name+"="+ref)
+		}
+		slices.Sort(pairs)
+		(&progress.Status{W: s.ErrOut}).Done("Keeping the image overrides cluster %s came up with (--image-override replaces them): %s",
+			ro.Name, strings.Join(pairs, " "))
+	}
+	if cmd.Flags().Changed("registry-port") || conv.RegistryPort == 0 {
+		conv.RegistryPort = ro.RegistryPort
+	}
+	return conv, true, nil
 }
 
 // runFleet is `up --count N`.
