@@ -132,8 +132,10 @@ func (t *teeWriter) Write(b []byte) (int, error) {
 // fills the chunk), each made printable text (escape sequences and other
 // control characters dropped, invalid UTF-8 replaced) and cut to
 // ProgressLineRunes, at most ProgressLinesPerRead of them, with the offset
-// to read from next. A file shorter than from was started afresh (a new
-// holder): it is read from its start. A missing file is no lines and from.
+// to read from next. The rest of a line cut at a chunk's end is skipped,
+// not returned as lines of its own. A file shorter than from was started
+// afresh (a new holder): it is read from its start. A missing file is no
+// lines and from.
 func ReadProgress(file string, from int64) (lines []string, next int64, err error) {
 	fi, err := os.Lstat(file)
 	if errors.Is(err, os.ErrNotExist) {
@@ -158,17 +160,41 @@ func ReadProgress(file string, from int64) (lines []string, next int64, err erro
 	if size := fi.Size(); size < from {
 		from = 0
 	}
-	buf := make([]byte, ProgressReadChunk)
-	n, err := f.ReadAt(buf, from)
+	// The byte before from tells whether from is in the middle of a line
+	// (one cut at the last chunk's end), whose rest is skipped.
+	at := max(from-1, 0)
+	buf := make([]byte, ProgressReadChunk+1)
+	n, err := f.ReadAt(buf, at)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, from, err
 	}
 	buf = buf[:n]
+	if from == 0 {
+		buf = buf[:min(n, ProgressReadChunk)]
+	} else {
+		if n == 0 {
+			return nil, from, nil
+		}
+		midLine := buf[0] != '\n'
+		buf = buf[1:]
+		if midLine {
+			i := bytes.IndexByte(buf, '\n')
+			if i < 0 {
+				// Still the same line: skipped, as far as read.
+				if len(buf) == ProgressReadChunk {
+					return nil, from + int64(len(buf)), nil
+				}
+				return nil, from, nil
+			}
+			from += int64(i + 1)
+			buf = buf[i+1:]
+		}
+	}
 	end := bytes.LastIndexByte(buf, '\n')
 	switch {
 	case end >= 0:
 		buf = buf[:end+1]
-	case n == ProgressReadChunk:
+	case len(buf) == ProgressReadChunk:
 		// One line longer than a chunk: taken as it is, cut below.
 	default:
 		return nil, from, nil

@@ -114,6 +114,23 @@ func TestReadProgressDoesNotTrustTheFile(t *testing.T) {
 	if err != nil || next != ProgressReadChunk || len(lines) != 1 || len([]rune(lines[0])) != ProgressLineRunes+1 || !strings.HasSuffix(lines[0], "…") {
 		t.Fatalf("a huge line: next %d, %d line(s) %v", next, len(lines), err)
 	}
+	// Its rest is skipped, a chunk at a time, up to the next line.
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "x\nafter\n")
+	f.Close()
+	var calls int
+	for lines = nil; len(lines) == 0 && calls < 100; calls++ {
+		if lines, next, err = ReadProgress(file, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(lines) != 1 || lines[0] != "after" || next != 1<<20+8 {
+		t.Fatalf("after the huge line: %q at %d after %d calls", lines, next, calls)
+	}
+	t.Logf("the rest of a 1 MiB line skipped in %d calls", calls)
 
 	// Many short lines: the last ProgressLinesPerRead, after a count.
 	var b strings.Builder
