@@ -199,6 +199,7 @@ func Replay(ctx context.Context, p *cluster.Provider, b *Bundle, opts ReplayOpti
 		return nil, err
 	}
 	defer lock.Unlock()
+	opts.Status = lock.Tee(opts.Status)
 	if err := taken(); err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -149,6 +150,26 @@ type Activity interface {
 	Operations(ctx context.Context) ([]Operation, error)
 }
 
+// ProgressSource is an Activity that also reads what each operation prints
+// as it runs (kindlab's: the lock holder's progress file, see
+// state.Store.ProgressFile). The console follows it every Options.Follow
+// while the operation runs, and once more when it ends.
+type ProgressSource interface {
+	// Progress returns op's progress lines from byte offset from on and the
+	// offset to go on from. It returns at once, with a bounded number of
+	// lines of bounded length (the source does not trust what it reads),
+	// and starts from 0 when what it reads was started afresh.
+	Progress(ctx context.Context, op Operation, from int64) (lines []string, next int64, err error)
+}
+
+// maxDrain is how many reads of an ended operation's progress the console
+// makes at most, for what it printed since the last read.
+const maxDrain = 16
+
+// OpLinesShown is how many of an operation's last lines the instructor's
+// page shows under its cluster.
+const OpLinesShown = 12
+
 // Options configure a Server.
 type Options struct {
 	Lister      Lister
@@ -159,9 +180,12 @@ type Options struct {
 	Activity    Activity
 	// Tokens turns token authentication on (see the package comment).
 	Tokens bool
-	// Refresh is how often the cluster list, saved results and activity
-	// are read again (default 2s).
+	// Refresh is how often the cluster list and saved results are read
+	// again (default 2s).
 	Refresh time.Duration
+	// Follow is how often the activity and the running operations'
+	// progress lines are read (default 500ms).
+	Follow time.Duration
 	// Title names the room on the instructor's page (e.g. the fleet).
 	Title string
 }
@@ -185,9 +209,15 @@ type Server struct {
 	order    []string
 	// tokens maps an attendee token to its cluster; a cluster keeps its
 	// token for the server's life, even if it goes and comes back.
-	tokens   map[string]string
-	tokenOf  map[string]string
+	tokens  map[string]string
+	tokenOf map[string]string
+	// ops are the running operations by opKey; opOffset is how far each
+	// one's progress was read.
 	ops      map[string]Operation
+	opOffset map[string]int64
+	// opLines are the last OpLinesShown lines of each cluster's last
+	// operation: its start, its progress, its end.
+	opLines  map[string][]string
 	log      []Event
 	started  bool
 	refreshd chan struct{}
@@ -210,11 +240,15 @@ func New(opts Options) (*Server, error) {
 	if opts.Refresh <= 0 {
 		opts.Refresh = 2 * time.Second
 	}
+	if opts.Follow <= 0 {
+		opts.Follow = 500 * time.Millisecond
+	}
 	pages, err := template.New("").Funcs(template.FuncMap{
 		"statusText": statusText,
 		"statusOf":   func(s string) Result { return Result{Status: Status(s)} },
 		"join":       func(l []string) string { return strings.Join(l, " ") },
 		"inc":        func(i int) int { return i + 1 },
+		"add":        func(a, b int) int { return a + b },
 		"shorten": func(s string) string {
 			if r := []rune(s); len(r) > 90 {
 				return string(r[:89]) + "…"
@@ -248,6 +282,8 @@ func New(opts Options) (*Server, error) {
 		tokens:   map[string]string{},
 		tokenOf:  map[string]string{},
 		ops:      map[string]Operation{},
+		opOffset: map[string]int64{},
+		opLines:  map[string][]string{},
 		refreshd: make(chan struct{}),
 	}
 	if opts.Tokens {
@@ -271,6 +307,19 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.refresh(ctx); err != nil {
 		return err
 	}
+	s.follow(ctx)
+	go func() {
+		t := time.NewTicker(s.opts.Follow)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.follow(ctx)
+			}
+		}
+	}()
 	go func() {
 		t := time.NewTicker(s.opts.Refresh)
 		defer t.Stop()
@@ -323,10 +372,6 @@ func (s *Server) refresh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var ops []Operation
-	if s.opts.Activity != nil {
-		ops, _ = s.opts.Activity.Operations(ctx) // best effort: a log of who works on what
-	}
 	var events []Event
 	s.mu.Lock()
 	seen := map[string]bool{}
@@ -373,19 +418,6 @@ func (s *Server) refresh(ctx context.Context) error {
 		}
 	}
 	s.order = order
-	now := map[string]Operation{}
-	for _, op := range ops {
-		now[op.Cluster+"\x00"+op.Command] = op
-		if _, had := s.ops[op.Cluster+"\x00"+op.Command]; !had {
-			events = append(events, s.lineLocked(op.Cluster, fmt.Sprintf("%s: started at %s (pid %d)", op.Command, op.Since.Local().Format(time.TimeOnly), op.PID)))
-		}
-	}
-	for k, op := range s.ops {
-		if _, still := now[k]; !still {
-			events = append(events, s.lineLocked(op.Cluster, fmt.Sprintf("%s: ended after %s", op.Command, time.Since(op.Since).Round(time.Second))))
-		}
-	}
-	s.ops = now
 	first := !s.started
 	s.started = true
 	s.mu.Unlock()
@@ -399,6 +431,119 @@ func (s *Server) refresh(ctx context.Context) error {
 		close(s.refreshd)
 	}
 	return nil
+}
+
+// opKey names one operation: a cluster's next holder is another one,
+// even with the same command.
+func opKey(op Operation) string {
+	return fmt.Sprintf("%s\x00%d\x00%d\x00%s", op.Cluster, op.PID, op.Since.UnixNano(), op.Command)
+}
+
+// follow reads the operations and what they printed since the last call,
+// and publishes it: a start line for a new operation (to the log, as the
+// first of its lines), its new progress lines (under its cluster only:
+// "progress" events), and for one that ended its last lines and its end
+// line. Only Start's goroutine calls it; the reading happens outside s.mu,
+// so a slow file never holds up a page.
+func (s *Server) follow(ctx context.Context) {
+	if s.opts.Activity == nil {
+		return
+	}
+	ops, err := s.opts.Activity.Operations(ctx)
+	if err != nil {
+		return // best effort: a log of who works on what
+	}
+	src, _ := s.opts.Activity.(ProgressSource)
+	now := map[string]Operation{}
+	for _, op := range ops {
+		now[opKey(op)] = op
+	}
+	s.mu.Lock()
+	prev := maps.Clone(s.ops)
+	offsets := maps.Clone(s.opOffset)
+	s.mu.Unlock()
+
+	type read struct {
+		lines []string
+		next  int64
+	}
+	reads := map[string]read{}
+	if src != nil {
+		for k, op := range now {
+			lines, next, err := src.Progress(ctx, op, offsets[k])
+			if err != nil {
+				next = offsets[k]
+			}
+			reads[k] = read{lines, next}
+		}
+		// An operation that ended: what it printed after the last read,
+		// up to maxDrain reads (the source bounds each).
+		for k, op := range prev {
+			if _, still := now[k]; still {
+				continue
+			}
+			var r read
+			from := offsets[k]
+			for range maxDrain {
+				lines, next, err := src.Progress(ctx, op, from)
+				if err != nil || next == from {
+					break
+				}
+				r.lines = append(r.lines, lines...)
+				from = next
+			}
+			if len(r.lines) > OpLinesShown {
+				r.lines = r.lines[len(r.lines)-OpLinesShown:]
+			}
+			reads[k] = r
+		}
+	}
+
+	var events []Event
+	s.mu.Lock()
+	started := slices.Sorted(maps.Keys(now))
+	for _, k := range started {
+		op := now[k]
+		if _, had := prev[k]; !had {
+			line := fmt.Sprintf("%s: started at %s (pid %d)", op.Command, op.Since.Local().Format(time.TimeOnly), op.PID)
+			s.opLines[op.Cluster] = nil
+			events = append(events, s.lineLocked(op.Cluster, line), s.opLineLocked(op.Cluster, line))
+		}
+		for _, l := range reads[k].lines {
+			events = append(events, s.opLineLocked(op.Cluster, l))
+		}
+		if r, ok := reads[k]; ok {
+			s.opOffset[k] = r.next
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(prev)) {
+		if _, still := now[k]; still {
+			continue
+		}
+		op := prev[k]
+		for _, l := range reads[k].lines {
+			events = append(events, s.opLineLocked(op.Cluster, l))
+		}
+		line := fmt.Sprintf("%s: ended after %s", op.Command, time.Since(op.Since).Round(time.Second))
+		events = append(events, s.lineLocked(op.Cluster, line), s.opLineLocked(op.Cluster, line))
+		delete(s.opOffset, k)
+	}
+	s.ops = now
+	s.mu.Unlock()
+	for _, e := range events {
+		s.hub.publish(e)
+	}
+}
+
+// opLineLocked keeps a line among its cluster's last OpLinesShown and
+// returns its "progress" event.
+func (s *Server) opLineLocked(cluster, line string) Event {
+	l := append(s.opLines[cluster], line)
+	if len(l) > OpLinesShown {
+		l = slices.Clone(l[len(l)-OpLinesShown:])
+	}
+	s.opLines[cluster] = l
+	return Event{Type: "progress", Cluster: cluster, Line: line, Time: time.Now()}
 }
 
 func sameResult(a, b Result) bool {

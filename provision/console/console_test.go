@@ -109,11 +109,17 @@ func start(t *testing.T, r *room, tokens bool) (*Server, *httptest.Server) {
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	ts := newTestServer(ctx, s)
+	t.Cleanup(func() { cancel(); ts.Close() })
+	return s, ts
+}
+
+// newTestServer serves s until ctx is done (its event streams end then).
+func newTestServer(ctx context.Context, s *Server) *httptest.Server {
 	ts := httptest.NewUnstartedServer(s)
 	ts.Config.BaseContext = func(net.Listener) context.Context { return ctx }
 	ts.Start()
-	t.Cleanup(func() { cancel(); ts.Close() })
-	return s, ts
+	return ts
 }
 
 type req struct {

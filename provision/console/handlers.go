@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -115,6 +116,36 @@ type pageData struct {
 	Cluster  ClusterView
 	Log      []Event
 	Ops      []Operation
+	// OpLines are the last lines of each cluster's last up, down, reset
+	// or replay, shown under its row; OpBoxes those of clusters that have
+	// no row (an up creating one, a down that removed it).
+	OpLines map[string][]string
+	OpBoxes []OpBox
+}
+
+// OpBox is a cluster's last operation lines, for a cluster the matrix has
+// no row for.
+type OpBox struct {
+	Cluster string
+	Lines   []string
+}
+
+// opLinesFor returns the operations' last lines: by cluster for those in
+// rows, as boxes (sorted by cluster) for the others.
+func (s *Server) opLinesFor(rows []ClusterView) (map[string][]string, []OpBox) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byCluster := map[string][]string{}
+	var boxes []OpBox
+	for c, l := range s.opLines {
+		if slices.ContainsFunc(rows, func(v ClusterView) bool { return v.Name == c }) {
+			byCluster[c] = slices.Clone(l)
+		} else {
+			boxes = append(boxes, OpBox{Cluster: c, Lines: slices.Clone(l)})
+		}
+	}
+	slices.SortFunc(boxes, func(a, b OpBox) int { return strings.Compare(a.Cluster, b.Cluster) })
+	return byCluster, boxes
 }
 
 func (s *Server) page(w http.ResponseWriter, name string, d pageData) {
@@ -139,8 +170,13 @@ func (s *Server) instructorPage(w http.ResponseWriter, r *http.Request, sc scope
 	for _, c := range cs {
 		views = append(views, s.view(c, sc, false))
 	}
+	opLines, opBoxes := s.opLinesFor(views)
 	if wantsJSON(r) {
-		writeJSON(w, http.StatusOK, map[string]any{"clusters": views, "checks": allChecks(cs), "operations": s.opsFor(sc)})
+		all := maps.Clone(opLines)
+		for _, b := range opBoxes {
+			all[b.Cluster] = b.Lines
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"clusters": views, "checks": allChecks(cs), "operations": s.opsFor(sc), "operationLines": all})
 		return
 	}
 	s.mu.Lock()
@@ -151,7 +187,7 @@ func (s *Server) instructorPage(w http.ResponseWriter, r *http.Request, sc scope
 		title = "every lab on this engine"
 	}
 	s.page(w, "instructor.html", pageData{Title: title, Token: sc.token, CSRF: s.csrf, Tokens: s.opts.Tokens,
-		Clusters: views, Checks: allChecks(cs), Log: log, Ops: s.opsFor(sc)})
+		Clusters: views, Checks: allChecks(cs), Log: log, Ops: s.opsFor(sc), OpLines: opLines, OpBoxes: opBoxes})
 }
 
 func (s *Server) attendeePage(w http.ResponseWriter, r *http.Request, sc scope) {

@@ -6,8 +6,10 @@ import (
 )
 
 // Event is one server-sent event: a check started or ended ("check", with
-// Result), a progress line of a long operation ("line"), or the list of
-// clusters changed ("clusters": reload).
+// Result), a line of the activity log ("line"), a line an up, down, reset
+// or replay of Cluster printed, as it printed it, or its start or end line
+// ("progress", shown under the cluster), or the list of clusters changed
+// ("clusters": reload).
 type Event struct {
 	Type    string    `json:"type"`
 	Cluster string    `json:"cluster,omitempty"`

@@ -55,16 +55,25 @@ func FleetKubeconfigName(cluster string) string { return cluster + ".kubeconfig"
 // error: down converges like up does. A cluster another process is
 // working on (its lock held) is left alone: *state.BusyError.
 func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Options) (*Result, error) {
-	if opts.Lock == nil {
+	lock := opts.Lock
+	if lock == nil {
 		l, err := store.Lock(ctx, opts.Cluster, state.LockOptions{Wait: opts.WaitLock, Status: opts.Status})
 		if err != nil {
 			return nil, err
 		}
 		defer l.Unlock()
-	} else if opts.Lock.Cluster() != opts.Cluster {
-		return nil, fmt.Errorf("down %s: holding the lock of cluster %s instead", opts.Cluster, opts.Lock.Cluster())
+		lock = l
+	} else if lock.Cluster() != opts.Cluster {
+		return nil, fmt.Errorf("down %s: holding the lock of cluster %s instead", opts.Cluster, lock.Cluster())
 	}
+	// What down does goes to the cluster's progress file as it happens
+	// (`kindlab console` follows it); the caller prints res.Removed after.
+	prog := lock.Tee(nil)
 	res := &Result{}
+	removed := func(line string) {
+		res.Removed = append(res.Removed, line)
+		fmt.Fprintf(prog, " ✓ %s\n", line)
+	}
 	rec, recErr := store.Load(opts.Cluster)
 	if recErr != nil && !errors.Is(recErr, state.ErrNotFound) {
 		return nil, recErr
@@ -85,17 +94,19 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		return nil, fmt.Errorf("kind cluster %q was not created by kindlab; delete it with `kind delete cluster --name %s`", opts.Cluster, opts.Cluster)
 	}
 	if exists {
+		fmt.Fprintf(prog, " • Deleting cluster %s\n", opts.Cluster)
 		if err := p.Delete(ctx, opts.Cluster, opts.Kubeconfig); err != nil {
+			fmt.Fprintf(prog, " ✗ Deleting cluster %s: %v\n", opts.Cluster, err)
 			return nil, err
 		}
-		res.Removed = append(res.Removed, fmt.Sprintf("Deleted cluster %s and kubeconfig context kind-%s", opts.Cluster, opts.Cluster))
+		removed(fmt.Sprintf("Deleted cluster %s and kubeconfig context kind-%s", opts.Cluster, opts.Cluster))
 	}
 	// The node files go with the nodes, also when they never came up
 	// (a failed up) or were deleted by hand.
-	if removed, err := nodefiles.Remove(ctx, p.Engine().Client(), opts.Cluster); err != nil {
+	if vols, err := nodefiles.Remove(ctx, p.Engine().Client(), opts.Cluster); err != nil {
 		return res, err
-	} else if len(removed) > 0 {
-		res.Removed = append(res.Removed, "Removed node-files volume "+strings.Join(removed, ", "))
+	} else if len(vols) > 0 {
+		removed("Removed node-files volume " + strings.Join(vols, ", "))
 	}
 	// A fleet's per-cluster kubeconfig file was made for that cluster
 	// alone (up --kubeconfig-dir): once its context is gone, so is the file.
@@ -108,10 +119,10 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		if filepath.Base(opts.Kubeconfig) != FleetKubeconfigName(opts.Cluster) {
 			res.Kept = append(res.Kept, fmt.Sprintf("Left kubeconfig file %s: not the name of a fleet kubeconfig file kindlab writes for %s (DIR/%s)",
 				opts.Kubeconfig, opts.Cluster, FleetKubeconfigName(opts.Cluster)))
-		} else if removed, kept, err := RemoveEmptyKubeconfig(opts.Kubeconfig); err != nil {
+		} else if gone, kept, err := RemoveEmptyKubeconfig(opts.Kubeconfig); err != nil {
 			return res, err
-		} else if removed {
-			res.Removed = append(res.Removed, "Removed kubeconfig file "+opts.Kubeconfig)
+		} else if gone {
+			removed("Removed kubeconfig file " + opts.Kubeconfig)
 		} else if kept != "" {
 			res.Kept = append(res.Kept, kept)
 		}
@@ -121,15 +132,15 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 			return nil, err
 		}
 		if !exists {
-			res.Removed = append(res.Removed, fmt.Sprintf("Forgot cluster %s (it was already gone)", opts.Cluster))
+			removed(fmt.Sprintf("Forgot cluster %s (it was already gone)", opts.Cluster))
 		}
 		if rec.Registry && !opts.KeepRegistry {
-			removed, err := releaseRegistry(ctx, registry.Options{Docker: p.Engine().Client(), HostPort: rec.RegistryPort, Name: opts.RegistryName})
+			reg, err := releaseRegistry(ctx, registry.Options{Docker: p.Engine().Client(), HostPort: rec.RegistryPort, Name: opts.RegistryName})
 			if err != nil {
 				return res, err
 			}
-			if removed != "" {
-				res.Removed = append(res.Removed, removed)
+			if reg != "" {
+				removed(reg)
 			}
 		}
 	}

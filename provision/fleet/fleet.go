@@ -398,6 +398,9 @@ func bringUp(ctx context.Context, fleetP *cluster.Provider, opts Options, m *mem
 	fail := func(err error) {
 		m.Result, m.Error = ResultFailed, reason(err)
 	}
+	// This member's lines also go to its own progress file (kindlab
+	// console follows each member), without the fleet's prefix.
+	status = m.lock.Tee(status)
 	// kind's progress for this member goes to its own prefixed stream.
 	p := fleetP.WithLogger(newKindLogger(status))
 	res, err := up.Run(ctx, p, up.Options{

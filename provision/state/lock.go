@@ -68,6 +68,8 @@ type LockOptions struct {
 type Lock struct {
 	cluster string
 	f       *os.File
+	// progress is the holder's progress file (see Tee).
+	progress *progressFile
 }
 
 // Cluster is the cluster the lock is for.
@@ -77,6 +79,9 @@ func (l *Lock) Cluster() string { return l.cluster }
 func (l *Lock) Unlock() {
 	if l == nil || l.f == nil {
 		return
+	}
+	if l.progress != nil {
+		l.progress.close()
 	}
 	_ = filelock.Unlock(l.f)
 	l.f = nil
@@ -97,7 +102,8 @@ func (s Store) LockFile(cluster string) string {
 // once with a *BusyError naming the holder's pid and command, or waits
 // (opts.Wait). It is an flock(2) on LockFile: a holder that dies releases
 // it, so a stale file never blocks. The holder writes its pid, command line
-// and start time into the file for the next one to name.
+// and start time into the file for the next one to name, and its progress
+// lines into ProgressFile (through Tee), started afresh here.
 //
 // Locks are per open file: a second Lock of the same cluster in the same
 // process is refused as busy too.
@@ -143,11 +149,15 @@ func (s Store) Lock(ctx context.Context, cluster string, opts LockOptions) (*Loc
 	if err != nil {
 		return nil, fmt.Errorf("lock cluster %s: %w", cluster, err)
 	}
+	// The progress file starts afresh before the holder names itself: a
+	// console that reads the new holder reads its lines, not the last one's.
+	progress := openProgress(s.ProgressFile(cluster))
 	if err := writeHolder(f); err != nil {
+		progress.close()
 		_ = filelock.Unlock(f)
 		return nil, fmt.Errorf("lock cluster %s: %w", cluster, err)
 	}
-	return &Lock{cluster: cluster, f: f}, nil
+	return &Lock{cluster: cluster, f: f, progress: progress}, nil
 }
 
 // writeHolder replaces the previous holder's line with this process's.

@@ -78,6 +78,9 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	}
 	opts.Lock = lock
 	opts.Kubeconfig = kubeconfigFor(opts)
+	// Every status line also goes to the cluster's progress file, where
+	// `kindlab console` follows the up as it happens.
+	opts.Status = lock.Tee(opts.Status)
 	res = &Result{Cluster: plan.ClusterName, Context: plan.Context}
 	st := &progress.Status{W: opts.Status}
 

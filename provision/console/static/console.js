@@ -38,6 +38,43 @@
     el.scrollTop = el.scrollHeight;
   }
 
+  // opLine shows a line an up, down, reset or replay printed under its
+  // cluster's row (or, for a cluster without one yet, in a box of its
+  // own under Activity), keeping the last OP_LINES.
+  const OP_LINES = 12;
+  function opLine(cluster, line) {
+    if (view !== "instructor") return;
+    let pre = document.querySelector('pre.oplines[data-oplines="' + CSS.escape(cluster) + '"]');
+    if (!pre) {
+      pre = document.createElement("pre");
+      pre.className = "oplines";
+      pre.dataset.oplines = cluster;
+      pre.setAttribute("aria-label", "last up, down or reset lines of " + cluster);
+      const row = document.querySelector('tr.cluster[data-cluster="' + CSS.escape(cluster) + '"]');
+      if (row) {
+        const tr = document.createElement("tr");
+        tr.className = "oprow";
+        const td = tr.insertCell();
+        td.colSpan = row.cells.length;
+        td.appendChild(pre);
+        row.after(tr);
+      } else {
+        const boxes = document.getElementById("opboxes");
+        if (!boxes) return;
+        const box = document.createElement("div");
+        box.className = "opbox";
+        const h = document.createElement("h3");
+        h.textContent = cluster;
+        box.append(h, pre);
+        boxes.appendChild(box);
+      }
+    }
+    const lines = pre.textContent.split("\n").filter((l) => l !== "");
+    lines.push(line);
+    pre.textContent = lines.slice(-OP_LINES).join("\n") + "\n";
+    pre.scrollTop = pre.scrollHeight;
+  }
+
   function setStatus(span, status) {
     span.className = "status " + (status ? "st-" + status : "st-none");
     span.dataset.status = status || "";
@@ -189,6 +226,10 @@
   es.addEventListener("line", (ev) => {
     const e = JSON.parse(ev.data);
     log(e.line);
+  });
+  es.addEventListener("progress", (ev) => {
+    const e = JSON.parse(ev.data);
+    opLine(e.cluster, e.line);
   });
   es.addEventListener("clusters", () => {
     if (view === "instructor") window.location.reload();

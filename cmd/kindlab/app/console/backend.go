@@ -185,6 +185,7 @@ func (b *backend) Reset(ctx context.Context, name string, progress io.Writer) ([
 		return nil, err
 	}
 	defer lock.Unlock()
+	progress = lock.Tee(progress)
 	// Again under the lock: the lab may have been brought up anew since.
 	b.mu.Lock()
 	delete(b.labsOf, name)
@@ -302,3 +303,15 @@ func (b *backend) Operations(context.Context) ([]pconsole.Operation, error) {
 	}
 	return out, nil
 }
+
+// Progress reads what an operation's holder wrote into its cluster's
+// progress file (state.Store.ProgressFile) from byte offset from on: what
+// the console shows under that cluster as it happens. The file is the
+// holder's; it is read as untrusted (state.ReadProgress: a bounded chunk,
+// lines cut short, a regular file only, never waited on).
+func (b *backend) Progress(_ context.Context, op pconsole.Operation, from int64) ([]string, int64, error) {
+	return state.ReadProgress(b.store.ProgressFile(op.Cluster), from)
+}
+
+// The console follows the operations' progress through the backend.
+var _ pconsole.ProgressSource = (*backend)(nil)

@@ -76,6 +76,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return err
 			}
 			defer lock.Unlock()
+			// Progress lines also go to the cluster's progress file, for
+			// `kindlab console`; the results table is not progress.
+			errOut := lock.Tee(s.ErrOut)
 			// Reset to what the lab came up with: its images and registry.
 			l, err := running.Open(cmd.Context(), store, cli.ProviderFunc(cmd.Context()), running.Options{
 				Cluster: name, Lab: labName, Catalog: c, RegistryImage: regImage,
@@ -93,13 +96,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			r := l.Resolved()
 			if !out.JSON() {
-				fmt.Fprintf(s.ErrOut, "Resetting lab %s on cluster %s…\n", r.Name, name)
+				fmt.Fprintf(errOut, "Resetting lab %s on cluster %s…\n", r.Name, name)
 			}
 			res, err := reset.Run(cmd.Context(), l, reset.Options{
 				Full:       full,
 				SkipChecks: skipChecks,
 				Timeout:    timeout,
-				Status:     s.ErrOut,
+				Status:     errOut,
 			})
 			if err != nil {
 				return fmt.Errorf("reset %s: %w", name, err)
@@ -110,7 +113,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				}
 			} else {
 				for _, ch := range res.Changes {
-					fmt.Fprintf(s.ErrOut, "   %s %s: %s\n", ch.Action, ch.Object, ch.Why)
+					fmt.Fprintf(errOut, "   %s %s: %s\n", ch.Action, ch.Object, ch.Why)
 				}
 				if len(res.Checks) > 0 {
 					if err := check.PrintTable(s.Out, res.Checks); err != nil {

@@ -1,0 +1,6 @@
+//go:build !unix
+
+package state
+
+// openNoBlock: no such flags off Unix.
+const openNoBlock = 0
