@@ -99,6 +99,15 @@ podman: ## start podman's Docker-compatible API service here if none answers (CI
 k8s-bins: ## build kube-apiserver, kube-controller-manager, kubeadm, kube-proxy and etcd $(K8S_VERSION) from source into $(KINDLAB_CACHE)
 	bash fixtures/k8sbin/build.sh kube-apiserver kube-controller-manager kubeadm kube-proxy etcd
 
+# Upstream's end-to-end tests (kindlab conformance, and the e2e run's
+# conformance subtest): e2e.test of k8s.io/kubernetes $(K8S_VERSION) and the
+# kubectl it execs into test pods with, cached by version in
+# $(KINDLAB_CACHE)/k8s/$(K8S_VERSION)/bin (a present binary is not rebuilt).
+.PHONY: e2e-bin
+e2e-bin: ## build upstream's e2e.test and kubectl $(K8S_VERSION) from source into $(KINDLAB_CACHE)
+	bash fixtures/e2ebin/build.sh
+	bash fixtures/k8sbin/build.sh kubectl
+
 .PHONY: unit
 unit: ## tests that need nothing but Go
 	$(GO) test ./provision/lab/... ./provision/render/... ./cmd/...
@@ -151,12 +160,13 @@ E2E_KIT ?= $(KINDLAB_CACHE)/e2e/all-features-kit.tar
 # Recursive (=): OFFLINE_AGNHOST is read once offline-images has run.
 # The console's browser test leaves its screenshots in test-artifacts/.
 E2E_ENV = KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_E2E_KIT=$(E2E_KIT) \
+	KINDLAB_E2E_TEST=$(KINDLAB_CACHE)/k8s/$(K8S_VERSION)/bin/e2e.test \
 	KINDLAB_TEST_ARTIFACTS=$(CURDIR)/test-artifacts \
 	KINDLAB_CRI_SHIM_BINARY=$(CURDIR)/$(BIN) KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
 	KINDLAB_REGISTRY_IMAGE=$(OFFLINE_REGISTRY_IMAGE) KINDLAB_IMAGE_OVERRIDES="agnhost=$(OFFLINE_AGNHOST)"
 
 .PHONY: e2e
-e2e: node-image offline-images remote-engine podman ## bring all-features up on kind, run every check, take it down
+e2e: node-image offline-images remote-engine podman e2e-bin ## bring all-features up on kind, run every check, take it down
 	$(E2E_ENV) $(GO) test -count=1 -v -timeout 40m -run TestEndToEnd ./cmd/kindlab/app/
 
 # Every test, against real components: a distribution registry, a Docker
@@ -165,7 +175,7 @@ e2e: node-image offline-images remote-engine podman ## bring all-features up on 
 # component a failure instead of a skip. The end-to-end run goes last, on its
 # own, so a 3-node cluster does not compete with the apiservers of the suite.
 .PHONY: test
-test: deps docker podman k8s-bins node-image ## every test, including the offline end-to-end run on kind
+test: deps docker podman k8s-bins e2e-bin node-image ## every test, including the offline end-to-end run on kind
 	$(GO) vet ./...
 	KINDLAB_REQUIRE_K8S=1 KINDLAB_REQUIRE_DOCKER=1 KINDLAB_REQUIRE_PODMAN=1 CONTAINERS_CONF=$(PODMAN_CONF) \
 	  $(GO) test -count=1 -timeout 30m -skip TestEndToEnd ./...

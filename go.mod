@@ -11,6 +11,7 @@ require (
 	github.com/docker/go-connections v0.7.0
 	github.com/google/go-containerregistry v0.22.1
 	github.com/moby/sys/atomicwriter v0.1.0
+	github.com/onsi/ginkgo/v2 v2.19.0
 	github.com/opencontainers/image-spec v1.1.1
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.10

@@ -221,6 +221,21 @@ func (p *Provider) Connect(name string) (*Handle, error) {
 	return &Handle{Name: name, RESTConfig: cfg, provider: p}, nil
 }
 
+// KubeConfig is the cluster's kubeconfig as kind writes it for this
+// machine (context kind-<name>, the API server at its published address),
+// for programs that take a kubeconfig file (kubectl, upstream's e2e.test).
+// It fails for APIServerOnly.
+func (h *Handle) KubeConfig() (string, error) {
+	if h.provider == nil {
+		return "", fmt.Errorf("kubeconfig of %s: no kind provider (an API server alone)", h.Name)
+	}
+	kc, err := h.provider.kind.KubeConfig(h.Name, false)
+	if err != nil {
+		return "", fmt.Errorf("kubeconfig of %s: %w", h.Name, err)
+	}
+	return kc, nil
+}
+
 // APIServerOnly is a cluster reached through its API server alone (an
 // apiserver without nodes, as in tests): Engine is nil and KindNodes fails.
 func APIServerOnly(name string, cfg *rest.Config) *Handle {

@@ -139,6 +139,9 @@ func TestEndToEndAllFeatures(t *testing.T) {
 		t.Errorf("check exit %d with every check passing", code)
 	}
 
+	// Upstream's own e2e tests of the lab's features, on the same cluster.
+	t.Run("conformance", func(t *testing.T) { e2eConformance(t, name) })
+
 	code, _, errOut = run(t, "down", "--name", name)
 	if code != 0 {
 		t.Fatalf("down: exit %d: %s", code, errOut)

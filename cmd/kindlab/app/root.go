@@ -15,6 +15,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/check"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/console"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/conformance"
 	crishimcmd "github.com/kindlab/kindlab/cmd/kindlab/app/crishim"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
@@ -58,6 +59,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		down.NewCommand(s),
 		status.NewCommand(s),
 		check.NewCommand(s),
+		conformance.NewCommand(s),
 		reset.NewCommand(s),
 		console.NewCommand(s),
 		artifact.NewCommand(s),
