@@ -88,12 +88,8 @@ func ParseReport(b []byte) (*Report, error) {
 				continue
 			}
 			// A test the focus (or --skip) left out is reported skipped
-			// without ever starting; one that skipped itself started.
-			if sr.State == types.SpecStateSkipped && sr.StartTime.IsZero() {
-				rep.NotSelected++
-				continue
-			}
-			if sr.State == types.SpecStatePending {
+			// and never attempted; one that skipped itself (Skipf) ran once.
+			if sr.State == types.SpecStateSkipped && sr.NumAttempts == 0 || sr.State == types.SpecStatePending {
 				rep.NotSelected++
 				continue
 			}
