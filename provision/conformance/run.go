@@ -2,17 +2,13 @@ package conformance
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -38,34 +34,9 @@ type Options struct {
 	ReportDir string
 	// Timeout is ginkgo's suite timeout (--ginkgo.timeout).
 	Timeout time.Duration
-	// Progress, when set, is called once per test as it finishes (passed or
-	// failed; skips are not reported by e2e.test), in the order e2e.test
-	// reports them.
+	// Progress, when set, is called once per test as it finishes, in the
+	// order they ran, from e2e.test's output as it comes.
 	Progress func(Progress)
-}
-
-// Progress is one test having finished, as e2e.test's progress reporter
-// (test/e2e/reporters/progress.go, the endpoint sonobuoy listens on) posts
-// it to --progress-report-url.
-type Progress struct {
-	// State is "passed" or "failed".
-	State string
-	// Name is the test's full text.
-	Name string
-	// Completed and Failed count the tests done so far; Total is how many
-	// the focus selected.
-	Completed, Failed, Total int
-	// Elapsed is the time since e2e.test started.
-	Elapsed time.Duration
-}
-
-// progressMessage is e2e.test's ProgressReporter as it serialises it.
-type progressMessage struct {
-	Msg       string `json:"msg"`
-	Total     int    `json:"total"`
-	Completed int    `json:"completed"`
-	Skipped   int    `json:"skipped"`
-	Failed    int    `json:"failed"`
 }
 
 // ReportFile is the name of ginkgo's JSON report in Options.ReportDir.
@@ -96,19 +67,18 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	_ = os.Remove(reportPath)
 
 	start := time.Now()
-	url, stop, err := serveProgress(start, opts.Progress)
-	if err != nil {
-		return nil, err
+	cmd := exec.CommandContext(ctx, opts.Binary, Args(opts)...)
+	var out io.Writer = logFile
+	if opts.Progress != nil {
+		out = io.MultiWriter(logFile, newProgressWriter(opts.Progress))
 	}
-	defer stop()
-
-	cmd := exec.CommandContext(ctx, opts.Binary, Args(opts, url)...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
+	// One writer for both: exec copies each through one goroutine, and
+	// the progress follower needs whole lines in order.
+	cmd.Stdout, cmd.Stderr = out, out
 	// e2e.test runs kubectl for `kubectl exec`; it reads KUBECONFIG too.
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+opts.Kubeconfig)
 	cmd.WaitDelay = 10 * time.Second
 	runErr := cmd.Run()
-	stop()
 	rep, err := ReadReport(reportPath)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -123,9 +93,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	return rep, nil
 }
 
-// Args are e2e.test's flags for opts, with progress posted to
-// progressURL ("" for none).
-func Args(opts Options, progressURL string) []string {
+// Args are e2e.test's flags for opts. --ginkgo.v makes ginkgo print each
+// test's start and end as it runs, which Progress follows; e2e.test's own
+// --progress-report-url posted nothing per test here (v1.31.14 e2e.test
+// against a kind cluster: only the suite's start), so it is not used.
+func Args(opts Options) []string {
 	args := []string{
 		"--kubeconfig=" + opts.Kubeconfig,
 		"--kubectl-path=" + opts.Kubectl,
@@ -142,9 +114,6 @@ func Args(opts Options, progressURL string) []string {
 	if opts.Timeout > 0 {
 		args = append(args, "--ginkgo.timeout="+opts.Timeout.String())
 	}
-	if progressURL != "" {
-		args = append(args, "--progress-report-url="+progressURL)
-	}
 	if opts.RepoList != "" {
 		args = append(args, "--kube-test-repo-list="+opts.RepoList)
 	}
@@ -152,60 +121,6 @@ func Args(opts Options, progressURL string) []string {
 		args = append(args, "--node-os-distro="+opts.NodeOSDistro)
 	}
 	return args
-}
-
-// serveProgress listens on a loopback port for e2e.test's progress posts
-// and calls progress for each finished test. stop is idempotent.
-func serveProgress(start time.Time, progress func(Progress)) (url string, stop func(), err error) {
-	if progress == nil {
-		return "", func() {}, nil
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, fmt.Errorf("progress listener: %w", err)
-	}
-	var mu sync.Mutex
-	srv := &http.Server{
-		ReadHeaderTimeout: 10 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			var m progressMessage
-			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m); err != nil {
-				http.Error(w, err.Error(), http.StatusBadRequest)
-				return
-			}
-			if p, ok := parseProgress(m, time.Since(start)); ok {
-				// e2e.test posts from a goroutine per test: one at a time.
-				mu.Lock()
-				progress(p)
-				mu.Unlock()
-			}
-		}),
-	}
-	go srv.Serve(ln) //nolint:errcheck // ends with Close
-	var once sync.Once
-	return "http://" + ln.Addr().String() + "/progress", func() {
-		once.Do(func() {
-			// e2e.test posts asynchronously: let the last post land.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(ctx)
-		})
-	}, nil
-}
-
-// parseProgress turns a ProgressReporter message into a finished test;
-// the suite's start and end messages are not one.
-func parseProgress(m progressMessage, elapsed time.Duration) (Progress, bool) {
-	p := Progress{Completed: m.Completed, Failed: m.Failed, Total: m.Total, Elapsed: elapsed}
-	switch {
-	case strings.HasPrefix(m.Msg, "PASSED "):
-		p.State, p.Name = "passed", strings.TrimPrefix(m.Msg, "PASSED ")
-	case strings.HasPrefix(m.Msg, "FAILED "):
-		p.State, p.Name = "failed", strings.TrimPrefix(m.Msg, "FAILED ")
-	default:
-		return p, false
-	}
-	return p, true
 }
 
 // tail is the last n lines of a file, for an error message.

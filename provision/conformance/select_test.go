@@ -1,8 +1,6 @@
 package conformance
 
 import (
-	"bytes"
-	"net/http"
 	"regexp"
 	"slices"
 	"strings"
@@ -88,59 +86,16 @@ func TestSelectPerFeature(t *testing.T) {
 func TestArgs(t *testing.T) {
 	opts := Options{Kubeconfig: "/k", Kubectl: "/bin/kubectl", Focus: "a|b", Skip: "c", ReportDir: "/r",
 		Timeout: 90 * time.Minute, RepoList: "/r/repo-list.yaml", NodeOSDistro: "ubuntu"}
-	got := strings.Join(Args(opts, "http://127.0.0.1:1/progress"), " ")
+	got := strings.Join(Args(opts), " ")
 	want := "--kubeconfig=/k --kubectl-path=/bin/kubectl --provider=skeleton --report-dir=/r --ginkgo.focus=a|b --ginkgo.skip=c " +
 		"--ginkgo.json-report=/r/report.json --ginkgo.no-color --ginkgo.v --ginkgo.timeout=1h30m0s " +
-		"--progress-report-url=http://127.0.0.1:1/progress --kube-test-repo-list=/r/repo-list.yaml --node-os-distro=ubuntu"
+		"--kube-test-repo-list=/r/repo-list.yaml --node-os-distro=ubuntu"
 	if got != want {
 		t.Errorf("args\n%s\nwant\n%s", got, want)
 	}
-	got = strings.Join(Args(Options{Kubeconfig: "/k", Kubectl: "kubectl", Focus: "a", ReportDir: "/r"}, ""), " ")
-	if strings.Contains(got, "progress") || strings.Contains(got, "repo-list") || strings.Contains(got, "node-os") || strings.Contains(got, "timeout") {
+	got = strings.Join(Args(Options{Kubeconfig: "/k", Kubectl: "kubectl", Focus: "a", ReportDir: "/r"}), " ")
+	if strings.Contains(got, "repo-list") || strings.Contains(got, "node-os") || strings.Contains(got, "timeout") {
 		t.Errorf("optional flags given when unset: %s", got)
 	}
 }
 
-// The progress server takes what e2e.test's ProgressReporter posts (the
-// messages below are its serialisation, test/e2e/reporters/progress.go) and
-// reports finished tests only, over real HTTP.
-func TestProgressServer(t *testing.T) {
-	var got []Progress
-	url, stop, err := serveProgress(time.Now(), func(p Progress) { got = append(got, p) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, body := range []string{
-		`{"msg":"","total":9,"completed":0,"skipped":0,"failed":0}`,
-		`{"msg":"Test Suite starting","total":9,"completed":0,"skipped":0,"failed":0}`,
-		`{"msg":"PASSED [sig-network] Services should serve a basic endpoint from pods [Conformance]","total":9,"completed":1,"skipped":7100,"failed":0}`,
-		`{"msg":"FAILED [sig-network] [Feature:ServiceCIDRs] should create Services and servce on different Service CIDRs","total":9,"completed":1,"skipped":7100,"failed":1,"failures":["[sig-network] [Feature:ServiceCIDRs] should create Services and servce on different Service CIDRs"]}`,
-		`{"msg":"Test Suite completed","total":9,"completed":1,"skipped":7100,"failed":1}`,
-	} {
-		resp, err := http.Post(url, "application/json", bytes.NewBufferString(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Errorf("POST: %s", resp.Status)
-		}
-	}
-	resp, err := http.Post(url, "application/json", bytes.NewBufferString("not json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Errorf("garbage: %s, want 400", resp.Status)
-	}
-	stop()
-	stop()
-	if len(got) != 2 || got[0].State != "passed" || got[0].Completed != 1 || got[0].Total != 9 ||
-		got[1].State != "failed" || got[1].Failed != 1 || !strings.HasPrefix(got[1].Name, "[sig-network] [Feature:ServiceCIDRs]") {
-		t.Errorf("progress %+v", got)
-	}
-	if _, err := http.Post(url, "application/json", bytes.NewBufferString("{}")); err == nil {
-		t.Error("server still answers after stop")
-	}
-}

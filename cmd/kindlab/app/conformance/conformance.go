@@ -174,8 +174,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"--focus replaces that selection, --skip the default skip of disruptive and flaky tests.\n\n" +
 			"Test images come through the lab's registry mirror: the agnhost the lab runs (after its\n" +
 			"image overrides) is tagged " + conformance.AgnhostVersion + " in the lab's registry, and a --kube-test-repo-list points\n" +
-			"upstream's e2e registry at it. A line is printed as each test finishes (e2e.test's progress\n" +
-			"reports), then a table from ginkgo's JSON report. e2e.log, report.json and junit_01.xml stay in\n" +
+			"upstream's e2e registry at it. A line is printed as each test finishes (from ginkgo's\n" +
+			"verbose output), then a table from ginkgo's JSON report. e2e.log, report.json and junit_01.xml stay in\n" +
 			"--report-dir.\n\n" +
 			"Exit codes: 0 every test passed (or skipped itself), 3 a test failed, 2 bad input.",
 		Example: "  kindlab conformance all-features\n" +
@@ -289,8 +289,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			fmt.Fprintf(s.ErrOut, "  report: %s\n", reportDir)
 			opts.Progress = func(p conformance.Progress) {
-				fmt.Fprintf(s.ErrOut, "%-6s [%d/%d %s] %s\n", p.State, p.Completed+p.Failed, p.Total,
-					p.Elapsed.Round(time.Second), p.Name)
+				fmt.Fprintf(s.ErrOut, "%-7s %d/%d %6.1fs %s\n", p.State, p.Done, p.Total, p.Took.Seconds(), p.Name)
 			}
 			rep, err := conformance.Run(cmd.Context(), opts)
 			if err != nil {
