@@ -98,4 +98,3 @@ func TestArgs(t *testing.T) {
 		t.Errorf("optional flags given when unset: %s", got)
 	}
 }
-
