@@ -30,15 +30,18 @@ func readTestdata(t *testing.T, name string) []byte {
 	return b
 }
 
-// The report of `e2e.test --ginkgo.dry-run` with kindlab's selection for
-// all-features (no AppArmor): the nine selected tests, every other test
-// counted as not selected, nothing from the suite nodes.
-func TestParseReportDryRun(t *testing.T) {
-	rep, err := ParseReport(readTestdata(t, "dry-run-report.json.gz"))
+// The report of a real run on all-features (kindlab conformance, the lab's
+// selection without AppArmor) with the offline agnhost that has no shell:
+// the nine selected tests, every other test counted as not selected; the
+// PV lifecycle passed, every test that execs a shell in agnhost failed
+// with upstream's message and location, and traffic distribution failed
+// on the lab's two zones.
+func TestParseReportOfflineAgnhostRun(t *testing.T) {
+	rep, err := ParseReport(readTestdata(t, "offline-agnhost-report.json.gz"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Results) != 9 || rep.NotSelected != 6598 || len(rep.SuiteFailures) != 0 || rep.Failed() != 0 {
+	if len(rep.Results) != 9 || rep.NotSelected != 6598 || len(rep.SuiteFailures) != 0 || rep.Failed() != 8 {
 		t.Fatalf("%d results, %d not selected, suite failures %v, %d failed", len(rep.Results), rep.NotSelected, rep.SuiteFailures, rep.Failed())
 	}
 	want := map[string]bool{}
@@ -54,8 +57,21 @@ func TestParseReportDryRun(t *testing.T) {
 			t.Errorf("unexpected test %q", r.Name)
 		}
 		delete(want, r.Name)
-		if r.State != "passed" || r.Message != "" {
-			t.Errorf("%s: %s %q", r.Name, r.State, r.Message)
+		switch {
+		case strings.Contains(r.Name, "lifecycle of a PV"):
+			if r.State != "passed" || r.Message != "" || r.Location != "" || r.Seconds < 1 {
+				t.Errorf("%s: %+v", r.Name, r)
+			}
+		case strings.Contains(r.Name, "Traffic Distribution"):
+			if r.State != "failed" || !strings.HasPrefix(r.Message, "got 2 zones with schedulable nodes, want atleast 3") ||
+				r.Location != "test/e2e/network/traffic_distribution.go:132" {
+				t.Errorf("%s: %+v", r.Name, r)
+			}
+		default:
+			if r.State != "failed" || !strings.Contains(r.Message, "service is not reachable within") ||
+				!strings.HasPrefix(r.Location, "test/e2e/network/service") {
+				t.Errorf("%s: %+v", r.Name, r)
+			}
 		}
 	}
 	for n := range want {
@@ -65,11 +81,12 @@ func TestParseReportDryRun(t *testing.T) {
 	if err := PrintTable(&b, rep); err != nil {
 		t.Fatal(err)
 	}
-	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 10 || !strings.HasPrefix(lines[0], "RESULT") {
+	if lines := strings.Split(strings.TrimSpace(b.String()), "\n"); len(lines) != 10 || !strings.HasPrefix(lines[0], "RESULT") ||
+		!strings.Contains(b.String(), "(test/e2e/network/traffic_distribution.go:132)") {
 		t.Errorf("table:\n%s", b.String())
 	}
-	rep.Elapsed = 61 * time.Second
-	if got := Summary(rep); got != "9 passed, 0 failed, 0 skipped of 9 tests run (6598 not selected) in 1m1s" {
+	rep.Elapsed = 818 * time.Second
+	if got := Summary(rep); got != "1 passed, 8 failed, 0 skipped of 9 tests run (6598 not selected) in 13m38s" {
 		t.Errorf("summary %q", got)
 	}
 }
