@@ -27,6 +27,13 @@ func e2eConformance(t *testing.T, cluster string) {
 	code, out, errOut := run(t, "conformance", "all-features", "--name", cluster, "--e2e-test", bin,
 		"--report-dir", t.TempDir(), "-o", "json")
 	t.Logf("conformance took %s (exit %d)\n%s", time.Since(start).Round(time.Second), code, errOut)
+	assertConformance(t, code, out)
+}
+
+// assertConformance checks what `kindlab conformance all-features -o json`
+// printed and its exit code (see e2eConformance).
+func assertConformance(t *testing.T, code int, out string) {
+	t.Helper()
 	var res struct {
 		Selection struct {
 			Focus []struct{ Check, Regexp string }
