@@ -77,7 +77,11 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	// e2e.test runs kubectl for `kubectl exec`; it reads KUBECONFIG too.
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+opts.Kubeconfig)
-	cmd.WaitDelay = 10 * time.Second
+	// Stopped (Ctrl-C), e2e.test gets an interrupt first, as ginkgo's CLI
+	// sends it: ginkgo then runs the tests' clean-ups (their namespaces,
+	// a ServiceCIDR) and writes its report; killed only a minute later.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = time.Minute
 	runErr := cmd.Run()
 	rep, err := ReadReport(reportPath)
 	if err != nil {
