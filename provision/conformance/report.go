@@ -132,8 +132,10 @@ func firstLine(s string) string {
 }
 
 // PrintTable writes one row per test: state, seconds, name, and why when
-// it did not pass.
-func PrintTable(w io.Writer, rep *Report) error {
+// it did not pass; then a "not run" row per feature of the selection left
+// out (AppArmor on a host without it), with the reason, so that a feature
+// whose tests never ran is never read as passing.
+func PrintTable(w io.Writer, rep *Report, sel Selection) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "RESULT\tTIME\tTEST\tWHY")
 	for _, r := range rep.Results {
@@ -146,11 +148,15 @@ func PrintTable(w io.Writer, rep *Report) error {
 	for _, f := range rep.SuiteFailures {
 		fmt.Fprintf(tw, "failed\t\t(suite set-up)\t%s\n", f)
 	}
+	for _, l := range sel.LeftOut() {
+		fmt.Fprintf(tw, "not run\t\t%s\t%s\n", l.Tests, l.Why)
+	}
 	return tw.Flush()
 }
 
-// Summary is one line: how many passed, failed, skipped, and the time.
-func Summary(rep *Report) string {
+// Summary is one line: how many passed, failed, skipped, and the time,
+// then each feature of the selection left out and why.
+func Summary(rep *Report, sel Selection) string {
 	var passed, skipped int
 	for _, r := range rep.Results {
 		switch r.State {
@@ -160,6 +166,10 @@ func Summary(rep *Report) string {
 			skipped++
 		}
 	}
-	return fmt.Sprintf("%d passed, %d failed, %d skipped of %d tests run (%d not selected) in %s",
+	line := fmt.Sprintf("%d passed, %d failed, %d skipped of %d tests run (%d not selected) in %s",
 		passed, rep.Failed(), skipped, len(rep.Results), rep.NotSelected, rep.Elapsed.Round(time.Second))
+	for _, l := range sel.LeftOut() {
+		line += fmt.Sprintf("; %s not run (%s)", l.Check, l.Why)
+	}
+	return line
 }

@@ -108,6 +108,31 @@ func Select(checks []string, hostAppArmor bool) Selection {
 	return s
 }
 
+// Left is a feature of a lab whose upstream tests were left out.
+type Left struct {
+	// Check is the lab check, e.g. "apparmor".
+	Check string
+	// Tests names the upstream tests left out, e.g. "[sig-node] AppArmor
+	// load AppArmor profiles".
+	Tests string
+	// Why is the reason, from Selection.Left.
+	Why string
+}
+
+// LeftOut is Selection.Left with the tests each check stands for, in
+// the order of focusByCheck.
+func (s Selection) LeftOut() []Left {
+	var out []Left
+	for _, f := range focusByCheck {
+		if why, ok := s.Left[f.Check]; ok {
+			// The focus regexps are regexp.QuoteMeta of the test names
+			// (or plain labels): dropping the escapes gives the name back.
+			out = append(out, Left{Check: f.Check, Tests: strings.ReplaceAll(f.Regexp, `\`, ""), Why: why})
+		}
+	}
+	return out
+}
+
 // DefaultSkip is the ginkgo skip used unless --skip overrides it: tests
 // that disrupt the cluster (restart nodes or components) or that upstream
 // marks flaky, as sonobuoy's non-disruptive conformance mode skips them.

@@ -312,10 +312,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					return err
 				}
 			} else {
-				if err := conformance.PrintTable(s.Out, rep); err != nil {
+				if err := conformance.PrintTable(s.Out, rep, sel); err != nil {
 					return err
 				}
-				fmt.Fprintln(s.ErrOut, conformance.Summary(rep))
+				fmt.Fprintln(s.ErrOut, conformance.Summary(rep, sel))
 			}
 			if failed > 0 {
 				return cli.WithCode(cli.ExitCheckFailed, fmt.Errorf("%d of %d upstream tests failed (logs: %s)", failed, len(rep.Results), filepath.Join(reportDir, conformance.LogFile)))
