@@ -113,7 +113,7 @@ func findBinaries(f *Flags) (e2e, kubectl string, err error) {
 		} else if p, lerr := exec.LookPath("e2e.test"); lerr == nil {
 			e2e = p
 		} else {
-			return "", "", fmt.Errorf("no e2e.test: not in %s nor on PATH; build upstream's %s one with `make e2e-bin` (about 10 minutes), or name one with --e2e-test", cacheBin, K8sVersion)
+			return "", "", fmt.Errorf("no e2e.test: not in %s nor on PATH; build upstream's %s one with `make e2e-bin` (up to about 13 minutes cold), or name one with --e2e-test", cacheBin, K8sVersion)
 		}
 	}
 	kubectl = f.Kubectl
