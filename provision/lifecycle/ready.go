@@ -20,7 +20,10 @@ import (
 
 // WaitReady is the wait kind's create does with --wait (kind's waitforready
 // action: every control-plane node Ready), done by kindlab after kind's
-// create instead, so that the nodes pull the lab's images meanwhile: a
+// create instead, and for every node, workers too: the checks start as
+// soon as their workloads are ready, and traffic-distribution's needs a
+// Ready node in each of its three zones, which a worker still joining
+// lacks. Waiting here lets the nodes pull the lab's images meanwhile: a
 // fresh cluster spends about half a minute between kubeadm's join and a
 // Ready control plane (the CNI starting), time in which nothing else runs.
 // The workloads then start on images already there, or joining pulls under
@@ -82,11 +85,12 @@ func (w WaitReady) Execute(ctx context.Context, c *Context) error {
 	}
 	st := c.Status
 	if len(ns) > 0 {
-		st.Start("Waiting ≤ %s for control-plane = Ready, pulling %d image(s) on %d node(s) meanwhile ⏳", w.Wait, len(refs), len(ns))
+		st.Start("Waiting ≤ %s for every node = Ready, pulling %d image(s) on %d node(s) meanwhile ⏳", w.Wait, len(refs), len(ns))
 	} else {
-		st.Start("Waiting ≤ %s for control-plane = Ready ⏳", w.Wait)
+		st.Start("Waiting ≤ %s for every node = Ready ⏳", w.Wait)
 	}
-	if err := waitControlPlane(ctx, cs, w.Wait); err != nil {
+	want := len(c.Lab.Plan.Config.Nodes)
+	if err := waitNodes(ctx, cs, want, w.Wait); err != nil {
 		st.Fail()
 		return err
 	}
@@ -153,32 +157,36 @@ func pullOnNodes(ctx context.Context, ns []nodes.Node, refs []string) <-chan []s
 	return out
 }
 
-// waitControlPlane waits until every control-plane node (kubeadm's
-// node-role.kubernetes.io/control-plane label) reports Ready, as kind's
-// waitforready action does, polling every half second.
-func waitControlPlane(ctx context.Context, cs kubernetes.Interface, wait time.Duration) error {
+// waitNodes waits until want nodes are registered and every one reports
+// Ready (kind's waitforready action asks the same of the control-plane
+// nodes), polling every half second.
+func waitNodes(ctx context.Context, cs kubernetes.Interface, want int, wait time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	why := "no control-plane node registered yet"
+	why := "no node registered yet"
 	for {
-		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "node-role.kubernetes.io/control-plane"})
-		if err == nil && len(list.Items) > 0 {
+		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err == nil {
 			notReady := []string{}
 			for _, n := range list.Items {
 				if !nodeReady(n) {
 					notReady = append(notReady, n.Name)
 				}
 			}
-			if len(notReady) == 0 {
+			switch {
+			case len(list.Items) < want:
+				why = fmt.Sprintf("%d of %d node(s) registered", len(list.Items), want)
+			case len(notReady) == 0:
 				return nil
+			default:
+				why = "node(s) not Ready: " + strings.Join(notReady, ", ")
 			}
-			why = "control-plane node(s) not Ready: " + strings.Join(notReady, ", ")
-		} else if err != nil {
+		} else {
 			why = err.Error()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("control plane not Ready after %s: %s", wait, why)
+			return fmt.Errorf("nodes not Ready after %s: %s", wait, why)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

@@ -34,7 +34,8 @@ type Options struct {
 	Store state.Store
 	// Retain keeps a failed lab's nodes for debugging instead of deleting them.
 	Retain bool
-	// Wait is how long to wait for the control plane to be Ready.
+	// Wait is how long to wait for every node to be Ready
+	// (lifecycle.WaitReady).
 	Wait time.Duration
 	// Kubeconfig is the file the context is merged into ("" = kind's default).
 	Kubeconfig string

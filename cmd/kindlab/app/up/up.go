@@ -124,7 +124,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	}
 	f.AddFlags(cmd)
 	cmd.Flags().BoolVar(&f.retain, "retain", false, "keep the nodes of a failed up for debugging")
-	cmd.Flags().DurationVar(&f.wait, "wait", 5*time.Minute, "how long to wait for the control plane to be Ready")
+	cmd.Flags().DurationVar(&f.wait, "wait", 5*time.Minute, "how long to wait for every node to be Ready (0: do not wait)")
 	cmd.Flags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file to write the context to (default: $KUBECONFIG or ~/.kube/config)")
 	cmd.Flags().BoolVar(&f.skipChecks, "skip-checks", false, "apply workloads but do not run the checks")
 	cmd.Flags().IntVar(&f.count, "count", 0, "bring up N clusters of the lab, <name>-1 … <name>-N (a fleet, one per attendee)")
