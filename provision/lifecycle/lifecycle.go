@@ -37,10 +37,6 @@ type Context struct {
 	Checks []check.Result
 	// WorkloadsReady is when ApplyWorkloads saw the last workload ready.
 	WorkloadsReady time.Time
-
-	// joins wait for what a step left running for the steps after it
-	// (WaitReady's pulls); Run calls them once the steps are done.
-	joins []func()
 }
 
 // Step is one stage. A step that does not apply to the lab (no registry,
@@ -55,21 +51,8 @@ type StepFunc func(ctx context.Context, c *Context) error
 // Execute runs f.
 func (f StepFunc) Execute(ctx context.Context, c *Context) error { return f(ctx, c) }
 
-// Run executes the steps in order and stops at the first error. What a
-// step left running in the background (WaitReady's pulls) is waited for
-// once the steps are done, or stopped first when one failed.
-func Run(ctx context.Context, c *Context, steps ...Step) (err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer func() {
-		if err != nil {
-			cancel()
-		}
-		for _, join := range c.joins {
-			join()
-		}
-		c.joins = nil
-		cancel()
-	}()
+// Run executes the steps in order and stops at the first error.
+func Run(ctx context.Context, c *Context, steps ...Step) error {
 	for _, s := range steps {
 		if err := s.Execute(ctx, c); err != nil {
 			return err
