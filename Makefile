@@ -172,6 +172,7 @@ E2E_ENV = KINDLAB_REQUIRE_E2E=1 KINDLAB_E2E_IMAGE=$(OFFLINE_NODE_IMAGE) KINDLAB_
 .PHONY: e2e
 e2e: node-image offline-images remote-engine podman e2e-bin ## bring all-features up on kind, run every check, take it down
 	$(E2E_ENV) $(GO) test -count=1 -v -timeout 45m -run TestEndToEnd ./cmd/kindlab/app/
+	$(E2E_ENV) $(GO) test -count=1 -v -timeout 15m -run TestDownKeepsRegistryOtherStateDirUses ./provision/down/
 
 # Every test, against real components: a distribution registry, a Docker
 # engine, kube-apiserver/etcd/kube-controller-manager built from source, and

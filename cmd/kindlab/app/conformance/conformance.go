@@ -329,8 +329,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	fl.StringVar(&f.Name, "name", "", "cluster name (default: the lab's name)")
 	fl.StringVar(&f.Focus, "focus", "", "run the tests whose names match this regular expression instead of the lab's selection")
 	fl.StringVar(&f.Skip, "skip", conformance.DefaultSkip, "leave out the tests whose names match this regular expression")
-	fl.StringVar(&f.E2ETest, "e2e-test", "", "upstream's e2e.test (default: $"+BinaryEnv+", else what `make e2e-bin` built in $KINDLAB_CACHE, else PATH)")
-	fl.StringVar(&f.Kubectl, "kubectl", "", "kubectl for e2e.test's `kubectl exec` (default: beside e2e.test, else PATH)")
+	fl.StringVar(&f.E2ETest, "e2e-test", "", "upstream's e2e.test (default: $"+BinaryEnv+", else what make e2e-bin built in $KINDLAB_CACHE, else PATH)")
+	fl.StringVar(&f.Kubectl, "kubectl", "", "kubectl for the kubectl exec e2e.test runs (default: beside e2e.test, else PATH)")
 	fl.StringVar(&f.ReportDir, "report-dir", "", "where e2e.log, report.json and junit_01.xml go (default: $KINDLAB_STATE_DIR/conformance/CLUSTER/TIME)")
 	fl.DurationVar(&f.Timeout, "timeout", DefaultTimeout, "time limit of the whole run")
 	return cmd
