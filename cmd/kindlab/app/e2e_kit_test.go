@@ -34,6 +34,13 @@ func e2eKit(t *testing.T, img string) {
 	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// The workload images are in the local registry (make offline-images
+	// pushed them). An earlier test's down may have removed the registry's
+	// container, keeping its data volume: `registry up` starts it again on
+	// that volume, as a user would.
+	if code, _, errOut := run(t, "registry", "up"); code != 0 {
+		t.Fatalf("registry up: exit %d\n%s", code, errOut)
+	}
 	start := time.Now()
 	code, _, errOut := run(t, "kit", "save", "all-features", "--image", img, "-o", file)
 	if code != 0 {
