@@ -9,7 +9,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/cluster"
-	"github.com/kindlab/kindlab/provision/internal/regular"
+	"github.com/kindlab/kindlab/provision/regular"
 	"github.com/kindlab/kindlab/provision/registry"
 )
 

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/internal/filelock"
-	"github.com/kindlab/kindlab/provision/internal/regular"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // ErrBusy is wrapped by the error Lock returns when another process holds

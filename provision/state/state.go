@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/kindlab/kindlab/provision/internal/atomicfile"
-	"github.com/kindlab/kindlab/provision/internal/regular"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // Record is what kindlab remembers about one cluster.

@@ -11,7 +11,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/kindlab/kindlab/provision/internal/regular"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // ErrLocked is returned by TryLock, and by Lock once it gives up, when

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kindlab/kindlab/provision/regular"
+
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
@@ -150,7 +152,7 @@ func CheckOutputFile(flag, file, example string) error {
 			return Usagef("%s %s: is a directory (valid: a file name, e.g. %s)", flag, file, filepath.Join(file, example))
 		case !m.IsRegular():
 			return Usagef("%s %s: is a %s, not a regular file (valid: a new file or a regular file to replace, e.g. %s)",
-				flag, file, fileKind(m), filepath.Join(filepath.Dir(file), example))
+				flag, file, regular.Kind(m), filepath.Join(filepath.Dir(file), example))
 		}
 	}
 	dir := filepath.Dir(file)
@@ -162,24 +164,6 @@ func CheckOutputFile(flag, file, example string) error {
 		return Usagef("%s %s: directory %s is not writable: %v (valid: a file in a directory you can write)", flag, file, dir, err)
 	}
 	return nil
-}
-
-// fileKind names what a file that is not regular is, for error messages.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m&os.ModeSymlink != 0:
-		return "symbolic link"
-	case m&os.ModeCharDevice != 0:
-		return "character device"
-	case m&os.ModeDevice != 0:
-		return "block device"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	case m&os.ModeSocket != 0:
-		return "socket"
-	default:
-		return "special file (" + m.Type().String() + ")"
-	}
 }
 
 // CheckPort refuses a port flag outside 1–65535 as a usage error.
