@@ -9,8 +9,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kindlab/kindlab/provision/cluster"
-	"github.com/kindlab/kindlab/provision/regular"
 	"github.com/kindlab/kindlab/provision/registry"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // ReleaseRegistry removes the shared registry's container once no kind
