@@ -308,33 +308,27 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.follow(ctx)
-	go func() {
-		t := time.NewTicker(s.opts.Follow)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.follow(ctx)
-			}
+	go every(ctx, s.opts.Follow, func() { s.follow(ctx) })
+	go every(ctx, s.opts.Refresh, func() {
+		if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
+			s.logLine("", "could not read the clusters: "+err.Error())
 		}
-	}()
-	go func() {
-		t := time.NewTicker(s.opts.Refresh)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := s.refresh(ctx); err != nil && ctx.Err() == nil {
-					s.logLine("", "could not read the clusters: "+err.Error())
-				}
-			}
-		}
-	}()
+	})
 	return nil
+}
+
+// every calls f every d until ctx is done.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }
 
 // InstructorToken is the instructor's token ("" without Options.Tokens).
