@@ -283,6 +283,38 @@ func joinCleanup(err *error, cerr error) {
 	*err = fmt.Errorf("%v; cleanup: %v", *err, cerr)
 }
 
+// AllOf is a Gate that opens once every one of gates (nil ones left out)
+// has opened, with the error of the first of them, in order, that has one.
+// It is nil when no gate is given.
+func AllOf(gates ...Gate) Gate {
+	var gs []Gate
+	for _, g := range gates {
+		if g != nil {
+			gs = append(gs, g)
+		}
+	}
+	switch len(gs) {
+	case 0:
+		return nil
+	case 1:
+		return gs[0]
+	}
+	l := NewLatch()
+	go func() {
+		for _, g := range gs {
+			<-g.Done()
+		}
+		var err error
+		for _, g := range gs {
+			if err = g.Err(); err != nil {
+				break
+			}
+		}
+		l.Open(err)
+	}()
+	return l
+}
+
 // Latch is a Gate opened once, by its first Open.
 type Latch struct {
 	once sync.Once

@@ -14,12 +14,18 @@ import (
 func init() {
 	register(definition{
 		name: "kube-proxy-health", feature: "kube-proxy ingress connectivity reliability (GA)", position: 20,
-		// It taints a worker NoSchedule (the autoscaler's to-be-deleted
-		// taint), which turns that node's kube-proxy /healthz to 503: no
-		// check waiting for pods to be scheduled may run meanwhile. It picks
-		// the worker from the API's Node list, so a throw-away Node created
-		// meanwhile (node-bound-token) could be picked and has no kube-proxy.
-		changes: []Resource{NodeTaints, KubeProxyHealth},
+		// It puts the autoscaler's to-be-deleted taint on a worker, which
+		// turns that node's kube-proxy /healthz to 503. The taint is
+		// PreferNoSchedule, not the autoscaler's NoSchedule: kube-proxy
+		// reads the key alone (k8s.io/kubernetes v1.31
+		// pkg/proxy/healthcheck/proxier_health.go SyncNode), and a
+		// PreferNoSchedule taint keeps no pending pod off the node, so the
+		// checks waiting for their pods to be scheduled (NodeTaints) run
+		// beside it; with NoSchedule it waited for all of them, and up's
+		// checks ended about 3 s later. It picks the worker from the API's
+		// Node list, so a throw-away Node created meanwhile
+		// (node-bound-token) could be picked and has no kube-proxy.
+		changes: []Resource{KubeProxyHealth},
 		needs:   []Resource{NodeObjects},
 		run:     checkKubeProxyHealth,
 	})
@@ -78,7 +84,7 @@ func checkKubeProxyHealth(ctx context.Context, c *run) (err error) {
 				}
 			}
 			if on {
-				taints = append(taints, corev1.Taint{Key: toBeDeletedTaint, Value: fmt.Sprint(time.Now().Unix()), Effect: corev1.TaintEffectNoSchedule})
+				taints = append(taints, corev1.Taint{Key: toBeDeletedTaint, Value: fmt.Sprint(time.Now().Unix()), Effect: corev1.TaintEffectPreferNoSchedule})
 			}
 			n.Spec.Taints = taints
 			_, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
@@ -106,7 +112,7 @@ func checkKubeProxyHealth(ctx context.Context, c *run) (err error) {
 	if err := waitFor("/healthz", "503", "kube-proxy still reports a node that is being deleted as healthy"); err != nil {
 		return err
 	}
-	c.detail("tainted %s=…:NoSchedule: /healthz 503", toBeDeletedTaint)
+	c.detail("tainted %s=…:PreferNoSchedule (kube-proxy reads the key, whatever the effect): /healthz 503", toBeDeletedTaint)
 	got, err := status(ctx, "/livez")
 	if err != nil {
 		return err

@@ -18,7 +18,8 @@ const (
 	// NodeTaints is the schedulability of the lab's real nodes. A taint
 	// (even NoSchedule only) keeps a pod that is still pending off that
 	// node, so a check that waits for workload pods to be scheduled and run
-	// needs it; a check that taints a node changes it.
+	// needs it; a check that puts a NoSchedule or NoExecute taint on a node
+	// changes it (kube-proxy-health's PreferNoSchedule taint does not).
 	NodeTaints Resource = "node-taints"
 	// NodeObjects is the set of Node objects in the API. A check that
 	// creates a throw-away Node changes it; a check that picks a node from

@@ -180,11 +180,8 @@ func TestRunnerPanic(t *testing.T) {
 func TestDeclaredCollisions(t *testing.T) {
 	want := map[[2]string]bool{}
 	pair := func(a, b string) { want[[2]string{a, b}], want[[2]string{b, a}] = true, true }
-	// The node taint keeps pending pods off a node: not while a check waits
-	// for pods to run.
-	for _, n := range []string{"apparmor", "nftables", "traffic-distribution", "image-volume", "allocated-resources-status"} {
-		pair("kube-proxy-health", n)
-	}
+	// kube-proxy-health's taint is PreferNoSchedule: it keeps no pending
+	// pod off its node, so it runs beside the checks waiting for pods.
 	// kube-proxy-health picks a worker, traffic-distribution a node per zone,
 	// from the API's Node list, which node-bound-token adds a Node to.
 	pair("kube-proxy-health", "node-bound-token")
@@ -268,5 +265,36 @@ func TestRunnerGates(t *testing.T) {
 	}
 	if _, ran := r.spans["broken"]; ran || res[2].Status != check.Fail || !strings.Contains(res[2].Reason, "0 of 1 replicas") {
 		t.Errorf("broken gate: ran %v, result %+v", ran, res[2])
+	}
+}
+
+// TestAllOf: a gate of several opens once the last of them opens, with the
+// first error in the order given; no gate is no gate.
+func TestAllOf(t *testing.T) {
+	if check.AllOf() != nil || check.AllOf(nil, nil) != nil {
+		t.Fatal("AllOf of no gate is not nil")
+	}
+	a := check.NewLatch()
+	if check.AllOf(nil, a) != check.Gate(a) {
+		t.Fatal("AllOf of one gate is not that gate")
+	}
+	b, c := check.NewLatch(), check.NewLatch()
+	g := check.AllOf(a, b, c)
+	errB, errC := errors.New("b"), errors.New("c")
+	c.Open(errC)
+	b.Open(errB)
+	select {
+	case <-g.Done():
+		t.Fatal("opened before every gate did")
+	case <-time.After(50 * time.Millisecond):
+	}
+	a.Open(nil)
+	select {
+	case <-g.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("did not open after every gate did")
+	}
+	if g.Err() != errB {
+		t.Fatalf("err %v, want the first in order (b)", g.Err())
 	}
 }

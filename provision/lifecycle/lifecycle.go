@@ -37,6 +37,13 @@ type Context struct {
 	Checks []check.Result
 	// WorkloadsReady is when ApplyWorkloads saw the last workload ready.
 	WorkloadsReady time.Time
+
+	// nodesReady, set by WaitReady once the control plane is Ready, opens
+	// when every node is (or with why not); nodesBegan is when its wait
+	// began, stopNodes ends it.
+	nodesReady *check.Latch
+	nodesBegan time.Time
+	stopNodes  context.CancelFunc
 }
 
 // Step is one stage. A step that does not apply to the lab (no registry,
@@ -51,14 +58,21 @@ type StepFunc func(ctx context.Context, c *Context) error
 // Execute runs f.
 func (f StepFunc) Execute(ctx context.Context, c *Context) error { return f(ctx, c) }
 
-// Run executes the steps in order and stops at the first error.
+// Run executes the steps in order and stops at the first error. When a
+// WaitReady left the wait for every node going, Run returns once it has
+// ended too, with its error.
 func Run(ctx context.Context, c *Context, steps ...Step) error {
+	defer func() {
+		if c.stopNodes != nil {
+			c.stopNodes()
+		}
+	}()
 	for _, s := range steps {
 		if err := s.Execute(ctx, c); err != nil {
 			return err
 		}
 	}
-	return nil
+	return awaitNodes(ctx, c)
 }
 
 // WireRegistry starts or reuses the shared registry and wires every node
@@ -262,6 +276,7 @@ func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
 	if st.W != nil {
 		w = &lockedWriter{w: st.W}
 	}
+	reportNodes(c, w)
 	applied := make(chan error, 1)
 	go func() {
 		err := a.apply(ctx, c, w, func(name string, err error) {
@@ -290,7 +305,7 @@ func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
 // ready, when set, hears of each workload's end.
 func (a ApplyWorkloads) apply(ctx context.Context, c *Context, w io.Writer, ready func(string, error)) error {
 	return workload.ApplyLab(ctx, c.Lab.Handle.RESTConfig, c.Lab.Plan.Resolved, workload.Options{Timeout: a.Timeout, Ready: ready, Progress: func(msg string) {
-		if w != nil && (!a.WaitsOnly || strings.HasPrefix(msg, "waiting")) {
+		if w != nil && (!a.WaitsOnly || strings.HasPrefix(msg, "waiting") || strings.HasPrefix(msg, "ready:")) {
 			fmt.Fprintf(w, "   %s\n", msg)
 		}
 	}})
@@ -329,8 +344,18 @@ func (r RunChecks) Execute(ctx context.Context, c *Context) error {
 	return nil
 }
 
-// run runs the checks, each behind its gate, printing to w.
+// run runs the checks, each behind its gate and, while WaitReady's wait
+// for every node goes on, behind that too, printing to w.
 func (r RunChecks) run(ctx context.Context, c *Context, w io.Writer, gates func(string) check.Gate) []check.Result {
+	if nodes := c.nodesReady; nodes != nil {
+		own := gates
+		gates = func(name string) check.Gate {
+			if own == nil {
+				return nodes
+			}
+			return check.AllOf(own(name), nodes)
+		}
+	}
 	env := c.Lab.CheckEnv()
 	env.Parallelism, env.Timeout, env.Gates = r.Parallelism, r.Timeout, gates
 	env.Progress = check.ProgressTo(w)

@@ -3,28 +3,38 @@ package lifecycle
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
+
+	"github.com/kindlab/kindlab/provision/check"
 )
 
 // WaitReady is the wait kind's create does with --wait (kind's waitforready
 // action: every control-plane node Ready), done by kindlab after kind's
-// create instead, and for every node, workers too: the checks start as
-// soon as their workloads are ready, and traffic-distribution's needs a
-// Ready node in each of its three zones, which a worker still joining
-// lacks. kind's create runs without its wait so that the registry is
-// wired and the artifacts pushed while the nodes get Ready.
+// create instead, so that the registry is wired and the artifacts pushed
+// while the nodes get Ready. The workers are waited for behind it: the
+// step returns once the control plane is Ready, and the wait for every
+// node goes on (Context.NodesReady) while ApplyWorkloads applies the
+// workloads, whose pods the scheduler places on each node as it gets Ready.
+// Every check waits for every node too (traffic-distribution's needs a
+// Ready node in each of its three zones), and so does Run before it
+// returns: up still ends with every node Ready.
 //
-// The nodes do not pull the lab's images meanwhile: tried, with ctr on
-// every node, the pulls held up the CNI's container creation on each node
-// by 47 s (containerd busy unpacking agnhost), so the nodes got Ready
-// 36–48 s after kind's create instead of about 12 s, and up was no faster.
+// Nothing is pulled on a node before it is Ready: tried, with ctr on every
+// node during the wait, the pulls held up the CNI's container creation on
+// each node by 47 s (containerd busy unpacking agnhost), so the nodes got
+// Ready 36–48 s after kind's create instead of about 12 s. The scheduler
+// places no pod on a node still tainted not-ready (the labs' DaemonSets
+// tolerate the control-plane taint only, not that one).
 type WaitReady struct {
-	// Wait bounds the wait; zero waits for nothing (kind's --wait 0).
+	// Wait bounds the whole wait, for the control plane and then for the
+	// other nodes; zero waits for nothing (kind's --wait 0).
 	Wait time.Duration
 }
 
@@ -37,25 +47,43 @@ func (w WaitReady) Execute(ctx context.Context, c *Context) error {
 	if err != nil {
 		return err
 	}
+	deadline := time.Now().Add(w.Wait)
+	all, cp := len(c.Lab.Plan.Config.Nodes), 0
+	for _, n := range c.Lab.Plan.Config.Nodes {
+		if n.Role == v1alpha4.ControlPlaneRole {
+			cp++
+		}
+	}
 	st := c.Status
-	st.Start("Waiting ≤ %s for every node = Ready ⏳", w.Wait)
-	if err := waitNodes(ctx, cs, len(c.Lab.Plan.Config.Nodes), w.Wait); err != nil {
+	st.Start("Waiting ≤ %s for control-plane = Ready ⏳", w.Wait)
+	if err := waitNodes(ctx, cs, controlPlaneSelector, cp, deadline); err != nil {
 		st.Fail()
 		return err
 	}
 	st.End(true)
+	if cp == all {
+		return nil
+	}
+	l := check.NewLatch()
+	wctx, stop := context.WithCancel(ctx)
+	c.nodesReady, c.nodesBegan, c.stopNodes = l, time.Now(), stop
+	go func() { l.Open(waitNodes(wctx, cs, "", all, deadline)) }()
 	return nil
 }
 
-// waitNodes waits until want nodes are registered and every one reports
-// Ready (kind's waitforready action asks the same of the control-plane
-// nodes), polling every half second.
-func waitNodes(ctx context.Context, cs kubernetes.Interface, want int, wait time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, wait)
+// controlPlaneSelector is kubeadm's label on control-plane nodes (kind's
+// waitforready action selects them the same way).
+const controlPlaneSelector = "node-role.kubernetes.io/control-plane"
+
+// waitNodes waits until want nodes matching selector ("": all) are
+// registered and every one reports Ready, polling every half second until
+// deadline.
+func waitNodes(ctx context.Context, cs kubernetes.Interface, selector string, want int, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	why := "no node registered yet"
 	for {
-		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		list, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: selector})
 		if err == nil {
 			notReady := []string{}
 			for _, n := range list.Items {
@@ -76,7 +104,10 @@ func waitNodes(ctx context.Context, cs kubernetes.Interface, want int, wait time
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("nodes not Ready after %s: %s", wait, why)
+			if ctx.Err() == context.DeadlineExceeded {
+				return fmt.Errorf("nodes not Ready by the end of the wait (--wait): %s", why)
+			}
+			return fmt.Errorf("waiting for nodes to be Ready: %w (%s)", context.Cause(ctx), why)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -89,4 +120,47 @@ func nodeReady(n corev1.Node) bool {
 		}
 	}
 	return false
+}
+
+// awaitNodes waits for the wait for every node that WaitReady left
+// going, if it did, with a status line while it waits.
+func awaitNodes(ctx context.Context, c *Context) error {
+	l := c.nodesReady
+	if l == nil {
+		return nil
+	}
+	st := c.Status
+	select {
+	case <-l.Done():
+		return l.Err()
+	default:
+	}
+	st.Start("Waiting for every node = Ready ⏳")
+	select {
+	case <-l.Done():
+	case <-ctx.Done():
+		st.Fail()
+		return context.Cause(ctx)
+	}
+	if err := l.Err(); err != nil {
+		st.Fail()
+		return err
+	}
+	st.End(true)
+	return nil
+}
+
+// reportNodes prints, once every node is Ready, how long after the control
+// plane that was (nothing when the wait failed: the checks and Run say it).
+func reportNodes(c *Context, w io.Writer) {
+	l := c.nodesReady
+	if l == nil || w == nil {
+		return
+	}
+	go func() {
+		<-l.Done()
+		if l.Err() == nil {
+			fmt.Fprintf(w, "   ready: every node (%d) after %s\n", len(c.Lab.Plan.Config.Nodes), time.Since(c.nodesBegan).Round(100*time.Millisecond))
+		}
+	}()
 }

@@ -56,7 +56,8 @@ type Options struct {
 	NoWait bool
 	// Timeout bounds the readiness wait; zero means DefaultTimeout.
 	Timeout time.Duration
-	// Progress receives one line per step; nil discards them.
+	// Progress receives one line per step, one call at a time; nil
+	// discards them.
 	Progress func(string)
 	// Ready, when set, is called once for each workload whose objects were
 	// all applied, as soon as the wait for them ends (err nil: ready;
@@ -81,9 +82,15 @@ func ApplyLab(ctx context.Context, cfg *rest.Config, r *lab.Resolved, opts Optio
 
 // ApplyWith is Apply with options.
 func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload, opts Options) error {
-	progress := opts.Progress
-	if progress == nil {
-		progress = func(string) {}
+	progress := func(string) {}
+	if opts.Progress != nil {
+		// The waits' goroutines report too: one line at a time.
+		var mu sync.Mutex
+		progress = func(msg string) {
+			mu.Lock()
+			defer mu.Unlock()
+			opts.Progress(msg)
+		}
 	}
 	a, err := newApplier(cfg)
 	if err != nil {
@@ -135,18 +142,25 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	// error returned is the first failed workload's in the lab's order.
 	errs := make([]error, len(ws))
 	var wg sync.WaitGroup
+	began := time.Now()
 	for i, objs := range applied {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			waited := false
 			for _, o := range objs {
 				if !needsWait(o.obj) {
 					continue
 				}
+				waited = true
 				if err := a.wait(wctx, o); err != nil {
 					errs[i] = err
 					break
 				}
+			}
+			// Says which workload held the step up, and for how long.
+			if waited && errs[i] == nil {
+				progress(fmt.Sprintf("ready: workload %s after %s", ws[i].Name, time.Since(began).Round(100*time.Millisecond)))
 			}
 			ready(ws[i].Name, errs[i])
 		}()
