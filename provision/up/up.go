@@ -167,8 +167,9 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	}
 	lc := &lifecycle.Context{Lab: running.FromPlan(plan, h, opts.Store, &rec), Status: st}
 	// kind's create does not wait for the control plane (createCluster):
-	// WaitReady does, once the registry is wired, with the nodes pulling
-	// the lab's images meanwhile. A reused cluster is Ready already.
+	// WaitReady waits for every node, once the registry is wired and the
+	// artifacts pushed (no image pulls meanwhile: see WaitReady). A reused
+	// cluster is Ready already.
 	steps := []lifecycle.Step{criShimStep{logDir: opts.Store.LogDir(plan.ClusterName)},
 		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}, lifecycle.WaitReady{Wait: opts.Wait}}
 	if opts.SkipChecks {
@@ -302,8 +303,8 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	if plan.CRIShim != nil {
 		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))
 	}
-	// No wait in kind: lifecycle.WaitReady waits for the control plane
-	// after the registry is wired, while the nodes pull the lab's images.
+	// No wait in kind: lifecycle.WaitReady waits for every node after the
+	// registry is wired and the artifacts pushed.
 	err = p.Create(&kindPlan, cluster.CreateOptions{Retain: opts.Retain, Kubeconfig: opts.Kubeconfig})
 	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
 	if watch != nil {
