@@ -51,6 +51,7 @@ func (w WaitReady) Execute(ctx context.Context, c *Context) error {
 // Ready (kind's waitforready action asks the same of the control-plane
 // nodes), polling every half second.
 func waitNodes(ctx context.Context, cs kubernetes.Interface, want int, wait time.Duration) error {
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	why := "no node registered yet"
@@ -76,6 +77,11 @@ func waitNodes(ctx context.Context, cs kubernetes.Interface, want int, wait time
 		}
 		select {
 		case <-ctx.Done():
+			// Interrupted (Ctrl-C), the wait did not run its course: say
+			// so, with the cause for errors.Is, as check's poll does.
+			if outer.Err() != nil {
+				return fmt.Errorf("nodes not Ready: %s (stopped: %w)", why, context.Cause(outer))
+			}
 			return fmt.Errorf("nodes not Ready after %s: %s", wait, why)
 		case <-time.After(500 * time.Millisecond):
 		}
