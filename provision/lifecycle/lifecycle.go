@@ -285,9 +285,10 @@ func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
 			}
 			latches[name].Open(err)
 		})
-		// Workloads not applied (an apply failed) never get ready.
+		// An apply failed: no workload was waited for (those before the
+		// failed one were applied, so not "not applied"), and none will be.
 		for name, l := range latches {
-			l.Open(fmt.Errorf("workload %s was not applied: %v", name, err))
+			l.Open(fmt.Errorf("workload %s was not waited for: %v", name, err))
 		}
 		c.WorkloadsReady = time.Now()
 		applied <- err

@@ -79,6 +79,7 @@ const controlPlaneSelector = "node-role.kubernetes.io/control-plane"
 // registered and every one reports Ready, polling every half second until
 // deadline.
 func waitNodes(ctx context.Context, cs kubernetes.Interface, selector string, want int, deadline time.Time) error {
+	outer := ctx
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	why := "no node registered yet"
@@ -104,10 +105,12 @@ func waitNodes(ctx context.Context, cs kubernetes.Interface, selector string, wa
 		}
 		select {
 		case <-ctx.Done():
-			if ctx.Err() == context.DeadlineExceeded {
-				return fmt.Errorf("nodes not Ready by the end of the wait (--wait): %s", why)
+			// Interrupted (Ctrl-C), the wait did not run its course: say
+			// so, with the cause for errors.Is, as check's poll does.
+			if outer.Err() != nil {
+				return fmt.Errorf("nodes not Ready: %s (stopped: %w)", why, context.Cause(outer))
 			}
-			return fmt.Errorf("waiting for nodes to be Ready: %w (%s)", context.Cause(ctx), why)
+			return fmt.Errorf("nodes not Ready by the end of the wait (--wait): %s", why)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

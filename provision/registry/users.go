@@ -28,7 +28,7 @@ const maxHostsTOML = 64 << 10
 // Users lists, sorted, the kind clusters on the engine whose nodes are
 // wired to the registry container named name (Options.Name's default when
 // ""): a node counts when a hosts.toml under CertsDir sends pulls to
-// http://NAME:5000, as WireNodes and WireMirrors write it. It is the one
+// http://NAME:5000, as WireNodes and Up write it. It is the one
 // answer to "who still pulls from it" for `down` and `registry down`.
 //
 // The engine is asked, not kindlab's records: a cluster brought up with

@@ -139,7 +139,10 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 		}
 	}
 	// Each workload's objects one after another, the workloads at once; the
-	// error returned is the first failed workload's in the lab's order.
+	// error returned names every failed workload, in the lab's order: the
+	// waits run together, so a pod that failed behind a workload that
+	// merely timed out is known and must not be dropped (with no check of
+	// its name, up --skip-checks, nothing else reports it).
 	errs := make([]error, len(ws))
 	var wg sync.WaitGroup
 	began := time.Now()
@@ -166,12 +169,18 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 		}()
 	}
 	wg.Wait()
+	var failed error
 	for _, err := range errs {
-		if err != nil {
-			return err
+		switch {
+		case err == nil:
+		case failed == nil:
+			failed = err
+		default:
+			// One line, as a CLI error is; %w twice keeps errors.Is on each.
+			failed = fmt.Errorf("%w; %w", failed, err)
 		}
 	}
-	return nil
+	return failed
 }
 
 // MaxManifestSize bounds one manifest file of a workload, in bytes (the

@@ -249,7 +249,7 @@ func newReplay(s *cli.Streams, version string) *cobra.Command {
 	cmd.Flags().StringVar(&opts.RegistryImage, "registry-image", os.Getenv("KINDLAB_REGISTRY_IMAGE"),
 		"registry image, if the registry has to be created (default $KINDLAB_REGISTRY_IMAGE, else the recorded one)")
 	cmd.Flags().StringVar(&opts.Kubeconfig, "kubeconfig", "", "kubeconfig file to write the context to (default: $KUBECONFIG or ~/.kube/config)")
-	cmd.Flags().DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for the control plane to be Ready")
+	cmd.Flags().DurationVar(&opts.Wait, "wait", 5*time.Minute, "how long to wait for every node to be Ready (0: do not wait)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "replay without listing what the bundle runs and asking first")
 	lim.addFlags(cmd)
 	cli.AddWaitLockFlag(cmd, &opts.WaitLock)
