@@ -163,7 +163,7 @@ func reportNodes(c *Context, w io.Writer) {
 	go func() {
 		<-l.Done()
 		if l.Err() == nil {
-			fmt.Fprintf(w, "   ready: every node (%d) after %s\n", len(c.Lab.Plan.Config.Nodes), time.Since(c.nodesBegan).Round(100*time.Millisecond))
+			fmt.Fprintf(w, "   ready: every node (%d), %s after the control plane\n", len(c.Lab.Plan.Config.Nodes), time.Since(c.nodesBegan).Round(100*time.Millisecond))
 		}
 	}()
 }

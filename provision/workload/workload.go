@@ -103,7 +103,11 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 		if err != nil {
 			return err
 		}
-		progress(fmt.Sprintf("applying workload %s (%d objects)", w.Name, len(objs)))
+		noun := "objects"
+		if len(objs) == 1 {
+			noun = "object"
+		}
+		progress(fmt.Sprintf("applying workload %s (%d %s)", w.Name, len(objs), noun))
 		for _, o := range objs {
 			if err := ResolveImages(o, opts.Images); err != nil {
 				return fmt.Errorf("workload %s: %s: %w", w.Name, describe(o), err)
