@@ -2,8 +2,6 @@ package lifecycle_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -70,41 +68,24 @@ spec:
 // and the checks.
 func testLab(t *testing.T, name string, workloads [][2]string, checks string) *lab.Resolved {
 	t.Helper()
-	dir := t.TempDir()
+	files := map[string]string{}
 	spec := ""
 	for _, w := range workloads {
-		if err := os.MkdirAll(filepath.Join(dir, w[0]), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, w[0], "manifests.yaml"), []byte(w[1]), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		files[w[0]+"/manifests.yaml"] = w[1]
 		spec += "  - {name: " + w[0] + ", path: " + w[0] + "}\n"
 	}
-	file := filepath.Join(dir, name+".yaml")
-	err := os.WriteFile(file, []byte(`apiVersion: kindlab.dev/v1alpha1
+	files[name+".yaml"] = `apiVersion: kindlab.dev/v1alpha1
 kind: Lab
 metadata:
-  name: `+name+`
+  name: ` + name + `
 spec:
   nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
   nodes: [{role: control-plane}]
   featureGates: {ServiceAccountTokenNodeBinding: true}
   workloads:
-`+spec+`  checks: [`+checks+`]
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := lab.NewCatalog()
-	if _, err := c.AddFile(file); err != nil {
-		t.Fatal(err)
-	}
-	r, err := c.Resolve(name, lab.ResolveOptions{KnownChecks: check.Names()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+` + spec + `  checks: [` + checks + `]
+`
+	return testenv.Lab(t, name, files, lab.ResolveOptions{KnownChecks: check.Names()})
 }
 
 func labContext(t *testing.T, r *lab.Resolved, env *testenv.Env, w *lines) *lifecycle.Context {

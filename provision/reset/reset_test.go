@@ -2,8 +2,6 @@ package reset_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -108,18 +106,7 @@ spec:
 
 func testLab(t *testing.T) *lab.Resolved {
 	t.Helper()
-	dir := t.TempDir()
-	mdir := filepath.Join(dir, "manifests")
-	if err := os.MkdirAll(mdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, content := range manifests {
-		if err := os.WriteFile(filepath.Join(mdir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := filepath.Join(dir, "reset-test.yaml")
-	err := os.WriteFile(file, []byte(`apiVersion: kindlab.dev/v1alpha1
+	files := map[string]string{"reset-test.yaml": `apiVersion: kindlab.dev/v1alpha1
 kind: Lab
 metadata:
   name: reset-test
@@ -132,19 +119,11 @@ spec:
   workloads:
   - name: reset-test
     path: manifests
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
+`}
+	for name, content := range manifests {
+		files["manifests/"+name] = content
 	}
-	c := lab.NewCatalog()
-	if _, err := c.AddFile(file); err != nil {
-		t.Fatal(err)
-	}
-	r, err := c.Resolve("reset-test", lab.ResolveOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return testenv.Lab(t, "reset-test", files, lab.ResolveOptions{})
 }
 
 // An attendee's changes, made the way kubectl makes them (its field

@@ -628,3 +628,30 @@ current-context: testenv
 	}
 	return nil
 }
+
+// Lab writes files (paths relative to a new temporary directory, "/"
+// separated, mapped to their content) and returns the lab named name,
+// resolved from the file name+".yaml" among them with opts: a lab and its
+// workloads' manifests as a test's literal text. Any error fails t.
+func Lab(t testing.TB, name string, files map[string]string, opts lab.ResolveOptions) *lab.Resolved {
+	t.Helper()
+	dir := t.TempDir()
+	for rel, content := range files {
+		p := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := lab.NewCatalog()
+	if _, err := c.AddFile(filepath.Join(dir, name+".yaml")); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve(name, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}

@@ -2,8 +2,6 @@ package workload_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -53,21 +51,11 @@ spec:
 // a kubelet would) and "quick" (nothing to wait for).
 func applyLab(t *testing.T) *lab.Resolved {
 	t.Helper()
-	dir := t.TempDir()
-	for name, content := range map[string]string{
-		"slow":   podWorkload("kindlab-apply-slow", "never"),
-		"broken": podWorkload("kindlab-apply-broken", "crash"),
-		"quick":  podWorkload("kindlab-apply-quick", ""),
-	} {
-		if err := os.MkdirAll(filepath.Join(dir, name), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name, "manifests.yaml"), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	file := filepath.Join(dir, "apply-test.yaml")
-	err := os.WriteFile(file, []byte(`apiVersion: kindlab.dev/v1alpha1
+	return testenv.Lab(t, "apply-test", map[string]string{
+		"slow/manifests.yaml":   podWorkload("kindlab-apply-slow", "never"),
+		"broken/manifests.yaml": podWorkload("kindlab-apply-broken", "crash"),
+		"quick/manifests.yaml":  podWorkload("kindlab-apply-quick", ""),
+		"apply-test.yaml": `apiVersion: kindlab.dev/v1alpha1
 kind: Lab
 metadata:
   name: apply-test
@@ -78,19 +66,8 @@ spec:
   - {name: slow, path: slow}
   - {name: broken, path: broken}
   - {name: quick, path: quick}
-`), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := lab.NewCatalog()
-	if _, err := c.AddFile(file); err != nil {
-		t.Fatal(err)
-	}
-	r, err := c.Resolve("apply-test", lab.ResolveOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+`,
+	}, lab.ResolveOptions{})
 }
 
 // TestApplyWaitsConcurrently, on a real kube-apiserver: each workload's
