@@ -106,7 +106,7 @@ func checkAllocatedResourcesStatus(ctx context.Context, c *run) (err error) {
 			joinCleanup(&err, rerr)
 			return
 		}
-		rerr := poll(cctx, time.Second, 30*time.Second, func(ctx context.Context) (bool, string, error) {
+		rerr := poll(cctx, 500*time.Millisecond, 30*time.Second, func(ctx context.Context) (bool, string, error) {
 			p, err := cs.CoreV1().Pods(devNamespace).Get(ctx, devConsumer, metav1.GetOptions{})
 			if err != nil {
 				return false, err.Error(), nil

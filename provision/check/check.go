@@ -13,10 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -229,13 +231,22 @@ func (c *run) exec(ctx context.Context, node string, cmd ...string) (string, err
 	return string(out), nil
 }
 
-// poll calls cond every interval until it reports done, returns an error,
-// or ctx ends; on timeout the error carries cond's last "why not", and when
-// the check itself was stopped (cancelled, or its own timeout) it says so.
+// firstPoll is poll's first wait: most of what a check waits for (a
+// controller's update, kube-proxy's sync, the kubelet's status) happens
+// within a few hundred milliseconds, and each poll costs one API or exec
+// call, so waiting a full interval from the start only adds time.
+const firstPoll = 100 * time.Millisecond
+
+// poll calls cond until it reports done, returns an error, or ctx ends,
+// waiting 100 ms after the first call and half as long again after each
+// later one, up to interval; on timeout the error carries cond's last "why
+// not", and when the check itself was stopped (cancelled, or its own
+// timeout) it says so.
 func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx context.Context) (done bool, why string, err error)) error {
 	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	backoff := wait.Backoff{Duration: min(firstPoll, interval), Factor: 1.5, Cap: interval, Steps: math.MaxInt32}
 	var why string
 	for {
 		done, w, err := cond(ctx)
@@ -257,7 +268,7 @@ func poll(ctx context.Context, interval, timeout time.Duration, cond func(ctx co
 				return fmt.Errorf("%s (stopped: %w)", why, context.Cause(outer))
 			}
 			return fmt.Errorf("%s (after %s)", why, timeout)
-		case <-time.After(interval):
+		case <-time.After(backoff.Step()):
 		}
 	}
 }

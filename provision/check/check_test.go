@@ -10,8 +10,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	kindlab "github.com/kindlab/kindlab"
 	"github.com/kindlab/kindlab/provision/artifact"
@@ -427,4 +430,88 @@ func BenchmarkChecks(b *testing.B) {
 	b.ReportMetric(seq.Seconds()/float64(b.N), "seq-s/op")
 	b.ReportMetric(par.Seconds()/float64(b.N), "par-s/op")
 	b.ReportMetric(float64(seq)/float64(par), "seq/par")
+}
+
+// TestProbeNodesLeftOut: the checks that pick nodes from the API's list
+// (kube-proxy-health, traffic-distribution) never pick a probe Node, which
+// node-bound-token creates while they run and no kubelet or kube-proxy
+// serves; that is why they may run beside it (TestDeclaredCollisions).
+// The probe Node here sorts first and is as schedulable as the worker, so
+// only its label keeps it out: without the label it is picked.
+func TestProbeNodesLeftOut(t *testing.T) {
+	env, _, _ := start(t, &onEnv, false)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodes := cs.CoreV1().Nodes()
+	// A ready, untainted Node in zone-a; the TaintNodesByCondition
+	// admission plugin taints a new Node not-ready, so the taint goes once
+	// it reports Ready, as a kubelet's node would.
+	readyNode := func(name string, labels map[string]string) {
+		t.Helper()
+		labels[corev1.LabelTopologyZone] = "zone-a"
+		n, err := nodes.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = nodes.Delete(context.Background(), n.Name, metav1.DeleteOptions{}) })
+		// kube-controller-manager's node lifecycle controller updates a
+		// new Node meanwhile: each change is made on the latest version.
+		update := func(change func(*corev1.Node) (*corev1.Node, error)) {
+			t.Helper()
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				n, err := nodes.Get(ctx, name, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				_, err = change(n)
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		update(func(n *corev1.Node) (*corev1.Node, error) {
+			now := metav1.Now()
+			n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: now, LastTransitionTime: now}}
+			return nodes.UpdateStatus(ctx, n, metav1.UpdateOptions{})
+		})
+		update(func(n *corev1.Node) (*corev1.Node, error) {
+			n.Spec.Taints = nil
+			return nodes.Update(ctx, n, metav1.UpdateOptions{})
+		})
+	}
+	const probe, worker = "aa-probe-node", "ab-worker-node"
+	readyNode(probe, map[string]string{check.ProbeLabel: "node-bound-token"})
+	readyNode(worker, map[string]string{})
+
+	node, zones, err := check.NodePicks(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node != worker || zones["zone-a"] != worker {
+		t.Errorf("kube-proxy-health picks %q, traffic-distribution picks %v: want %s, leaving out the probe node %s", node, zones, worker, probe)
+	}
+
+	// The same Node without the label is picked: the label alone kept it out.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		n, err := nodes.Get(ctx, probe, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		delete(n.Labels, check.ProbeLabel)
+		_, err = nodes.Update(ctx, n, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	node, zones, err = check.NodePicks(ctx, cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if node != probe || zones["zone-a"] != probe {
+		t.Errorf("without its label the first node is not picked (%q, %v): the test proves nothing", node, zones)
+	}
 }

@@ -1,6 +1,10 @@
 package check
 
-import "context"
+import (
+	"context"
+
+	"k8s.io/client-go/kubernetes"
+)
 
 // FakeCheck is a check definition for the runner's own tests: it proves the
 // scheduler (order, collisions, cancellation), not a feature.
@@ -24,3 +28,18 @@ func RunFakes(ctx context.Context, env Env, fakes []FakeCheck) []Result {
 
 // Collide reports whether two registered checks may never run together.
 func Collide(a, b string) bool { return lookup(a).conflicts(lookup(b)) }
+
+// NodePicks is what the checks that pick nodes from the API's list would
+// pick: kube-proxy-health's node, and traffic-distribution's node per zone.
+func NodePicks(ctx context.Context, cs kubernetes.Interface) (string, map[string]string, error) {
+	c := &run{env: Env{Client: cs}}
+	node, err := kubeProxyNode(ctx, c)
+	if err != nil {
+		return "", nil, err
+	}
+	zones, err := schedulableZones(ctx, c)
+	return node, zones, err
+}
+
+// ProbeLabel is the label of the objects checks create for a moment.
+const ProbeLabel = probeLabel

@@ -161,3 +161,13 @@ func controlPlaneNode(ctx context.Context, c *run) (string, error) {
 	}
 	return nodes.Items[0].Name, nil
 }
+
+// podReady reports whether a pod's Ready condition is True.
+func podReady(p *corev1.Pod) bool {
+	for _, cond := range p.Status.Conditions {
+		if cond.Type == corev1.PodReady {
+			return cond.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}

@@ -23,10 +23,9 @@ func init() {
 		// checks waiting for their pods to be scheduled (NodeTaints) run
 		// beside it; with NoSchedule it waited for all of them, and up's
 		// checks ended about 3 s later. It picks the worker from the API's
-		// Node list, so a throw-away Node created meanwhile
-		// (node-bound-token) could be picked and has no kube-proxy.
+		// Node list, leaving out probe Nodes (node-bound-token's), which no
+		// kube-proxy runs.
 		changes: []Resource{KubeProxyHealth},
-		needs:   []Resource{NodeObjects},
 		run:     checkKubeProxyHealth,
 	})
 }
@@ -43,14 +42,8 @@ func checkKubeProxyHealth(ctx context.Context, c *run) (err error) {
 		return err
 	}
 	cs := c.client()
-	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "!node-role.kubernetes.io/control-plane"})
+	node, err := kubeProxyNode(ctx, c)
 	if err != nil {
-		return fmt.Errorf("list worker nodes: %w", err)
-	}
-	var node string
-	if len(nodes.Items) > 0 {
-		node = nodes.Items[0].Name
-	} else if node, err = controlPlaneNode(ctx, c); err != nil {
 		return err
 	}
 	status := func(ctx context.Context, p string) (string, error) {
@@ -122,4 +115,18 @@ func checkKubeProxyHealth(ctx context.Context, c *run) (err error) {
 	}
 	c.detail("/livez 200 while tainted")
 	return nil
+}
+
+// kubeProxyNode picks the node whose kube-proxy the check taints: the first
+// worker in the API's list, or the control plane of a one-node lab; never
+// a probe Node, which no kube-proxy runs.
+func kubeProxyNode(ctx context.Context, c *run) (string, error) {
+	nodes, err := c.client().CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: "!node-role.kubernetes.io/control-plane," + notProbe})
+	if err != nil {
+		return "", fmt.Errorf("list worker nodes: %w", err)
+	}
+	if len(nodes.Items) > 0 {
+		return nodes.Items[0].Name, nil
+	}
+	return controlPlaneNode(ctx, c)
 }

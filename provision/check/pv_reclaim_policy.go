@@ -52,7 +52,7 @@ func checkPVReclaimPolicy(ctx context.Context, c *run) (err error) {
 	pv := &corev1.PersistentVolume{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:   name,
-			Labels: map[string]string{"kindlab.dev/probe": "pv-reclaim-policy"},
+			Labels: map[string]string{probeLabel: "pv-reclaim-policy"},
 			// The finalizer is only added to dynamically provisioned volumes;
 			// this marks the probe as one the in-tree hostPath plugin made.
 			Annotations: map[string]string{"pv.kubernetes.io/provisioned-by": "kubernetes.io/host-path"},

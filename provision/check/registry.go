@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // Resource names a piece of cluster-wide state that a check changes for a
@@ -22,9 +24,10 @@ const (
 	// changes it (kube-proxy-health's PreferNoSchedule taint does not).
 	NodeTaints Resource = "node-taints"
 	// NodeObjects is the set of Node objects in the API. A check that
-	// creates a throw-away Node changes it; a check that picks a node from
-	// the API's list needs it (it could pick the throw-away one, which no
-	// kubelet or kube-proxy runs).
+	// creates a throw-away Node changes it, labelled probeLabel; a check
+	// that picks a node from the API's list leaves such Nodes out (no
+	// kubelet or kube-proxy runs them) instead of needing NodeObjects, so
+	// that it runs beside the one that creates them.
 	NodeObjects Resource = "node-objects"
 	// KubeProxyHealth is kube-proxy's /healthz answer on a node, which a
 	// node being deleted (the autoscaler's taint) turns to 503.
@@ -43,6 +46,20 @@ const (
 	// system:unauthenticated.
 	AnonymousRBAC Resource = "anonymous-rbac"
 )
+
+// probeLabel marks the objects a check creates for a moment (a throw-away
+// Node, the Services that fill a range, a PersistentVolume); its value is
+// the check's name.
+const probeLabel = "kindlab.dev/probe"
+
+// notProbe is a label selector that leaves out probeLabel's objects.
+const notProbe = "!" + probeLabel
+
+// isProbeNode reports whether n is a check's throw-away Node.
+func isProbeNode(n *corev1.Node) bool {
+	_, ok := n.Labels[probeLabel]
+	return ok
+}
 
 // definition is one check. Each check's file registers its own.
 type definition struct {

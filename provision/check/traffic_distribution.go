@@ -3,8 +3,12 @@ package check
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,11 +24,11 @@ func init() {
 		// pending pod would stay off a tainted node, and a zone may have one
 		// node), and it counts the zones with schedulable nodes, which a
 		// tainted node would take away: NodeTaints. It binds a client pod to
-		// a node of each zone picked from the API's Node list, where a
-		// throw-away Node (node-bound-token) has no kubelet: NodeObjects. Its
-		// client pods live in its own namespace and are deleted after, so it
-		// changes no shared state.
-		needs: []Resource{NodeTaints, NodeObjects},
+		// a node of each zone picked from the API's Node list, leaving out
+		// probe Nodes (node-bound-token's), so it runs beside that check.
+		// Its clients live in its own namespace (the workload's, or pods it
+		// creates and deletes), so it changes no shared state.
+		needs: []Resource{NodeTaints},
 		run:   checkTrafficDistribution,
 	})
 }
@@ -40,14 +44,18 @@ const (
 	tdInARow = 10
 	// tdFailed starts the line a client prints for a request that failed.
 	tdFailed = "request failed:"
+	// tdClients is the name of the workload's DaemonSet of idle client
+	// pods, one per node, and of their container.
+	tdClients = "client"
 )
 
 // tdClientScript is upstream's client loop (test/e2e/network/
 // traffic_distribution.go createClientPod) against netexec's /hostname,
-// faster (0.3 s apart, not 1 s) and printing failed requests instead of
-// an empty line, so that a client whose requests fail says so.
-const tdClientScript = `for i in $(seq 1 600); do echo "Date: $(date) Try: ${i}"; ` +
-	`curl -q -s --connect-timeout 2 --max-time 3 http://` + tdService + `:80/hostname || echo "` + tdFailed + ` curl exit $?"; echo; sleep 0.3; done`
+// faster (0.1 s apart, not 1 s: the check waits for tdInARow answers in a
+// row) and printing failed requests instead of an empty line, so that a
+// client whose requests fail says so.
+const tdClientScript = `for i in $(seq 1 1200); do echo "Date: $(date) Try: ${i}"; ` +
+	`curl -q -s --connect-timeout 2 --max-time 3 http://` + tdService + `:80/hostname || echo "` + tdFailed + ` curl exit $?"; echo; sleep 0.1; done`
 
 // checkTrafficDistribution does what upstream's [Feature:Traffic
 // Distribution] e2e test does (k8s.io/kubernetes v1.31
@@ -56,6 +64,9 @@ const tdClientScript = `for i in $(seq 1 600); do echo "Date: $(date) Try: ${i}"
 // every endpoint to its own zone, a client pod in each endpoint's zone is
 // answered, request after request, by that zone's endpoint only, and a
 // client in the zone without one is answered by the endpoints elsewhere.
+// The clients are the workload's own idle pods, one per node, asked
+// through `kubectl exec`; upstream creates them, which the check does
+// where the workload has none running.
 func checkTrafficDistribution(ctx context.Context, c *run) (err error) {
 	cs := c.client()
 	svc, err := cs.CoreV1().Services(tdNamespace).Get(ctx, tdService, metav1.GetOptions{})
@@ -142,32 +153,160 @@ func checkTrafficDistribution(ctx context.Context, c *run) (err error) {
 		return fmt.Errorf("every zone with schedulable nodes has an endpoint (%s): no zone left to show the fallback from (the lab runs the Service's pods in zone-a and zone-b only)", endpointList(endpointZones))
 	}
 
-	// One client pod per zone, bound to that zone's node, running
-	// upstream's request loop; the same image as the Service's pods.
-	dep, err := cs.AppsV1().Deployments(tdNamespace).Get(ctx, tdService, metav1.GetOptions{})
+	// A client per zone on that zone's node: the workload's own client pod
+	// there, asked through `kubectl exec`, or else (the DaemonSet gone, or
+	// not yet on that node) a new pod running upstream's request loop.
+	// Starting three pods took 4–6 s of the check on a busy lab.
+	running, err := runningClients(ctx, c)
 	if err != nil {
-		return fmt.Errorf("get Deployment %s/%s (its image runs the clients): %w", tdNamespace, tdService, err)
+		return err
 	}
-	image := dep.Spec.Template.Spec.Containers[0].Image
+	if svc.Spec.ClusterIP == "" || svc.Spec.ClusterIP == corev1.ClusterIPNone || len(svc.Spec.Ports) == 0 {
+		return fmt.Errorf("Service %s/%s has no ClusterIP and port to ask (clusterIP %q)", tdNamespace, tdService, svc.Spec.ClusterIP)
+	}
+	hostPort := net.JoinHostPort(svc.Spec.ClusterIP, strconv.Itoa(int(svc.Spec.Ports[0].Port)))
+	zones := sortedZones(nodeForZone)
+	ask := map[string]clientAsk{}
+	var missing []string
+	for _, z := range zones {
+		if pod, ok := running[nodeForZone[z]]; ok && c.env.Config != nil {
+			ask[z] = execAsk(c, pod, hostPort)
+		} else {
+			missing = append(missing, z)
+		}
+	}
+	if len(missing) > 0 {
+		asks, cleanup, perr := podAsks(ctx, c, nodeForZone, missing)
+		defer func() {
+			if cerr := cleanup(); cerr != nil {
+				joinCleanup(&err, cerr)
+			}
+		}()
+		if perr != nil {
+			return perr
+		}
+		maps.Copy(ask, asks)
+	}
+
+	// The zones' clients are asked at once; details come in zone order.
+	verdicts := make([]string, len(zones))
+	errs := make([]error, len(zones))
+	var wg sync.WaitGroup
+	for i, z := range zones {
+		wg.Go(func() {
+			a, node, sameZone := ask[z], nodeForZone[z], len(endpointZones[z]) > 0
+			errs[i] = poll(ctx, 500*time.Millisecond, time.Minute, func(ctx context.Context) (bool, string, error) {
+				log, why, err := a.answers(ctx)
+				if err != nil {
+					return false, "", err
+				}
+				if why != "" {
+					return false, fmt.Sprintf("client %s in zone %s (node %s): %s", a.name, z, node, why), nil
+				}
+				ok, v := routeVerdict(log, z, zoneOfPod, sameZone)
+				if ok {
+					verdicts[i] = v
+					return true, "", nil
+				}
+				return false, fmt.Sprintf("client %s in zone %s (node %s): %s", a.name, z, node, v), nil
+			})
+		})
+	}
+	wg.Wait()
+	for i, z := range zones {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		a, node := ask[z], nodeForZone[z]
+		if len(endpointZones[z]) > 0 {
+			c.detail("client %s in %s (node %s) stays in its zone: %s", a.name, z, node, verdicts[i])
+		} else {
+			c.detail("client %s in %s (node %s), no endpoint in its zone, falls back: %s", a.name, z, node, verdicts[i])
+		}
+	}
+	return nil
+}
+
+// clientAsk is one zone's client. answers returns its answers so far as
+// routeVerdict reads them, or why there are none yet.
+type clientAsk struct {
+	name    string
+	answers func(ctx context.Context) (log, why string, err error)
+}
+
+// tdBatch is what a client run by `kubectl exec` runs each time it is
+// asked: tdInARow requests to the Service's ClusterIP and port (host:port),
+// one after another, each a new connection that kube-proxy routes anew,
+// each answer on its own line. No pause between them (upstream's loop
+// waits 1 s): the answers are read once the batch is done, and its pauses
+// were most of its time. The address, not the name: the cluster DNS is
+// not what the check proves, and on a busy lab a lookup per request cost
+// more than the request.
+func tdBatch(hostPort string) string {
+	return fmt.Sprintf(`for i in $(seq 1 %d); do curl -q -s --connect-timeout 2 --max-time 3 http://%s/hostname || echo "%s curl exit $?"; echo; done`,
+		tdInARow, hostPort, tdFailed)
+}
+
+// runningClients maps each node to the name of the workload's client pod
+// running ready there (DaemonSet tdClients).
+func runningClients(ctx context.Context, c *run) (map[string]string, error) {
+	pods, err := c.client().CoreV1().Pods(tdNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + tdClients})
+	if err != nil {
+		return nil, fmt.Errorf("list the client pods in %s: %w", tdNamespace, err)
+	}
+	out := map[string]string{}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil && p.Spec.NodeName != "" && podReady(p) {
+			out[p.Spec.NodeName] = p.Name
+		}
+	}
+	return out, nil
+}
+
+// execAsk asks through the client pod: each call runs a new batch of
+// requests to hostPort in it and returns its answers.
+func execAsk(c *run, pod, hostPort string) clientAsk {
+	return clientAsk{name: pod, answers: func(ctx context.Context) (string, string, error) {
+		out, err := podExec(ctx, c, tdNamespace, pod, tdClients, "sh", "-c", tdBatch(hostPort))
+		if err != nil {
+			return "", err.Error(), nil
+		}
+		return out, "", nil
+	}}
+}
+
+// podAsks creates a client pod on the node of each of zones, running
+// upstream's request loop, whose log is its answers. cleanup deletes them,
+// and is never nil.
+func podAsks(ctx context.Context, c *run, nodeForZone map[string]string, zones []string) (map[string]clientAsk, func() error, error) {
+	cs := c.client()
 	pods := cs.CoreV1().Pods(tdNamespace)
 	sel := metav1.ListOptions{LabelSelector: tdClientLabel}
-	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, sel); err != nil {
-		return fmt.Errorf("delete earlier client pods in %s: %w", tdNamespace, err)
-	}
-	defer func() {
+	cleanup := func() error {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		if derr := pods.DeleteCollection(cctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, sel); derr != nil {
-			joinCleanup(&err, fmt.Errorf("delete client pods in %s: %w", tdNamespace, derr))
+		if err := pods.DeleteCollection(cctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, sel); err != nil {
+			return fmt.Errorf("delete client pods in %s: %w", tdNamespace, err)
 		}
-	}()
-	zones := sortedZones(nodeForZone)
-	clients := map[string]string{}
+		return nil
+	}
+	dep, err := cs.AppsV1().Deployments(tdNamespace).Get(ctx, tdService, metav1.GetOptions{})
+	if err != nil {
+		return nil, cleanup, fmt.Errorf("get Deployment %s/%s (its image runs the clients): %w", tdNamespace, tdService, err)
+	}
+	image := dep.Spec.Template.Spec.Containers[0].Image
+	// A run killed before its cleanup left its pods.
+	if err := pods.DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: new(int64)}, sel); err != nil {
+		return nil, cleanup, fmt.Errorf("delete earlier client pods in %s: %w", tdNamespace, err)
+	}
+	out := map[string]clientAsk{}
 	for _, z := range zones {
+		node := nodeForZone[z]
 		p := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{GenerateName: "client-in-" + z + "-", Labels: map[string]string{tdClientLabel: z}},
 			Spec: corev1.PodSpec{
-				NodeName:                      nodeForZone[z],
+				NodeName:                      node,
 				RestartPolicy:                 corev1.RestartPolicyNever,
 				TerminationGracePeriodSeconds: new(int64),
 				Containers: []corev1.Container{{
@@ -178,43 +317,25 @@ func checkTrafficDistribution(ctx context.Context, c *run) (err error) {
 		}
 		created, err := pods.Create(ctx, p, metav1.CreateOptions{})
 		if err != nil {
-			return fmt.Errorf("create a client pod on node %s (zone %s): %w", nodeForZone[z], z, err)
+			return nil, cleanup, fmt.Errorf("create a client pod on node %s (zone %s): %w", node, z, err)
 		}
-		clients[z] = created.Name
-	}
-	for _, z := range zones {
-		name, node := clients[z], nodeForZone[z]
-		sameZone := len(endpointZones[z]) > 0
-		var got string
-		err := poll(ctx, 500*time.Millisecond, time.Minute, func(ctx context.Context) (bool, string, error) {
+		name := created.Name
+		out[z] = clientAsk{name: name, answers: func(ctx context.Context) (string, string, error) {
 			p, err := pods.Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
-				return false, "", fmt.Errorf("get client pod %s/%s: %w", tdNamespace, name, err)
+				return "", "", fmt.Errorf("get client pod %s/%s: %w", tdNamespace, name, err)
 			}
 			if p.Status.Phase != corev1.PodRunning && p.Status.Phase != corev1.PodSucceeded {
-				return false, fmt.Sprintf("client pod %s on %s is %s", name, node, clientState(p)), nil
+				return "", fmt.Sprintf("pod on %s is %s", node, clientState(p)), nil
 			}
 			logs, err := podLogs(ctx, c, tdNamespace, name, "client")
 			if err != nil {
-				return false, err.Error(), nil
+				return "", err.Error(), nil
 			}
-			ok, why := routeVerdict(logs, z, zoneOfPod, sameZone)
-			if ok {
-				got = why
-				return true, "", nil
-			}
-			return false, fmt.Sprintf("client pod %s in zone %s (node %s): %s", name, z, node, why), nil
-		})
-		if err != nil {
-			return err
-		}
-		if sameZone {
-			c.detail("client in %s (node %s) stays in its zone: %s", z, node, got)
-		} else {
-			c.detail("client in %s (node %s), no endpoint in its zone, falls back: %s", z, node, got)
-		}
+			return logs, "", nil
+		}}
 	}
-	return nil
+	return out, cleanup, nil
 }
 
 // routeVerdict reads a client's log (upstream's loop: "Date: …" lines,
@@ -264,7 +385,7 @@ func routeVerdict(log, clientZone string, zoneOf map[string]string, sameZone boo
 
 // schedulableZones maps each zone to the first (by name) ready node in it
 // that a pod without tolerations may run on, as upstream's
-// e2enode.GetReadySchedulableNodes picks them.
+// e2enode.GetReadySchedulableNodes picks them, leaving out probe Nodes.
 func schedulableZones(ctx context.Context, c *run) (map[string]string, error) {
 	nodes, err := c.client().CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -274,7 +395,7 @@ func schedulableZones(ctx context.Context, c *run) (map[string]string, error) {
 	out := map[string]string{}
 	for _, n := range nodes.Items {
 		zone := n.Labels[corev1.LabelTopologyZone]
-		if zone == "" || out[zone] != "" || n.Spec.Unschedulable {
+		if zone == "" || out[zone] != "" || n.Spec.Unschedulable || isProbeNode(&n) {
 			continue
 		}
 		ready, tainted := false, false

@@ -197,15 +197,17 @@ func (p *Provider) KubeConfig(name string) ([]byte, error) {
 
 // Connect finds a running cluster by name on this provider.
 func (p *Provider) Connect(name string) (*Handle, error) {
-	ok, err := p.Exists(name)
-	if err != nil {
-		return nil, err
-	}
-	if !ok {
-		return nil, fmt.Errorf("cluster %q is not running (start it with `kindlab up`, list with `kindlab status`)", name)
-	}
+	// kind lists the cluster's nodes to find its control plane anyway; a
+	// list of its own first cost every check and reset a docker call.
 	kubeconfig, err := p.kind.KubeConfig(name, false)
 	if err != nil {
+		ok, xerr := p.Exists(name)
+		if xerr != nil {
+			return nil, xerr
+		}
+		if !ok {
+			return nil, fmt.Errorf("cluster %q is not running (start it with `kindlab up`, list with `kindlab status`)", name)
+		}
 		return nil, fmt.Errorf("kubeconfig of %s: %w", name, err)
 	}
 	cfg, err := clientcmd.RESTConfigFromKubeConfig([]byte(kubeconfig))

@@ -165,7 +165,7 @@ func (s *restore) Execute(ctx context.Context, lc *lifecycle.Context) error {
 		return err
 	}
 	p := inv.plan(s.full)
-	st.Label += fmt.Sprintf(": %d to delete, %d missing", len(p.deletes), len(p.missing))
+	st.Label += fmt.Sprintf(": %d to delete, %d missing", len(p.deletes)+len(p.await), len(p.missing))
 	st.End(true)
 
 	if len(p.deletes)+len(p.await) > 0 {

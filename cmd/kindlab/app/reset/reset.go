@@ -112,6 +112,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					return err
 				}
 			} else {
+				// A summary after the steps, headed so that it does not read
+				// as part of the last step.
+				if len(res.Changes) > 0 {
+					fmt.Fprintf(errOut, "What the reset put back:\n")
+				}
 				for _, ch := range res.Changes {
 					fmt.Fprintf(errOut, "   %s %s: %s\n", ch.Action, ch.Object, ch.Why)
 				}
