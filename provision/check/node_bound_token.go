@@ -46,6 +46,22 @@ func checkNodeBoundToken(ctx context.Context, c *run) (err error) {
 	if _, err := cs.CoreV1().ServiceAccounts(tokenNamespace).Get(ctx, tokenSA, metav1.GetOptions{}); err != nil {
 		return fmt.Errorf("service account %s/%s: %w (apply the node-bound-token workload first)", tokenNamespace, tokenSA, err)
 	}
+	// A run killed before its cleanup left its Node, which DaemonSets
+	// would count; one younger than a few minutes may be another run's,
+	// going on now (a console's, a second `kindlab check`).
+	left, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{LabelSelector: probeLabel + "=node-bound-token"})
+	if err != nil {
+		return fmt.Errorf("list probe Nodes: %w", err)
+	}
+	for _, n := range left.Items {
+		if time.Since(n.CreationTimestamp.Time) < 5*time.Minute {
+			continue
+		}
+		if err := cs.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("delete probe Node %s left by an earlier run: %w", n.Name, err)
+		}
+		c.detail("deleted probe Node %s, left by an earlier run", n.Name)
+	}
 	node, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{
 		Name:   "kindlab-token-probe-" + rand.String(5),
 		Labels: map[string]string{probeLabel: "node-bound-token"},

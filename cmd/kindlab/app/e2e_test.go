@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kindlab/kindlab/provision/crishim"
 )
@@ -123,12 +126,38 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	// A second up converges: same cluster, not a new one.
 	start = time.Now()
 	code, out, errOut = run(t, "up", "all-features", "--name", name, "--image", img, "--skip-checks", "-o", "json")
-	t.Logf("second up took %s", time.Since(start).Round(time.Second))
+	t.Logf("second up took %s\n%s", time.Since(start).Round(time.Second), errOut)
 	if code != 0 || !strings.Contains(out, `"created": false`) {
 		t.Errorf("second up: exit %d, %s %s", code, out, errOut)
 	}
 
-	// check on the running lab must see what up saw: same images, same results.
+	// check on the running lab must see what up saw: same images, same
+	// results. Its traffic-distribution check asks through the workload's
+	// client pods; with their DaemonSet deleted (an attendee's doing) it
+	// starts client pods of its own, as upstream's test does.
+	cs := e2eClient(t, name)
+	if err := cs.AppsV1().DaemonSets("kindlab-traffic-distribution").Delete(context.Background(), "client", metav1.DeleteOptions{}); err != nil {
+		t.Fatalf("delete the traffic-distribution clients: %v", err)
+	}
+	// The garbage collector deletes its pods a moment later.
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		pods, err := cs.CoreV1().Pods("kindlab-traffic-distribution").List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=client"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		left := 0
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp == nil {
+				left++
+			}
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client pods still not being deleted a minute after their DaemonSet", left)
+		}
+	}
 	code, out, errOut = run(t, "check", "all-features", "--name", name, "-o", "json")
 	var checked []checkResult
 	if err := json.Unmarshal([]byte(out), &checked); err != nil {
@@ -137,6 +166,16 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	assertChecks(t, "check", checked)
 	if code != 0 && !t.Failed() {
 		t.Errorf("check exit %d with every check passing", code)
+	}
+	var details []struct {
+		Name    string
+		Details []string
+	}
+	_ = json.Unmarshal([]byte(out), &details)
+	for _, d := range details {
+		if d.Name == "traffic-distribution" && !strings.Contains(strings.Join(d.Details, "\n"), "client client-in-zone-a-") {
+			t.Errorf("traffic-distribution without the workload's clients did not start its own:\n%s", strings.Join(d.Details, "\n"))
+		}
 	}
 
 	// Upstream's own e2e tests of the lab's features, on the same cluster.
