@@ -89,15 +89,10 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 		ip = ip.Next()
 	}
 
-	created := false
 	defer func() {
 		cctx, cancel := cleanupContext(ctx)
 		defer cancel()
-		var services []string
-		if created {
-			services = []string{cidrProbe}
-		}
-		joinCleanup(&err, cleanupServiceCIDR(cctx, c, services, secondCIDRName))
+		joinCleanup(&err, cleanupServiceCIDR(cctx, c, secondCIDRName))
 	}()
 	svcs := cs.CoreV1().Services(cidrNamespace)
 	newService := func(ctx context.Context) (*corev1.Service, error) {
@@ -117,7 +112,6 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 		svc, err := newService(ctx)
 		switch {
 		case err == nil:
-			created = true
 			return false, "", fmt.Errorf("Service %s got ClusterIP %s with no ServiceCIDR holding it: the apiserver does not keep Services to their ServiceCIDRs", svc.Name, svc.Spec.ClusterIP)
 		case apierrors.IsAlreadyExists(err):
 			// The earlier run's Service is still going.
@@ -162,7 +156,6 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 		if err != nil {
 			return false, fmt.Sprintf("a Service asking for %s after adding %s is still refused: %v", ip, secondCIDRName, err), nil
 		}
-		created = true
 		if svc.Spec.ClusterIP != ip.String() {
 			return false, "", fmt.Errorf("Service %s asked for ClusterIP %s and got %q", svc.Name, ip, svc.Spec.ClusterIP)
 		}
@@ -182,20 +175,18 @@ func checkMultiServiceCIDR(ctx context.Context, c *run) (err error) {
 	return nil
 }
 
-// cleanupServiceCIDR deletes the check's Services, then its ServiceCIDR
-// (name). It does not wait for the ServiceCIDR to go: kube-controller-
+// cleanupServiceCIDR deletes the check's Service, if there is one, then its
+// ServiceCIDR (name). It does not wait for the ServiceCIDR to go: kube-controller-
 // manager's servicecidrs controller keeps its finalizer for
 // deletionGracePeriod (10 s, pkg/controller/servicecidrs/
 // servicecidrs_controller.go) after its last address is released, so that
 // every apiserver's allocator has seen the deletion; waiting made this the
 // longest check by those 10 seconds. The next run picks another candidate
 // range meanwhile (pickSecond).
-func cleanupServiceCIDR(ctx context.Context, c *run, services []string, name string) error {
+func cleanupServiceCIDR(ctx context.Context, c *run, name string) error {
 	cs := c.client()
-	for _, n := range services {
-		if err := cs.CoreV1().Services(cidrNamespace).Delete(ctx, n, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
-			return fmt.Errorf("delete Service %s: %w", n, err)
-		}
+	if err := cs.CoreV1().Services(cidrNamespace).Delete(ctx, cidrProbe, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete Service %s: %w", cidrProbe, err)
 	}
 	err := cs.NetworkingV1beta1().ServiceCIDRs().Delete(ctx, name, metav1.DeleteOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -33,8 +33,8 @@ const (
 	// node being deleted (the autoscaler's taint) turns to 503.
 	KubeProxyHealth Resource = "kube-proxy-health"
 	// ServiceRange is Service ClusterIP allocation: the primary range and
-	// the ServiceCIDR objects. A check that fills the range makes every
-	// other Service creation fail with "range is full" for a moment.
+	// the ServiceCIDR objects. A check that adds a ServiceCIDR for a moment
+	// changes where other Services may get their ClusterIPs.
 	ServiceRange Resource = "service-range"
 	// PersistentVolumes is the cluster-scoped PersistentVolume set and the
 	// in-tree hostPath deleter of kube-controller-manager.
@@ -48,7 +48,7 @@ const (
 )
 
 // probeLabel marks the objects a check creates for a moment (a throw-away
-// Node, the Services that fill a range, a PersistentVolume); its value is
+// Node, a Service and a ServiceCIDR, a PersistentVolume); its value is
 // the check's name.
 const probeLabel = "kindlab.dev/probe"
 
