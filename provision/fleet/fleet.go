@@ -166,6 +166,27 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	if err := lab.ValidateName(names[len(names)-1]); err != nil {
 		return nil, &InputError{"--name", fmt.Sprintf("%q with --count %d makes cluster names up to %q: %v", opts.Name, opts.Count, names[len(names)-1], err)}
 	}
+	first, err := renderMember(opts, names[0])
+	if err != nil {
+		return nil, err
+	}
+	host := opts.Host
+	if host == nil {
+		h := MeasureHost(ctx, p.Engine())
+		host = &h
+	}
+	limit := host.MaxClusters(shapeOf(first))
+	// A count the host cannot run is refused before any lock is taken:
+	// lock files stay once made (see state.Store.LockFile), and a refused
+	// --count 3000 would leave 3000 of them. The count is checked again
+	// under the locks, where the clusters that exist cannot change.
+	running, err := p.List()
+	if err != nil {
+		return nil, fmt.Errorf("list kind clusters: %w", err)
+	}
+	if err := checkRoom(opts, countNew(names, running), first.Lab, limit); err != nil {
+		return nil, err
+	}
 	// Every member is locked before anything is looked at: another up,
 	// down or reset of one of them refuses the whole fleet (or is waited
 	// for) with nothing created, and the fleet's clean-up of a failed
@@ -192,22 +213,11 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 			toCreate++
 		}
 	}
-	first, err := renderMember(opts, ms[0].Cluster)
-	if err != nil {
-		return nil, err
-	}
 	if err := checkConflicts(ms, first.Lab, opts); err != nil {
 		return nil, err
 	}
-	host := opts.Host
-	if host == nil {
-		h := MeasureHost(ctx, p.Engine())
-		host = &h
-	}
-	limit := host.MaxClusters(shapeOf(first))
-	if toCreate > limit.Clusters {
-		return nil, &InputError{"--count", fmt.Sprintf("%d needs %d new cluster(s) of lab %s but this host has room for %d (valid: --count %d or less here): %s; %s",
-			opts.Count, toCreate, first.Lab, limit.Clusters, opts.Count-toCreate+limit.Clusters, limit.Reason, limit.Fix)}
+	if err := checkRoom(opts, toCreate, first.Lab, limit); err != nil {
+		return nil, err
 	}
 	// Plans only for a fleet that fits: rendering is cheap, but not a
 	// thousand times over for a count that is refused anyway.
@@ -329,6 +339,27 @@ func LockAll(ctx context.Context, store state.Store, clusters []string, wait tim
 		locks = append(locks, l)
 	}
 	return locks, nil
+}
+
+// countNew is how many of names are not among the running clusters.
+func countNew(names, running []string) int {
+	n := 0
+	for _, name := range names {
+		if !contains(running, name) {
+			n++
+		}
+	}
+	return n
+}
+
+// checkRoom refuses a fleet whose toCreate new clusters of lab the host has
+// no room for (limit, from Host.MaxClusters), naming the count that fits.
+func checkRoom(opts Options, toCreate int, lab string, limit Limit) error {
+	if toCreate <= limit.Clusters {
+		return nil
+	}
+	return &InputError{"--count", fmt.Sprintf("%d needs %d new cluster(s) of lab %s but this host has room for %d (valid: --count %d or less here): %s; %s",
+		opts.Count, toCreate, lab, limit.Clusters, opts.Count-toCreate+limit.Clusters, limit.Reason, limit.Fix)}
 }
 
 // prepare finds which of the fleet's clusters exist already.

@@ -265,6 +265,11 @@ func TestEndToEndFleet(t *testing.T) {
 		}
 	}
 	nothingLeft("after refused requests")
+	// Not even lock files: --count 1000 is refused before any is taken
+	// (only the --count 2 requests may have locked members 1 and 2).
+	if locks, _ := filepath.Glob(filepath.Join(dir, "state", "locks", fleetName+"-*.lock")); len(locks) > 2 {
+		t.Errorf("refused requests left %d lock files, e.g. %s", len(locks), locks[len(locks)-1])
+	}
 	if _, err := os.Stat(kdir); err == nil {
 		t.Error("a refused fleet created its kubeconfig directory")
 	}
