@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,6 +17,9 @@ import (
 type Catalog struct {
 	labs map[string]*Lab
 	docs map[string]*document
+	// shadowed maps a lab name to the built-in lab a disk lab of that name
+	// hides (its Origin.Display, "builtin:labs/<file>").
+	shadowed map[string]string
 	// roots holds one open os.Root per lab tree on disk, shared by the labs
 	// in it; they stay open for the life of the catalog (one process run).
 	roots map[string]*os.Root
@@ -27,7 +31,7 @@ const MaxFileSize = 1 << 20
 
 // NewCatalog returns an empty catalog.
 func NewCatalog() *Catalog {
-	return &Catalog{labs: map[string]*Lab{}, docs: map[string]*document{}, roots: map[string]*os.Root{}}
+	return &Catalog{labs: map[string]*Lab{}, docs: map[string]*document{}, shadowed: map[string]string{}, roots: map[string]*os.Root{}}
 }
 
 // AddBuiltin adds every *.yaml directly under dir in fsys as a built-in lab.
@@ -150,6 +154,11 @@ func (c *Catalog) add(o Origin, builtin bool) (*Lab, error) {
 			return nil, &Error{File: display, Line: doc.line("metadata.name"), Field: "metadata.name",
 				Msg: fmt.Sprintf("lab %q is also defined in %s: lab names must be unique", name, prev.Origin.Display)}
 		case builtin:
+			// A byte-identical copy (kindlab's own labs/ in its source
+			// tree) hides nothing worth a word.
+			if disk, err := fs.ReadFile(prev.Origin.FS, prev.Origin.Path); err != nil || !bytes.Equal(disk, data) {
+				c.shadowed[name] = display
+			}
 			return prev, nil // a disk lab added earlier shadows this one
 		}
 	}
@@ -162,6 +171,13 @@ func (c *Catalog) add(o Origin, builtin bool) (*Lab, error) {
 func (c *Catalog) Get(name string) (*Lab, bool) {
 	l, ok := c.labs[name]
 	return l, ok
+}
+
+// Shadows reports the built-in lab (as "builtin:labs/<file>") that the
+// disk lab of this name hides, if it hides one whose file differs.
+func (c *Catalog) Shadows(name string) (string, bool) {
+	b, ok := c.shadowed[name]
+	return b, ok
 }
 
 // Names lists the labs, sorted.

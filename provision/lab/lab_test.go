@@ -278,6 +278,34 @@ func TestDiskLabShadowsBuiltinAndReachesFixtures(t *testing.T) {
 	if r.Networking.KubeProxyMode != "" {
 		t.Fatalf("shadowed lab's fields leaked: %+v", r.Networking)
 	}
+	if b, ok := c.Shadows("nftables"); !ok || b != "builtin:labs/nftables.yaml" {
+		t.Errorf("Shadows(nftables) = %q, %v; want the built-in file", b, ok)
+	}
+	if b, ok := c.Shadows("base"); ok {
+		t.Errorf("Shadows(base) = %q: no disk lab hides it", b)
+	}
+	// A byte-identical copy of a built-in lab (kindlab's own source tree)
+	// is not reported.
+	same, err := kindlab.Files.ReadFile(kindlab.LabsDir + "/base.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "labs", "base.yaml"), same, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c3 := lab.NewCatalog()
+	if err := c3.AddDir(filepath.Join(dir, "labs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c3.AddBuiltin(kindlab.Files, kindlab.LabsDir); err != nil {
+		t.Fatal(err)
+	}
+	if b, ok := c3.Shadows("base"); ok {
+		t.Errorf("Shadows(base) = %q for an identical copy", b)
+	}
+	if _, ok := c3.Shadows("nftables"); !ok {
+		t.Error("Shadows(nftables) lost beside an identical base")
+	}
 	// Two disk labs of one name are an error, unlike shadowing.
 	if err := os.WriteFile(filepath.Join(dir, "labs", "copy.yaml"), []byte(content), 0o644); err != nil {
 		t.Fatal(err)

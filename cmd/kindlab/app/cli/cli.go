@@ -200,10 +200,14 @@ func chain(a, b func(*cobra.Command, []string) error) func(*cobra.Command, []str
 // files named with --file.
 type LabFlags struct {
 	Files []string
+	// cmd is the command the flags belong to: LabArg notes a shadowed
+	// built-in lab on its standard error.
+	cmd *cobra.Command
 }
 
 // AddFlags registers --file.
 func (f *LabFlags) AddFlags(cmd *cobra.Command) {
+	f.cmd = cmd
 	cmd.Flags().StringArrayVarP(&f.Files, "file", "f", nil, "a lab file to add to the known labs (repeatable)")
 }
 
@@ -238,6 +242,14 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 			return nil, "", err
 		}
 		return c, l.Metadata.Name, nil
+	}
+	// A lab named by its name that a ./labs file shadows is said once, on
+	// standard error: someone who meant the built-in lab (a workshop's
+	// instructions) sees which file runs instead.
+	if b, ok := c.Shadows(arg); ok && f.cmd != nil {
+		if l, ok := c.Get(arg); ok {
+			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in %s\n", arg, l.Origin.Display, b)
+		}
 	}
 	return c, arg, nil
 }

@@ -22,6 +22,8 @@ type row struct {
 	Description string   `json:"description"`
 	Includes    []string `json:"includes,omitempty"`
 	Source      string   `json:"source"`
+	// Shadows is the built-in lab a ./labs or --file lab of the same name hides.
+	Shadows string `json:"shadows,omitempty"`
 }
 
 // NewCommand returns the labs command.
@@ -43,6 +45,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			for _, l := range c.List() {
 				rows = append(rows, row{Name: l.Metadata.Name, Description: l.Spec.Description,
 					Includes: l.Spec.Include, Source: l.Origin.Display})
+				if b, ok := c.Shadows(l.Metadata.Name); ok {
+					rows[len(rows)-1].Shadows = b
+				}
 			}
 			sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 			if f.out.JSON() {
@@ -51,7 +56,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			w := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "NAME\tSOURCE\tDESCRIPTION")
 			for _, r := range rows {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", r.Name, r.Source, strings.TrimSpace(r.Description))
+				src := r.Source
+				if r.Shadows != "" {
+					src += " (shadows " + r.Shadows + ")"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\n", r.Name, src, strings.TrimSpace(r.Description))
 			}
 			return w.Flush()
 		},
