@@ -55,8 +55,9 @@ type Options struct {
 	// Capacity, when set, judges whether Clusters clusters fit on this
 	// host instead of the plain inotify check: the CLI passes fleet's
 	// sizing, the one `up --count` measures and enforces (fleet imports
-	// this package, so it cannot be called from here).
-	Capacity func(ctx context.Context, clusters int) Finding
+	// this package, so it cannot be called from here). e is the engine
+	// to count running nodes on, nil when it did not answer.
+	Capacity func(ctx context.Context, e *engine.Engine, clusters int) Finding
 	// CRIShimBinary, for a lab with kindlab's CRI shim, is the kindlab
 	// binary the nodes would run (crishim.DefaultBinary).
 	CRIShimBinary string
@@ -104,7 +105,13 @@ func Run(ctx context.Context, opts Options) []Finding {
 	out = append(out, f...)
 	out = append(out, kernel(), apparmor())
 	if opts.Capacity != nil {
-		out = append(out, opts.Capacity(ctx, opts.Clusters))
+		// An engine that did not answer is not asked again: one that
+		// accepts connections and never answers would hold doctor.
+		answering := e
+		if !dockerOK {
+			answering = nil
+		}
+		out = append(out, opts.Capacity(ctx, answering, opts.Clusters))
 	} else {
 		out = append(out, inotify(opts.Clusters))
 	}

@@ -233,8 +233,10 @@ func (e *Engine) ImageID(ctx context.Context, ref string) (string, []string, err
 
 // KindNodeContainers lists every kind node container on the engine,
 // running or not, of any cluster (those with KindRoleLabel): what
-// `docker ps -a --filter label=io.x-k8s.kind.role` shows.
+// `docker ps -a --filter label=io.x-k8s.kind.role` shows, within 30 seconds.
 func (e *Engine) KindNodeContainers(ctx context.Context) ([]container.Summary, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	cs, err := e.client.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", KindRoleLabel))})
 	if err != nil {
 		return nil, fmt.Errorf("list kind node containers on %s: %w", e.ep, err)

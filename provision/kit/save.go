@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -483,6 +484,10 @@ func (g *gatherer) fromIndex(ii v1.ImageIndex, e Entry) (source, error) {
 }
 
 func enginePlatform(ctx context.Context, d Docker) (v1.Platform, error) {
+	// Bounded: it is the first call to the engine, and an endpoint that
+	// accepts connections but never answers would hold the kit's load.
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	info, err := d.Info(ctx)
 	if err != nil {
 		return v1.Platform{}, fmt.Errorf("ask the Docker engine its platform: %w", err)

@@ -94,6 +94,22 @@ func Engine(ctx context.Context, opts ...engine.Option) (*engine.Engine, error) 
 	return e, nil
 }
 
+// ReachableEngine is Engine once the engine has answered a ping
+// (engine.Ping: within 20 seconds), for verbs that go on to talk to it: an
+// endpoint that accepts connections and never answers (a wrong DOCKER_HOST
+// port, a hung daemon) would otherwise hold them without a word. Its error
+// is one line wrapping engine.ErrNoEngine, with the fix, and exit code 4.
+func ReachableEngine(ctx context.Context) (*engine.Engine, error) {
+	e, err := Engine(ctx)
+	if err != nil {
+		return nil, WithCode(ExitNoDocker, err)
+	}
+	if err := e.Ping(ctx); err != nil {
+		return nil, WithCode(ExitNoDocker, err)
+	}
+	return e, nil
+}
+
 // Provider is kind's provider over the command's engine, once the engine
 // answers, with kind's progress going to logger (nil: nowhere). Its error
 // wraps engine.ErrNoEngine when no engine can be found or answers.

@@ -15,6 +15,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/crishim"
 	"github.com/kindlab/kindlab/provision/doctor"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
@@ -82,8 +83,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if e, err := cli.Engine(cmd.Context()); err == nil {
 				opts.Engine = e
 			}
-			opts.Capacity = func(ctx context.Context, n int) doctor.Finding {
-				return fleet.MeasureHost(ctx, opts.Engine).CapacityFinding(shape, n)
+			opts.Capacity = func(ctx context.Context, e *engine.Engine, n int) doctor.Finding {
+				return fleet.MeasureHost(ctx, e).CapacityFinding(shape, n)
 			}
 			findings := doctor.Run(cmd.Context(), opts)
 			if out.JSON() {

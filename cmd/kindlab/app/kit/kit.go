@@ -69,7 +69,7 @@ func newSave(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			e, err := cli.Engine(cmd.Context())
+			e, err := cli.ReachableEngine(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -128,6 +128,8 @@ func newLoad(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Not pinged here: the kit is verified first (a bad kit is exit 2
+			// whatever the engine), and Load's first engine call is bounded.
 			e, err := cli.Engine(cmd.Context())
 			if err != nil {
 				return err

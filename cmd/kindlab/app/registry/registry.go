@@ -308,11 +308,12 @@ func newBuildImageCommand(s *cli.Streams) *cobra.Command {
 	return cmd
 }
 
-// docker is the command's engine client; no engine found is exit 4.
+// docker is the command's engine client, once the engine answers; no
+// engine found or answering is exit 4.
 func docker(ctx context.Context) (*client.Client, error) {
-	e, err := cli.Engine(ctx)
+	e, err := cli.ReachableEngine(ctx)
 	if err != nil {
-		return nil, cli.WithCode(cli.ExitNoDocker, err)
+		return nil, err
 	}
 	return e.Client(), nil
 }
