@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	sigsyaml "sigs.k8s.io/yaml"
 
@@ -51,6 +54,38 @@ func TestLabsListsBuiltins(t *testing.T) {
 	for _, n := range []string{"all-features", "image-volume", "anonymous-auth", "nftables", "base"} {
 		if !names[n] {
 			t.Errorf("labs lacks %s: %v", n, rows)
+		}
+	}
+}
+
+// A ./labs file with a built-in lab's name runs instead of it, and says so:
+// on stderr where the lab is named (stdout stays the output), and in labs.
+func TestShadowingLabIsNamed(t *testing.T) {
+	dir := isolate(t)
+	if err := os.MkdirAll(filepath.Join(dir, "labs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: nftables\nspec:\n  include: [base]\n"
+	if err := os.WriteFile(filepath.Join(dir, "labs", "nftables.yaml"), []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	want := "Lab nftables is labs/nftables.yaml, which shadows the built-in builtin:labs/nftables.yaml\n"
+	code, out, errOut := run(t, "render", "nftables", "-o", "kind")
+	if code != 0 || errOut != want || !strings.HasPrefix(out, "apiVersion: kind.x-k8s.io/v1alpha4") {
+		t.Errorf("render: exit %d, stderr %q (want %q), stdout starts %.40q", code, errOut, want, out)
+	}
+	if code, _, errOut := run(t, "render", "base", "-o", "kind"); code != 0 || errOut != "" {
+		t.Errorf("render base (not shadowed): exit %d, stderr %q", code, errOut)
+	}
+	code, out, _ = run(t, "labs", "-o", "json")
+	var rows []struct{ Name, Source, Shadows string }
+	if err := json.Unmarshal([]byte(out), &rows); code != 0 || err != nil {
+		t.Fatalf("labs: exit %d, %v", code, err)
+	}
+	for _, r := range rows {
+		if (r.Name == "nftables") != (r.Shadows == "builtin:labs/nftables.yaml") {
+			t.Errorf("labs row %+v", r)
 		}
 	}
 }
@@ -343,6 +378,79 @@ func TestUpWithoutDockerSaysSoInOneLine(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err == nil {
 		t.Fatal("a failed up wrote a kubeconfig")
+	}
+}
+
+// An engine endpoint that accepts connections and never answers (a wrong
+// DOCKER_HOST port, a hung daemon) ends every verb that needs the engine
+// with exit 4 and one line naming it, instead of holding it: the ping's
+// 20 s, doctor's 30 s. The 3-minute bound only tells a hang from an answer.
+func TestTarpitEngineIsReported(t *testing.T) {
+	dir := isolate(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		var held []net.Conn // accepted, never read or answered
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Setenv("DOCKER_HOST", "tcp://"+l.Addr().String())
+	kit := filepath.Join(dir, "kit.tar")
+	cases := [][]string{
+		{"registry", "up"},
+		{"kit", "save", "nftables", "-o", kit},
+		{"doctor"},
+		{"up", "nftables"},
+	}
+	type result struct {
+		code   int
+		errOut string
+		hung   bool
+	}
+	results := make([]result, len(cases))
+	var wg sync.WaitGroup
+	for i, args := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done := make(chan result, 1)
+			go func() {
+				code, _, errOut := run(t, args...)
+				done <- result{code: code, errOut: errOut}
+			}()
+			select {
+			case results[i] = <-done:
+			case <-time.After(3 * time.Minute):
+				results[i] = result{hung: true}
+			}
+		}()
+	}
+	wg.Wait()
+	for i, r := range results {
+		switch {
+		case r.hung:
+			t.Errorf("%v: still waiting on the engine after 3 minutes", cases[i])
+		case r.code != cli.ExitNoDocker || !strings.Contains(r.errOut, l.Addr().String()) && cases[i][0] != "doctor":
+			t.Errorf("%v: exit %d, %q; want exit %d naming %s", cases[i], r.code, r.errOut, cli.ExitNoDocker, l.Addr())
+		case cases[i][0] != "doctor" && strings.Count(strings.TrimSpace(r.errOut), "\n") != 0:
+			t.Errorf("%v: more than one line: %q", cases[i], r.errOut)
+		}
+	}
+	if _, err := os.Stat(kit); err == nil {
+		t.Error("kit save wrote a kit without an engine")
 	}
 }
 
