@@ -75,6 +75,10 @@ func TestShadowingLabIsNamed(t *testing.T) {
 	if code != 0 || errOut != want || !strings.HasPrefix(out, "apiVersion: kind.x-k8s.io/v1alpha4") {
 		t.Errorf("render: exit %d, stderr %q (want %q), stdout starts %.40q", code, errOut, want, out)
 	}
+	// Once per command, though a fleet's up resolves the lab twice.
+	if code, _, errOut := run(t, "up", "nftables", "--count", "2", "--name", "Bad_Name"); code != 2 || strings.Count(errOut, "which shadows") != 1 {
+		t.Errorf("up --count: exit %d, stderr %q; want exit 2 and the notice once", code, errOut)
+	}
 	if code, _, errOut := run(t, "render", "base", "-o", "kind"); code != 0 || errOut != "" {
 		t.Errorf("render base (not shadowed): exit %d, stderr %q", code, errOut)
 	}

@@ -201,8 +201,9 @@ func chain(a, b func(*cobra.Command, []string) error) func(*cobra.Command, []str
 type LabFlags struct {
 	Files []string
 	// cmd is the command the flags belong to: LabArg notes a shadowed
-	// built-in lab on its standard error.
-	cmd *cobra.Command
+	// built-in lab on its standard error, once (noted).
+	cmd   *cobra.Command
+	noted bool
 }
 
 // AddFlags registers --file.
@@ -246,9 +247,10 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 	// A lab named by its name that a ./labs file shadows is said once, on
 	// standard error: someone who meant the built-in lab (a workshop's
 	// instructions) sees which file runs instead.
-	if b, ok := c.Shadows(arg); ok && f.cmd != nil {
+	if b, ok := c.Shadows(arg); ok && f.cmd != nil && !f.noted {
 		if l, ok := c.Get(arg); ok {
 			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in %s\n", arg, l.Origin.Display, b)
+			f.noted = true
 		}
 	}
 	return c, arg, nil
