@@ -2,6 +2,7 @@ package workload_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -136,5 +137,22 @@ func TestApplyWaitsConcurrently(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "\n") {
 		t.Errorf("ApplyLab's error is not one line: %q", err)
+	}
+	// Every workload's namespace was made before the first workload's
+	// pod (Helm's order), so their service accounts come together. The
+	// apiserver's resourceVersion is etcd's revision here: one etcd, so
+	// larger is later.
+	last, err := env.Client.CoreV1().Namespaces().Get(ctx, "kindlab-apply-quick", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := env.Client.CoreV1().Pods("kindlab-apply-slow").Get(ctx, "never", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsRV, _ := strconv.ParseInt(last.ResourceVersion, 10, 64)
+	podRV, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
+	if nsRV == 0 || podRV == 0 || nsRV > podRV {
+		t.Errorf("the last workload's namespace (resourceVersion %s) was made after the first workload's pod (%s)", last.ResourceVersion, first.ResourceVersion)
 	}
 }
