@@ -176,7 +176,7 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 		steps = append(steps, lifecycle.ApplyWorkloads{})
 	} else {
 		// Each check starts as soon as its own workload is ready.
-		steps = append(steps, lifecycle.ApplyWorkloads{Checks: &lifecycle.RunChecks{}})
+		steps = append(steps, lifecycle.ApplyWorkloads{Checks: &lifecycle.RunChecks{Parallelism: CheckParallelism}})
 	}
 	if err := lifecycle.Run(ctx, lc, steps...); err != nil {
 		return nil, err
@@ -184,6 +184,15 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	res.Checks, res.Lab = lc.Checks, lc.Lab
 	return res, nil
 }
+
+// CheckParallelism is how many checks up runs at once: more than check's
+// and reset's default (check.DefaultParallelism), because in up the checks
+// mostly wait for what the cluster does anyway (nodes joining, pods
+// pulling and starting), and with four slots the API-only checks, slowed
+// by the joining nodes, held slots that checks waiting on their pods
+// needed. Checks that collide (check's declared resources) still never
+// overlap.
+const CheckParallelism = 8
 
 // kubeconfigFor is the file kind writes the cluster's context to, as the
 // record must name it for down: opts.Kubeconfig, else with $KUBECONFIG set
