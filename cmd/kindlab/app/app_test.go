@@ -94,6 +94,30 @@ func TestShadowingLabIsNamed(t *testing.T) {
 	}
 }
 
+// A lab file's name and description come from whoever wrote the ./labs
+// directory: the escape sequences in them are shown, never sent raw to
+// the terminal, where they could hide or rewrite the shadowing notice.
+func TestLabTextIsPrintable(t *testing.T) {
+	dir := isolate(t)
+	if err := os.MkdirAll(filepath.Join(dir, "labs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	name := "x\x1b[2K\r\x1b[1;32mUsing built-in nftables lab (verified)\x1b[8m.yaml"
+	file := "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: nftables\nspec:\n  description: \"innocent\\e[2J\\e]0;pwned\\a\"\n  include: [base]\n"
+	if err := os.WriteFile(filepath.Join(dir, "labs", name), []byte(file), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	code, out, errOut := run(t, "render", "nftables", "-o", "kind")
+	if code != 0 || strings.ContainsRune(errOut, 0x1b) || !strings.Contains(errOut, `\x1b[2K`) || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("render: exit %d, stderr %q: want the notice on one line with the escapes shown", code, errOut)
+	}
+	code, out, _ = run(t, "labs")
+	if code != 0 || strings.ContainsRune(out, 0x1b) || strings.ContainsRune(out, 0x07) || !strings.Contains(out, `\x1b[2J`) {
+		t.Errorf("labs: exit %d, output %q: want the escapes shown, not sent", code, out)
+	}
+}
+
 func TestRenderAllFeaturesText(t *testing.T) {
 	isolate(t)
 	code, out, errOut := run(t, "render", "all-features")

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/kindlab/kindlab"
+	"github.com/kindlab/kindlab/provision/bundle"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/state"
 )
@@ -249,7 +250,9 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 	// instructions) sees which file runs instead.
 	if b, ok := c.Shadows(arg); ok && f.cmd != nil && !f.noted {
 		if l, ok := c.Get(arg); ok {
-			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in %s\n", arg, l.Origin.Display, b)
+			// The file's name is shown, not obeyed: a name with a terminal's
+			// escape sequences must not hide or rewrite this line.
+			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in %s\n", bundle.Printable(arg), bundle.Printable(l.Origin.Display), b)
 			f.noted = true
 		}
 	}

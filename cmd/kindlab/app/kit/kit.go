@@ -13,6 +13,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
 	"github.com/kindlab/kindlab/provision/kit"
+	"github.com/kindlab/kindlab/provision/bundle"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
@@ -178,7 +179,7 @@ func printLoaded(w io.Writer, res *kit.LoadResult) {
 		if im.AlreadyThere {
 			st = "already there"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Role, im.Reference, im.Into, st)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", im.Role, bundle.Printable(im.Reference), bundle.Printable(im.Into), st)
 	}
 	tw.Flush()
 }
@@ -197,11 +198,13 @@ func newInspect(s *cli.Streams) *cobra.Command {
 			if out.JSON() {
 				return cli.PrintJSON(s.Out, man)
 			}
-			fmt.Fprintf(s.Out, "Lab %s, kit format %d, platforms %v, %.1f MiB\n", man.Lab, man.Format, man.Platforms, float64(man.Size)/(1<<20))
+			// What a kit names is a stranger's text: a terminal's escape
+			// sequences in it are shown, not obeyed.
+			fmt.Fprintf(s.Out, "Lab %s, kit format %d, platforms %v, %.1f MiB\n", bundle.Printable(man.Lab), man.Format, man.Platforms, float64(man.Size)/(1<<20))
 			tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROLE\tNAME\tREFERENCE\tDIGEST\tMIB")
 			for _, e := range man.Entries {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\n", e.Role, e.Name, e.Reference, e.Digest[:19], float64(e.Size)/(1<<20))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.1f\n", bundle.Printable(string(e.Role)), bundle.Printable(e.Name), bundle.Printable(e.Reference), bundle.Printable(e.Digest[:19]), float64(e.Size)/(1<<20))
 			}
 			return tw.Flush()
 		},

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/bundle"
 )
 
 type flags struct {
@@ -60,7 +61,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				if r.Shadows != "" {
 					src += " (shadows " + r.Shadows + ")"
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", r.Name, src, strings.TrimSpace(r.Description))
+				// A lab file's name and description may come from anyone:
+				// a terminal's escape sequences in them are shown, not obeyed.
+				fmt.Fprintf(w, "%s\t%s\t%s\n", bundle.Printable(r.Name), bundle.Printable(src), bundle.Printable(strings.TrimSpace(r.Description)))
 			}
 			return w.Flush()
 		},
