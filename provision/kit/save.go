@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/kindlab/kindlab/provision/artifact"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/render"
 	"github.com/kindlab/kindlab/provision/state"
@@ -490,6 +492,10 @@ func enginePlatform(ctx context.Context, d Docker) (v1.Platform, error) {
 	defer cancel()
 	info, err := d.Info(ctx)
 	if err != nil {
+		if client.IsErrConnectionFailed(err) || errors.Is(err, context.DeadlineExceeded) {
+			// Not the kit's fault: the caller's exit code says so (4).
+			return v1.Platform{}, fmt.Errorf("ask the Docker engine its platform: %w: %s", engine.ErrNoEngine, engine.FirstLine(err.Error()))
+		}
 		return v1.Platform{}, fmt.Errorf("ask the Docker engine its platform: %w", err)
 	}
 	return v1.Platform{OS: info.OSType, Architecture: dockerArch(info.Architecture)}, nil

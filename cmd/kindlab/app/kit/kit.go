@@ -14,6 +14,7 @@ import (
 	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
 	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/bundle"
+	"github.com/kindlab/kindlab/provision/engine"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
@@ -165,8 +166,11 @@ func newLoad(s *cli.Streams) *cobra.Command {
 // code of bad input, 2, as `bundle replay` does for a bad bundle; anything
 // else failed while loading (1).
 func kitError(file string, err error) error {
-	if errors.Is(err, kit.ErrBadKit) {
+	switch {
+	case errors.Is(err, kit.ErrBadKit):
 		return cli.WithCode(cli.ExitUsage, err)
+	case errors.Is(err, engine.ErrNoEngine):
+		return cli.WithCode(cli.ExitNoDocker, fmt.Errorf("load kit %s: %w", file, err))
 	}
 	return fmt.Errorf("load kit %s: %w", file, err)
 }
