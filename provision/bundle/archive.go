@@ -18,6 +18,7 @@ import (
 
 	"github.com/kindlab/kindlab/provision/internal/confine"
 	"github.com/kindlab/kindlab/provision/lab"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // maxManifest bounds bundle.json: it lists files, it does not hold them.
@@ -239,10 +240,14 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 		opt(&o)
 	}
 	lim := o.limits
-	f, err := os.Open(file)
+	f, err := regular.OpenInput(file)
 	if err != nil {
 		var pe *os.PathError
-		if errors.As(err, &pe) {
+		var nr *regular.NotRegularError
+		switch {
+		case errors.As(err, &nr):
+			err = fmt.Errorf("it is a %s", nr.Kind)
+		case errors.As(err, &pe):
 			err = pe.Err // badf names the file
 		}
 		return nil, badf(file, "cannot read it: %v (valid: a .tar.gz written by `kindlab bundle create`)", err)

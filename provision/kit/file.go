@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/kindlab/kindlab/provision/internal/confine"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // kitFile is a kit opened for reading in place: its tar headers are read
@@ -27,10 +28,14 @@ type section struct{ off, size int64 }
 const maxEntries = 100_000
 
 func openKit(file string) (*kitFile, error) {
-	f, err := os.Open(file)
+	f, err := regular.OpenInput(file)
 	if err != nil {
 		var pe *os.PathError
-		if errors.As(err, &pe) {
+		var nr *regular.NotRegularError
+		switch {
+		case errors.As(err, &nr):
+			return nil, kitErr(file, "is a %s (valid: a kit, the .tar file `kindlab kit save` writes)", nr.Kind)
+		case errors.As(err, &pe):
 			err = pe.Err
 		}
 		return nil, kitErr(file, "%v", err)

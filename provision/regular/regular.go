@@ -62,6 +62,31 @@ func Open(path string, flag int, perm os.FileMode) (*os.File, error) {
 	return f, nil
 }
 
+// OpenInput opens, read-only, a file a user names as input (a kit, a
+// bundle, a manifest), following symlinks as any command does, and
+// refuses, by fstat of what it opened, anything but a regular file: a
+// FIFO would block the read forever (and os.Open itself, which no signal
+// interrupts), a device would be read without end. O_NONBLOCK only
+// affects the open of a FIFO or device; reads of a regular file block as
+// usual. A missing file is an error wrapping fs.ErrNotExist; a refused one
+// is a *NotRegularError.
+func OpenInput(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		f.Close()
+		return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
+	}
+	return f, nil
+}
+
 // ReadFile reads a regular file of at most limit bytes (Open's checks,
 // then the bound: a larger file is an error wrapping ErrTooLarge, after
 // reading limit+1 bytes, never more).

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/image"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
+	"golang.org/x/sys/unix"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/bundle"
@@ -118,6 +119,12 @@ func TestKitAndBundleBadInputExitTwo(t *testing.T) {
 		return b
 	}))
 	plainText := write("not-a-bundle.tar.gz", []byte("not gzip"))
+	// A FIFO blocks a plain open until a writer comes, and no signal
+	// ends that: refused as not a regular file instead.
+	fifo := filepath.Join(dir, "fifo.tar")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		args []string
@@ -137,6 +144,10 @@ func TestKitAndBundleBadInputExitTwo(t *testing.T) {
 		{[]string{"kit", "load", yamlKits[1]}, "kit " + yamlKits[1] + ": not a kit (not a tar archive)"},
 		{[]string{"kit", "inspect", truncatedKit}, "truncated"},
 		{[]string{"kit", "inspect", newerKit}, "format 99"},
+		{[]string{"kit", "inspect", fifo}, "kit " + fifo + ": is a FIFO"},
+		{[]string{"kit", "load", fifo}, "kit " + fifo + ": is a FIFO"},
+		{[]string{"bundle", "replay", fifo, "--yes"}, fifo + ": cannot read it: it is a FIFO"},
+		{[]string{"migrate", "apparmor", fifo}, fifo + ": cannot read it: it is a FIFO"},
 		// kit: flags and arguments
 		{[]string{"kit", "load"}, "accepts 1 arg"},
 		{[]string{"kit", "load", good, "--lab", "Not_A_Lab"}, "--lab"},

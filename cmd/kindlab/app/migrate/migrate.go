@@ -13,6 +13,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/apparmor"
+	"github.com/kindlab/kindlab/provision/regular"
 )
 
 // NewCommand returns the migrate command with its subcommands.
@@ -83,6 +84,17 @@ func newAppArmor(s *cli.Streams) *cobra.Command {
 	return cmd
 }
 
+// readRegular reads a manifest file, refusing a FIFO or device before it
+// blocks (regular.OpenInput).
+func readRegular(name string) ([]byte, error) {
+	f, err := regular.OpenInput(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
 func readInput(s *cli.Streams, f string) ([]byte, error) {
 	if f == "-" {
 		b, err := io.ReadAll(s.In)
@@ -91,10 +103,14 @@ func readInput(s *cli.Streams, f string) ([]byte, error) {
 		}
 		return b, nil
 	}
-	b, err := os.ReadFile(f)
+	b, err := readRegular(f)
 	if err != nil {
 		var pe *os.PathError
-		if errors.As(err, &pe) {
+		var nr *regular.NotRegularError
+		switch {
+		case errors.As(err, &nr):
+			err = fmt.Errorf("it is a %s", nr.Kind)
+		case errors.As(err, &pe):
 			err = pe.Err // the path is named once, below
 		}
 		return nil, fmt.Errorf("%s: cannot read it: %w (valid: a YAML file of Kubernetes objects, or - for standard input)", f, err)
