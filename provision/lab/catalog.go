@@ -23,6 +23,9 @@ type Catalog struct {
 	// roots holds one open os.Root per lab tree on disk, shared by the labs
 	// in it; they stay open for the life of the catalog (one process run).
 	roots map[string]*os.Root
+	// builtinFS and builtinDir are what AddBuiltin added, for Builtins.
+	builtinFS  fs.FS
+	builtinDir string
 }
 
 // MaxFileSize bounds a lab file, and the authentication config it names,
@@ -36,6 +39,7 @@ func NewCatalog() *Catalog {
 
 // AddBuiltin adds every *.yaml directly under dir in fsys as a built-in lab.
 func (c *Catalog) AddBuiltin(fsys fs.FS, dir string) error {
+	c.builtinFS, c.builtinDir = fsys, dir
 	entries, err := fs.ReadDir(fsys, dir)
 	if err != nil {
 		return fmt.Errorf("read built-in labs: %w", err)
@@ -171,6 +175,20 @@ func (c *Catalog) add(o Origin, builtin bool) (*Lab, error) {
 func (c *Catalog) Get(name string) (*Lab, bool) {
 	l, ok := c.labs[name]
 	return l, ok
+}
+
+// Builtins is a catalog of c's built-in labs alone, so that a lab that
+// came up built-in resolves as it did whatever ./labs holds now (a lab
+// there may shadow it, or one it includes). Without built-in labs it is c.
+func (c *Catalog) Builtins() (*Catalog, error) {
+	if c.builtinFS == nil {
+		return c, nil
+	}
+	b := NewCatalog()
+	if err := b.AddBuiltin(c.builtinFS, c.builtinDir); err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // Shadows reports the built-in lab (as "builtin:labs/<file>") that the

@@ -98,16 +98,18 @@ func Open(ctx context.Context, store state.Store, provider func() (*cluster.Prov
 		return nil, err
 	}
 	labName := opts.Lab
+	cat := opts.Catalog
 	switch {
 	case labName == "":
 		labName = rec.Lab
-		if err := AddRecordedLab(opts.Catalog, *rec); err != nil {
+		var err error
+		if cat, err = RecordedCatalog(cat, *rec); err != nil {
 			return nil, err
 		}
 	case rec != nil && rec.Lab != labName && !opts.AllowOtherLab:
 		return nil, &WrongLabError{Cluster: name, Runs: rec.Lab, Asked: labName}
 	}
-	r, err := opts.Catalog.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
+	r, err := cat.Resolve(labName, lab.ResolveOptions{KnownChecks: check.Names()})
 	if err != nil {
 		return nil, err
 	}
@@ -152,18 +154,23 @@ func Recorded(ro *render.Options, rec state.Record, r *lab.Resolved) {
 	ro.ImageOverrides = rec.ImageOverrides
 }
 
-// AddRecordedLab adds to c the lab file rec's cluster was brought up from,
-// when it was not a built-in lab, so that c resolves rec.Lab as up did.
-// The error says where the file was and how to reach it.
-func AddRecordedLab(c *lab.Catalog, rec state.Record) error {
-	if rec.LabSource == "" || strings.HasPrefix(rec.LabSource, "builtin:") {
-		return nil
+// RecordedCatalog is the catalog that resolves rec.Lab as up did: for a
+// built-in lab, the built-in labs alone (a ./labs file of the same name, or
+// of a name it includes, must not stand in for it); otherwise c with the
+// lab file rec's cluster was brought up from added. The error says where
+// the file was and how to reach it.
+func RecordedCatalog(c *lab.Catalog, rec state.Record) (*lab.Catalog, error) {
+	if strings.HasPrefix(rec.LabSource, "builtin:") {
+		return c.Builtins()
+	}
+	if rec.LabSource == "" {
+		return c, nil
 	}
 	if _, err := c.AddFile(rec.LabSource); err != nil {
-		return fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here (%v): run in the directory `kindlab up` ran in, or pass the lab file as the argument",
+		return nil, fmt.Errorf("cluster %s runs lab %s from %s, which cannot be read from here (%v): run in the directory `kindlab up` ran in, or pass the lab file as the argument",
 			rec.Cluster, rec.Lab, rec.LabSource, err)
 	}
-	return nil
+	return c, nil
 }
 
 // LocalImage is render.Options.LocalImage for an engine: what it has for a

@@ -50,17 +50,17 @@ func TestLabSourceIsAbsolute(t *testing.T) {
 
 	t.Chdir(t.TempDir())
 	c = catalog()
-	if err := running.AddRecordedLab(c, state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: src}); err != nil {
+	if _, err := running.RecordedCatalog(c, state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: src}); err != nil {
 		t.Fatalf("the recorded lab from another directory: %v", err)
 	}
 	if _, err := c.Resolve("ux-one", lab.ResolveOptions{KnownChecks: check.Names()}); err != nil {
 		t.Fatalf("resolve the recorded lab from another directory: %v", err)
 	}
-	if err := running.AddRecordedLab(catalog(), state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: "one.yaml"}); err == nil {
+	if _, err := running.RecordedCatalog(catalog(), state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: "one.yaml"}); err == nil {
 		t.Error("an old relative record was read from another directory than up's")
 	}
 	t.Chdir(dir)
-	if err := running.AddRecordedLab(catalog(), state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: "one.yaml"}); err != nil {
+	if _, err := running.RecordedCatalog(catalog(), state.Record{Cluster: "ux-one", Lab: "ux-one", LabSource: "one.yaml"}); err != nil {
 		t.Errorf("an old relative record, from the directory up ran in: %v", err)
 	}
 }

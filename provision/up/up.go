@@ -236,7 +236,7 @@ type creation struct {
 
 // LabSource is a lab's source as a record keeps it: a lab file's path made
 // absolute, so that check, reset and the console read it from any
-// directory (running.AddRecordedLab still reads older records' relative
+// directory (running.RecordedCatalog still reads older records' relative
 // paths from where they were written); "builtin:NAME" as it is.
 func LabSource(src string) string {
 	if src == "" || strings.HasPrefix(src, "builtin:") || filepath.IsAbs(src) {

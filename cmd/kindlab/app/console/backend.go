@@ -71,7 +71,7 @@ func (b *backend) lab(name string) (*lab.Resolved, state.Record, error) {
 	if err != nil {
 		return nil, rec, err
 	}
-	if err := running.AddRecordedLab(cat, rec); err != nil {
+	if cat, err = running.RecordedCatalog(cat, rec); err != nil {
 		return nil, rec, err
 	}
 	r, err := cat.Resolve(rec.Lab, lab.ResolveOptions{KnownChecks: check.Names()})
