@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -57,6 +59,14 @@ func FleetKubeconfigName(cluster string) string { return cluster + ".kubeconfig"
 func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Options) (*Result, error) {
 	lock := opts.Lock
 	if lock == nil {
+		// Nothing of the cluster anywhere (no record, no state, no kind
+		// cluster): nothing to do, and no lock file made for a cluster that
+		// never was (a mistyped name would leave one each time).
+		if nothing, err := absent(p, store, opts.Cluster); err != nil {
+			return nil, err
+		} else if nothing {
+			return &Result{}, nil
+		}
 		l, err := store.Lock(ctx, opts.Cluster, state.LockOptions{Wait: opts.WaitLock, Status: opts.Status})
 		if err != nil {
 			return nil, err
@@ -145,4 +155,20 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 		}
 	}
 	return res, nil
+}
+
+// absent says whether kindlab and kind know nothing of cluster: no record,
+// no state directory, no kind cluster of that name.
+func absent(p *cluster.Provider, store state.Store, cluster string) (bool, error) {
+	if _, err := store.Load(cluster); !errors.Is(err, state.ErrNotFound) {
+		return false, nil
+	}
+	if _, err := os.Lstat(store.ClusterDir(cluster)); !errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	exists, err := p.Exists(cluster)
+	if err != nil {
+		return false, err
+	}
+	return !exists, nil
 }

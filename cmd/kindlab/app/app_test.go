@@ -517,6 +517,35 @@ func TestBadStateDirIsNamed(t *testing.T) {
 // taken down, checked, reset or re-upped through Docker (which would not
 // find its nodes, forget the lab and release Docker's registry): exit 2,
 // one line naming the recorded provider and the flag, the record kept.
+// down and reset of a name that cannot be a cluster are bad input (exit 2,
+// one line naming --name), and of a cluster that never existed they leave
+// nothing: no lock or progress file for a mistyped name.
+func TestDownResetOfNoClusterLeaveNothing(t *testing.T) {
+	if exec.Command("docker", "version").Run() != nil {
+		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {
+			t.Fatal("no Docker engine answers (and KINDLAB_REQUIRE_DOCKER=1 forbids skipping)")
+		}
+		t.Skip("no Docker engine answers")
+	}
+	dir := isolate(t)
+	for _, args := range [][]string{{"down", "../x"}, {"down", "--name", "A_B"}, {"reset", "--name", "../x"}, {"reset", "--name", "a\x1b[31mred"}} {
+		code, _, errOut := run(t, args...)
+		if code != cli.ExitUsage || !strings.HasPrefix(errOut, "ERROR: --name: ") || strings.Count(errOut, "\n") != 1 {
+			t.Errorf("kindlab %v: exit %d, stderr %q; want exit 2 and one --name line", args, code, errOut)
+		}
+	}
+	code, _, errOut := run(t, "down", "kindlab-never-was")
+	if code != 0 || !strings.Contains(errOut, `Nothing to remove: no cluster "kindlab-never-was"`) {
+		t.Errorf("down of no cluster: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := run(t, "reset", "--name", "kindlab-never-was"); code != cli.ExitUsage || !strings.Contains(errOut, "no record") {
+		t.Errorf("reset of no cluster: exit %d, %q", code, errOut)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(dir, "state", "locks")); len(entries) != 0 {
+		t.Errorf("lock files left for clusters that never were: %v", entries)
+	}
+}
+
 func TestOtherProviderRefused(t *testing.T) {
 	if exec.Command("docker", "version").Run() != nil {
 		if os.Getenv("KINDLAB_REQUIRE_DOCKER") == "1" {

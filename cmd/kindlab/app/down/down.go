@@ -11,6 +11,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/down"
 	"github.com/kindlab/kindlab/provision/fleet"
+	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -51,6 +52,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				return cli.Usagef("--count: name the fleet (kindlab down LAB --count N, or --name NAME --count N)")
 			case fleetName == "" && cluster_ == "":
 				return cli.Usagef("name the lab to take down (kindlab down LAB), its cluster (--name) or its fleet (--fleet)")
+			}
+			if cluster_ != "" {
+				if err := lab.ValidateName(cluster_); err != nil {
+					return cli.Usagef("--name: %v", err)
+				}
 			}
 			store, err := state.Default()
 			if err != nil {

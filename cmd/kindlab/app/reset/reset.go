@@ -65,9 +65,17 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 					name = r.Name
 				}
 			}
+			if err := lab.ValidateName(name); err != nil {
+				return cli.Usagef("--name: %v", err)
+			}
 			store, err := state.Default()
 			if err != nil {
 				return err
+			}
+			// A cluster kindlab has no record of is refused before its lock
+			// is taken: the lock file would outlive a cluster that never was.
+			if _, err := store.Load(name); errors.Is(err, state.ErrNotFound) {
+				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
 			}
 			// Held throughout: an up or down of the cluster meanwhile would
 			// pull the objects from under the reset (or the reverse).
