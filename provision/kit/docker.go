@@ -257,3 +257,13 @@ func engineImageTag(ref string, digest v1.Hash) string {
 	}
 	return base + ":kit-" + digest.Hex[:12]
 }
+
+// kitImageTag is ref's repository with the tag kit-<12 hex of digest>, for
+// a kit image whose own tag names another image in the engine.
+func kitImageTag(ref string, digest v1.Hash) string {
+	base, _, _ := strings.Cut(ref, "@")
+	if i := strings.LastIndex(base, ":"); i > strings.LastIndex(base, "/") {
+		base = base[:i]
+	}
+	return base + ":kit-" + digest.Hex[:12]
+}

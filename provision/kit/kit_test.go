@@ -463,6 +463,48 @@ func TestKitForAnotherPlatform(t *testing.T) {
 	}
 }
 
+// A kit never moves a Docker tag: when the tag its image is loaded under
+// names another image in the engine (the user's own build, or any tag a
+// crafted kit names), the kit's image gets a kit-<digest> tag of its own,
+// and the user's tag still names the user's image.
+func TestLoadNeverMovesATag(t *testing.T) {
+	c := registrytest.Docker(t)
+	ctx := context.Background()
+	tag, kitID := uniqueDockerImage(t, c)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "kit.tar")
+	plan := &render.Plan{Lab: "kittest", NodeImage: tag, Resolved: &lab.Resolved{}}
+	if _, err := kit.Save(ctx, kit.SaveOptions{Plan: plan, Output: out, Docker: c, CacheDir: filepath.Join(dir, "cache")}); err != nil {
+		t.Fatal(err)
+	}
+	// The tag now names another image: the user's.
+	if err := offlineimage.Load(ctx, c, platformImage(t, hostArch), tag); err != nil {
+		t.Fatal(err)
+	}
+	ins, err := c.ImageInspect(ctx, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	userID := ins.ID
+	if userID == kitID {
+		t.Fatal("the two images are the same; the test proves nothing")
+	}
+	res, err := kit.Load(ctx, kit.LoadOptions{File: out, Docker: c, Store: state.Store{Root: t.TempDir()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Images) != 1 || res.Images[0].Into == tag || !strings.Contains(res.Images[0].Into, ":kit-") {
+		t.Fatalf("loaded %+v, want the node image under a kit- tag of its own", res.Images)
+	}
+	t.Cleanup(func() { removeImage(c, res.Images[0].Into) })
+	if ins, err := c.ImageInspect(ctx, tag); err != nil || ins.ID != userID {
+		t.Errorf("%s names %s after the load (%v), want the user's %s", tag, ins.ID, err, userID)
+	}
+	if ins, err := c.ImageInspect(ctx, res.Images[0].Into); err != nil || ins.ID != kitID {
+		t.Errorf("%s names %s (%v), want the kit's %s", res.Images[0].Into, ins.ID, err, kitID)
+	}
+}
+
 // A save onto a full disk fails naming the kit and the cause, and leaves
 // no file behind that could pass for a kit.
 func TestSaveOntoFullDisk(t *testing.T) {

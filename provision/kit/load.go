@@ -147,6 +147,25 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 		}
 	}
 
+	// The rest of the kit is checked before the engine is touched too: a
+	// kit refused after its Docker images were loaded would have changed
+	// the engine.
+	hasRegistry, forRegistry := false, 0
+	for _, w := range ws {
+		switch {
+		case w.entry.Role == RoleRegistry:
+			hasRegistry = true
+		case !w.entry.Docker():
+			if _, err := registry.LocalRepository(w.entry.Reference); err != nil {
+				return nil, kitErr(opts.File, "%v", err)
+			}
+			forRegistry++
+		}
+	}
+	if forRegistry > 0 && !hasRegistry {
+		return nil, kitErr(opts.File, "has images for the registry but no registry image")
+	}
+
 	registryImage := ""
 	for _, w := range ws {
 		if !w.entry.Docker() {
@@ -179,10 +198,7 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 		if w.entry.Docker() {
 			continue
 		}
-		repo, err := registry.LocalRepository(w.entry.Reference)
-		if err != nil {
-			return nil, err
-		}
+		repo, _ := registry.LocalRepository(w.entry.Reference) // checked above
 		im := registry.ImportImage{Repository: repo, Tag: registry.ReferenceTag(w.entry.Reference), Root: w.root.Digest, Manifests: w.manifests, Blobs: w.blobs}
 		imports = append(imports, im)
 		into, _ := registry.LocalReference(w.entry.Reference, opts.Registry.HostPort)
@@ -190,9 +206,6 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 	}
 	if len(imports) == 0 {
 		return res, nil
-	}
-	if registryImage == "" {
-		return nil, kitErr(opts.File, "has images for the registry but no registry image")
 	}
 	ro := opts.Registry
 	ro.Image, ro.Docker = registryImage, opts.Docker
@@ -368,8 +381,18 @@ func (k *kitFile) loadIntoDocker(ctx context.Context, d Docker, w walked, engine
 	if ins, err := d.ImageInspect(ctx, w.entry.Reference); err == nil && ins.ID == want {
 		return w.entry.Reference, true, nil
 	}
-	if ins, err := d.ImageInspect(ctx, tag); err == nil && ins.ID == want {
-		return tag, true, nil
+	if ins, err := d.ImageInspect(ctx, tag); err == nil {
+		if ins.ID == want {
+			return tag, true, nil
+		}
+		// The tag names another image in this engine (the user's own
+		// build, or any image a kit chose to name): a kit never moves a
+		// tag. Its image gets a tag of its own, which the caller records
+		// as an alias, as for a reference pinned by digest alone.
+		tag = kitImageTag(w.entry.Reference, root)
+		if ins, err := d.ImageInspect(ctx, tag); err == nil && ins.ID == want {
+			return tag, true, nil
+		}
 	}
 	pr, pw := io.Pipe()
 	go func() {
