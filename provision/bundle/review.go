@@ -32,8 +32,15 @@ type Review struct {
 	// capabilities, as "kind/namespace/name container".
 	Privileged []string `json:"privileged,omitempty"`
 	// HostAccess lists pods that reach the node: hostPath volumes,
-	// hostNetwork, hostPID, hostIPC.
+	// hostNetwork, hostPID, hostIPC; and PersistentVolumes that are a
+	// node's directory (hostPath, local), which any pod claiming them
+	// mounts.
 	HostAccess []string `json:"hostAccess,omitempty"`
+	// Bindings lists every RoleBinding and ClusterRoleBinding, as
+	// "kind/namespace/name: role to subjects": what it grants, and to whom
+	// (a binding of cluster-admin to system:unauthenticated opens the API
+	// to anyone).
+	Bindings []string `json:"bindings,omitempty"`
 	// FeatureGates and APIServerFlags are what the control plane runs with.
 	FeatureGates []string `json:"featureGates,omitempty"`
 }
@@ -75,7 +82,8 @@ func (r *Review) lines() []string {
 	add("images its workloads run", r.Images)
 	add("artifacts pushed to the local registry", r.Artifacts)
 	add("privileged containers or added capabilities", r.Privileged)
-	add("pods with access to the node", r.HostAccess)
+	add("pods and volumes with access to the node", r.HostAccess)
+	add("roles granted (RoleBindings, ClusterRoleBindings)", r.Bindings)
 	add("feature gates", r.FeatureGates)
 	return out
 }
@@ -114,6 +122,28 @@ func ReviewPlan(plan *render.Plan) (*Review, error) {
 // a Deployment, Job, CronJob, …: any map with a containers list).
 func reviewObject(r *Review, o *unstructured.Unstructured) {
 	id := fmt.Sprintf("%s/%s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+	switch o.GetKind() {
+	case "PersistentVolume":
+		for _, src := range []string{"hostPath", "local"} {
+			if p, ok, _ := unstructured.NestedString(o.Object, "spec", src, "path"); ok {
+				r.HostAccess = append(r.HostAccess, fmt.Sprintf("%s: %s %s (any pod that claims it mounts it)", id, src, p))
+			}
+		}
+	case "RoleBinding", "ClusterRoleBinding":
+		kind, _, _ := unstructured.NestedString(o.Object, "roleRef", "kind")
+		role, _, _ := unstructured.NestedString(o.Object, "roleRef", "name")
+		subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+		var to []string
+		for _, sub := range subjects {
+			m, _ := sub.(map[string]any)
+			who := fmt.Sprintf("%v %v", m["kind"], m["name"])
+			if ns, _ := m["namespace"].(string); ns != "" {
+				who += " (namespace " + ns + ")"
+			}
+			to = append(to, who)
+		}
+		r.Bindings = append(r.Bindings, fmt.Sprintf("%s: %s %s to %s", id, kind, role, strings.Join(to, ", ")))
+	}
 	var walk func(v any)
 	walk = func(v any) {
 		switch t := v.(type) {

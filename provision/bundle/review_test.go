@@ -70,6 +70,43 @@ spec:
 	}
 }
 
+// Found by the hostile review: a volume that is the node's root and a
+// binding that opens the API to anyone were not in the review a user
+// approves (only pod specs were read).
+func TestReviewFindsHostVolumesAndBindings(t *testing.T) {
+	objs, err := workload.Decode([]byte(`apiVersion: v1
+kind: PersistentVolume
+metadata: {name: hx-root}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: open}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:unauthenticated"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Review{}
+	for _, o := range objs {
+		reviewObject(r, o)
+	}
+	got := strings.Join(r.Lines(), "\n")
+	for _, want := range []string{
+		"PersistentVolume//hx-root: hostPath / (any pod that claims it mounts it)",
+		"ClusterRoleBinding//open: ClusterRole cluster-admin to Group system:unauthenticated",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("review lacks %q; got:\n%s", want, got)
+		}
+	}
+}
+
 // Found by the hostile review: names from the bundle reached the terminal
 // raw, so escape sequences could redraw the lines the user approves.
 func TestReviewEscapesControlCharacters(t *testing.T) {
