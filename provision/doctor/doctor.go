@@ -309,14 +309,24 @@ func port(ctx context.Context, e *engine.Engine, p int, dockerOK bool) Finding {
 		}
 		if owner != "" {
 			return Finding{Check: "registry-port", Level: Fail, Detail: addr + " is taken by container " + owner,
-				Affects: "labs with a registry (image-volume, all-features)",
+				Affects: registryAffects,
 				Fix:     fmt.Sprintf("stop %s, or use --registry-port %d", owner, p+1)}
 		}
 	}
+	if !dockerOK {
+		// The engine did not answer, so whether the port is the local
+		// registry's (fine) or another program's cannot be told.
+		return Finding{Check: "registry-port", Level: Warn, Detail: addr + " is taken, and with no engine answering kindlab cannot tell whether by its local registry",
+			Affects: registryAffects, Fix: fmt.Sprintf("run doctor again once the engine answers; if it is not the registry, free the port or use --registry-port %d", p+1)}
+	}
 	return Finding{Check: "registry-port", Level: Fail, Detail: addr + " is taken by another program",
-		Affects: "labs with a registry (image-volume, all-features)",
+		Affects: registryAffects,
 		Fix:     fmt.Sprintf("free the port (`ss -ltnp 'sport = :%d'` shows who has it), or use --registry-port %d", p, p+1)}
 }
+
+// registryAffects is which labs the local registry's port matters to:
+// base, which every built-in lab includes, runs the registry.
+const registryAffects = "every lab with a local registry (base gives every built-in lab one)"
 
 // publisher names the running container(s) publishing port p, "" for none
 // (or when the engine cannot say): what `docker ps --filter publish=P`

@@ -184,7 +184,7 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	if err != nil {
 		return nil, fmt.Errorf("list kind clusters: %w", err)
 	}
-	if err := checkRoom(opts, countNew(names, running), first.Lab, limit); err != nil {
+	if err := checkRoom(opts, host, shapeOf(first), countNew(names, running), first.Lab); err != nil {
 		return nil, err
 	}
 	// Every member is locked before anything is looked at: another up,
@@ -216,7 +216,7 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	if err := checkConflicts(ms, first.Lab, opts); err != nil {
 		return nil, err
 	}
-	if err := checkRoom(opts, toCreate, first.Lab, limit); err != nil {
+	if err := checkRoom(opts, host, shapeOf(first), toCreate, first.Lab); err != nil {
 		return nil, err
 	}
 	// Plans only for a fleet that fits: rendering is cheap, but not a
@@ -352,9 +352,11 @@ func countNew(names, running []string) int {
 	return n
 }
 
-// checkRoom refuses a fleet whose toCreate new clusters of lab the host has
-// no room for (limit, from Host.MaxClusters), naming the count that fits.
-func checkRoom(opts Options, toCreate int, lab string, limit Limit) error {
+// checkRoom refuses a fleet whose toCreate new clusters of lab (of shape
+// s) the host has no room for (Host.MaxClustersFor), naming the count that
+// fits and the fix for the count asked.
+func checkRoom(opts Options, host *Host, s Shape, toCreate int, lab string) error {
+	limit := host.MaxClustersFor(s, toCreate)
 	if toCreate <= limit.Clusters {
 		return nil
 	}

@@ -145,11 +145,21 @@ func TestCapacityFindingAgreesWithUp(t *testing.T) {
 				if (f.Level == "fail") != upRefuses {
 					t.Errorf("%+v %+v --clusters %d: doctor %s, up refuses: %t", h, s, n, f.Level, upRefuses)
 				}
-				if !strings.Contains(f.Detail, l.Reason) || upRefuses && f.Fix != l.Fix {
-					t.Errorf("doctor's finding %+v does not give up's reason %q and fix %q", f, l.Reason, l.Fix)
+				fix := h.MaxClustersFor(s, n).Fix // what up --count n says, n new
+				if !strings.Contains(f.Detail, l.Reason) || upRefuses && f.Fix != fix {
+					t.Errorf("doctor's finding %+v does not give up's reason %q and fix %q", f, l.Reason, fix)
 				}
 			}
 		}
+	}
+	// Found by the fresh-user review: --count 3000's fix named a limit for
+	// a handful of clusters. It is sized for the count asked, and says when
+	// memory would bind next.
+	ci = Host{CPUs: 2, MemAvailable: 22 << 30, InotifyInstances: 128, InotifyWatches: 192536, InotifyInUse: 28}
+	oneNode := Shape{ControlPlanes: 1}
+	fix := ci.MaxClustersFor(oneNode, 3000).Fix
+	if want := fmt.Sprintf("max_user_instances=%d ", 2*(28+3000*oneNode.inotify())); !strings.Contains(fix, want) || !strings.Contains(fix, "memory then allows") {
+		t.Errorf("fix for 3000: %q, want %q and the memory limit", fix, want)
 	}
 	if s := ShapeOfNodes([]string{"control-plane", "worker", "worker"}); s != BaseShape {
 		t.Errorf("ShapeOfNodes = %+v", s)

@@ -94,11 +94,24 @@ type Limit struct {
 }
 
 // MaxClusters is how many more clusters of shape s this host can run, and
-// the limit that binds first.
-func (h Host) MaxClusters(s Shape) Limit {
+// the limit that binds first; its Fix makes room for 4 more than are in use.
+func (h Host) MaxClusters(s Shape) Limit { return h.MaxClustersFor(s, 4) }
+
+// MaxClustersFor is MaxClusters with a Fix sized for want new clusters: the
+// inotify limits that fit them (twice what they and the ones in use need,
+// as kind's known-issues page advises generous limits), and, when memory
+// would then bind below want, that too.
+func (h Host) MaxClustersFor(s Shape, want int) Limit {
 	nodes := fmt.Sprintf("%d node(s)", s.ControlPlanes+s.Workers)
+	want = max(want, 1)
 	inotifyFix := fmt.Sprintf("raise it: sudo sysctl fs.inotify.max_user_instances=%d fs.inotify.max_user_watches=%d",
-		max(h.InotifyInstances, 2*(h.InotifyInUse+4*s.inotify())), max(h.InotifyWatches, 524288))
+		max(h.InotifyInstances, 2*(h.InotifyInUse+want*s.inotify())), max(h.InotifyWatches, 524288, 2*want*s.watches()))
+	if h.MemAvailable > 0 && s.memory() > 0 {
+		if byMemory := int((h.MemAvailable - memoryReserve) / s.memory()); byMemory < want {
+			inotifyFix += fmt.Sprintf("; memory then allows %d (%.1f GiB available, about %.1f GiB a cluster)",
+				max(byMemory, 0), float64(h.MemAvailable)/(1<<30), float64(s.memory())/(1<<30))
+		}
+	}
 	var limits []Limit
 	if h.InotifyInstances > 0 && s.inotify() > 0 {
 		limits = append(limits, Limit{
@@ -234,7 +247,7 @@ func ShapeOfNodes(roles []string) Shape {
 // shape s here, by the same measure and limit `up --count` applies
 // (MaxClusters): Fail when up --count would refuse that many.
 func (h Host) CapacityFinding(s Shape, clusters int) doctor.Finding {
-	l := h.MaxClusters(s)
+	l := h.MaxClustersFor(s, clusters)
 	detail := fmt.Sprintf("room for %d more cluster(s) of %d node(s): %s", l.Clusters, s.ControlPlanes+s.Workers, l.Reason)
 	if clusters <= l.Clusters {
 		return doctor.Finding{Check: "capacity", Level: doctor.OK, Detail: detail}

@@ -105,7 +105,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				}
 			}
 			if doctor.NoEngine(findings) {
-				return cli.WithCode(cli.ExitNoDocker, errors.New("no container engine reachable (see the fix above)"))
+				at := ""
+				if opts.Engine != nil {
+					at = " at " + opts.Engine.Endpoint().String()
+				}
+				return cli.WithCode(cli.ExitNoDocker, fmt.Errorf("no container engine reachable%s (see the fix above)", at))
 			}
 			if doctor.Worst(findings) == doctor.Fail {
 				return cli.WithCode(cli.ExitError, errors.New("this machine cannot run the lab as it is (see the fixes above)"))
