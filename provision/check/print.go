@@ -88,6 +88,14 @@ func Summary(results []Result, wall time.Duration, parallelism int) string {
 	for _, r := range results {
 		sum += r.Duration
 	}
-	return fmt.Sprintf("%d checks in %s (%s of checks, up to %d at a time)", len(results),
+	return fmt.Sprintf("%s in %s (%s of checks, up to %d at a time)", Count(len(results)),
 		wall.Round(100*time.Millisecond), sum.Round(100*time.Millisecond), parallelism)
+}
+
+// Count is "1 check" or "N checks".
+func Count(n int) string {
+	if n == 1 {
+		return "1 check"
+	}
+	return fmt.Sprintf("%d checks", n)
 }

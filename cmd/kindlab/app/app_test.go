@@ -70,7 +70,7 @@ func TestShadowingLabIsNamed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Chdir(dir)
-	want := "Lab nftables is labs/nftables.yaml, which shadows the built-in builtin:labs/nftables.yaml\n"
+	want := "Lab nftables is labs/nftables.yaml, which shadows the built-in lab of that name (builtin:labs/nftables.yaml)\n"
 	code, out, errOut := run(t, "render", "nftables", "-o", "kind")
 	if code != 0 || errOut != want || !strings.HasPrefix(out, "apiVersion: kind.x-k8s.io/v1alpha4") {
 		t.Errorf("render: exit %d, stderr %q (want %q), stdout starts %.40q", code, errOut, want, out)

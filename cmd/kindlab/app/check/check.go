@@ -36,7 +36,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"if the feature is off or broken. \"unsupported\" means this host cannot support the feature\n" +
 			"(e.g. no AppArmor in the kernel) and gives the component's own reason; it does not fail the run.\n\n" +
 			"Without LAB, --name names the cluster and the lab is the one it came up with.\n\n" +
-			"Exit codes: 0 all passed (or unsupported/skipped), 3 a check failed.\n\n" +
+			"Exit codes: 0 all passed (or unsupported/skipped), 1 the run failed, 2 bad input (an unknown lab,\n" +
+			"check or cluster), 3 a check failed, 4 no container engine reachable.\n\n" +
 			"Checks: " + strings.Join(check.Names(), ", "),
 		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token\n  kindlab check --name sandbox-1",
 		Args:    cobra.MaximumNArgs(1),
@@ -62,7 +63,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				}
 				if len(r.Checks) == 0 {
 					fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
-					return nil
+					return noResults(s, out)
 				}
 				if name == "" {
 					name = r.Name
@@ -97,13 +98,13 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			if len(names) == 0 {
 				fmt.Fprintf(s.ErrOut, "lab %s has no checks\n", r.Name)
-				return nil
+				return noResults(s, out)
 			}
 			recorded := l.Record != nil
 			env := l.CheckEnv()
 			env.Timeout, env.Parallelism = timeout, parallel
 			if !out.JSON() {
-				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%d checks)…\n", r.Name, name, len(names))
+				fmt.Fprintf(s.ErrOut, "Checking lab %s on cluster %s (%s)…\n", r.Name, name, check.Count(len(names)))
 				// Checks run concurrently; each line comes once every
 				// earlier check is done, so they read in the lab's order.
 				env.Progress = check.ProgressTo(s.ErrOut)
@@ -184,4 +185,13 @@ func saveChecks(store state.Store, cluster string, results []check.Result, parti
 		results = merged
 	}
 	return store.SaveChecks(cluster, results)
+}
+
+// noResults is a run of no checks: nothing on standard output, or an empty
+// list with -o json, which a script can read like any other run.
+func noResults(s *cli.Streams, out cli.Output) error {
+	if out.JSON() {
+		return cli.PrintJSON(s.Out, []check.Result{})
+	}
+	return nil
 }

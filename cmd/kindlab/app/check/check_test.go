@@ -43,4 +43,8 @@ func TestLabWithoutChecks(t *testing.T) {
 	if err != nil || !strings.Contains(out, "lab base has no checks") {
 		t.Errorf("check base: %v %q", err, out)
 	}
+	// A script reading -o json gets an empty list, as for any run.
+	if out, err := run("base", "-o", "json"); err != nil || !strings.HasPrefix(out, "[]") {
+		t.Errorf("check base -o json: %v %q", err, out)
+	}
 }

@@ -252,7 +252,7 @@ func (f *LabFlags) LabArg(arg string) (*lab.Catalog, string, error) {
 		if l, ok := c.Get(arg); ok {
 			// The file's name is shown, not obeyed: a name with a terminal's
 			// escape sequences must not hide or rewrite this line.
-			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in %s\n", bundle.Printable(arg), bundle.Printable(l.Origin.Display), b)
+			fmt.Fprintf(f.cmd.ErrOrStderr(), "Lab %s is %s, which shadows the built-in lab of that name (%s)\n", bundle.Printable(arg), bundle.Printable(l.Origin.Display), b)
 			f.noted = true
 		}
 	}

@@ -12,9 +12,9 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	renderapp "github.com/kindlab/kindlab/cmd/kindlab/app/render"
-	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/bundle"
 	"github.com/kindlab/kindlab/provision/engine"
+	"github.com/kindlab/kindlab/provision/kit"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/registry"
 	"github.com/kindlab/kindlab/provision/state"
