@@ -50,6 +50,12 @@ func Open(path string, flag int, perm os.FileMode) (*os.File, error) {
 		}
 		return nil, err
 	}
+	return onlyRegular(f, path)
+}
+
+// onlyRegular returns f if what it opened is a regular file, else closes
+// it and returns a *NotRegularError.
+func onlyRegular(f *os.File, path string) (*os.File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -75,16 +81,7 @@ func OpenInput(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		f.Close()
-		return nil, &NotRegularError{Path: path, Kind: Kind(st.Mode())}
-	}
-	return f, nil
+	return onlyRegular(f, path)
 }
 
 // ReadFile reads a regular file of at most limit bytes (Open's checks,
