@@ -158,13 +158,16 @@ func Run(ctx context.Context, p *cluster.Provider, store state.Store, opts Optio
 }
 
 // absent says whether kindlab and kind know nothing of cluster: no record,
-// no state directory, no kind cluster of that name.
+// no state directory, no lock file (one planted there is for Lock to
+// refuse), no kind cluster of that name.
 func absent(p *cluster.Provider, store state.Store, cluster string) (bool, error) {
 	if _, err := store.Load(cluster); !errors.Is(err, state.ErrNotFound) {
 		return false, nil
 	}
-	if _, err := os.Lstat(store.ClusterDir(cluster)); !errors.Is(err, fs.ErrNotExist) {
-		return false, nil
+	for _, f := range []string{store.ClusterDir(cluster), store.LockFile(cluster)} {
+		if _, err := os.Lstat(f); !errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
 	}
 	exists, err := p.Exists(cluster)
 	if err != nil {
