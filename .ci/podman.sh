@@ -60,14 +60,35 @@ echo "podman.sh: CONTAINERS_CONF=$CONF (default_ulimits nofile=$nofile nproc=$np
 
 ping() { CONTAINERS_CONF=$CONF podman --url "unix://$SOCK" version >/dev/null 2>&1; }
 
+# A service that answers but whose working directory is gone (started from
+# a checkout since deleted, as a second CI run on one machine does) cannot
+# start containers: conmon inherits the directory, fails "Failed to get
+# working directory", and every create is "write child: broken pipe". Such
+# a service is replaced.
+stale_service() {
+  local pid
+  for pid in $(pgrep -f "podman system service --time=0 unix://$SOCK" || true); do
+    case $(readlink "/proc/$pid/cwd" 2>/dev/null) in
+      *" (deleted)") echo "$pid" ;;
+    esac
+  done
+}
+
 if ping; then
-  echo "podman.sh: podman API service already answers on unix://$SOCK"
-  exit 0
+  stale=$(stale_service)
+  if [ -z "$stale" ]; then
+    echo "podman.sh: podman API service already answers on unix://$SOCK"
+    exit 0
+  fi
+  echo "podman.sh: the service on unix://$SOCK (pid $stale) runs in a deleted directory and cannot start containers: restarting it"
+  kill $stale
+  for _ in $(seq 50); do ping || break; sleep 0.1; done
 fi
 
 echo "podman.sh: starting podman system service on unix://$SOCK (log: $LOG)"
 mkdir -p "$(dirname "$SOCK")"
-CONTAINERS_CONF=$CONF setsid nohup podman system service --time=0 "unix://$SOCK" </dev/null >>"$LOG" 2>&1 &
+# From /: the service must not hold on to the directory make ran in.
+(cd / && CONTAINERS_CONF=$CONF exec setsid nohup podman system service --time=0 "unix://$SOCK") </dev/null >>"$LOG" 2>&1 &
 
 deadline=$((SECONDS + TIMEOUT))
 until ping; do
