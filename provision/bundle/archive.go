@@ -242,15 +242,8 @@ func read(file string, fn func(name string, data []byte) error, want func(string
 	lim := o.limits
 	f, err := regular.OpenInput(file)
 	if err != nil {
-		var pe *os.PathError
-		var nr *regular.NotRegularError
-		switch {
-		case errors.As(err, &nr):
-			err = fmt.Errorf("it is a %s", nr.Kind)
-		case errors.As(err, &pe):
-			err = pe.Err // badf names the file
-		}
-		return nil, badf(file, "cannot read it: %v (valid: a .tar.gz written by `kindlab bundle create`)", err)
+		// badf names the file.
+		return nil, badf(file, "cannot read it: %v (valid: a .tar.gz written by `kindlab bundle create`)", regular.Cause(err))
 	}
 	defer f.Close()
 	gz, err := gzip.NewReader(f)

@@ -255,7 +255,7 @@ func engineImageTag(ref string, digest v1.Hash) string {
 	if registry.ReferenceTag(ref) != "" {
 		return base
 	}
-	return base + ":kit-" + digest.Hex[:12]
+	return kitImageTag(ref, digest)
 }
 
 // kitImageTag is ref's repository with the tag kit-<12 hex of digest>, for

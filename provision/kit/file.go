@@ -30,15 +30,10 @@ const maxEntries = 100_000
 func openKit(file string) (*kitFile, error) {
 	f, err := regular.OpenInput(file)
 	if err != nil {
-		var pe *os.PathError
-		var nr *regular.NotRegularError
-		switch {
-		case errors.As(err, &nr):
+		if nr := (*regular.NotRegularError)(nil); errors.As(err, &nr) {
 			return nil, kitErr(file, "is a %s (valid: a kit, the .tar file `kindlab kit save` writes)", nr.Kind)
-		case errors.As(err, &pe):
-			err = pe.Err
 		}
-		return nil, kitErr(file, "%v", err)
+		return nil, kitErr(file, "%v", regular.Cause(err))
 	}
 	st, err := f.Stat()
 	if err != nil {

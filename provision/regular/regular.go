@@ -84,6 +84,22 @@ func OpenInput(path string) (*os.File, error) {
 	return onlyRegular(f, path)
 }
 
+// Cause is what to say of an error of Open or OpenInput after the path
+// (which the caller names once): "it is a FIFO" for a *NotRegularError,
+// the bare cause of an *os.PathError ("no such file or directory"), else
+// err itself.
+func Cause(err error) error {
+	var nr *NotRegularError
+	var pe *os.PathError
+	switch {
+	case errors.As(err, &nr):
+		return fmt.Errorf("it is a %s", nr.Kind)
+	case errors.As(err, &pe):
+		return pe.Err
+	}
+	return err
+}
+
 // ReadFile reads a regular file of at most limit bytes (Open's checks,
 // then the bound: a larger file is an error wrapping ErrTooLarge, after
 // reading limit+1 bytes, never more).

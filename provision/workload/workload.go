@@ -115,7 +115,7 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	// 2-CPU machine while the nodes were joining).
 	for i, w := range ws {
 		for _, o := range loaded[i] {
-			if isNamespace(o) {
+			if rank(o) == rankNamespace {
 				if _, err := a.apply(ctx, o); err != nil {
 					return fmt.Errorf("workload %s: %w", w.Name, err)
 				}
@@ -132,7 +132,7 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 		}
 		progress(fmt.Sprintf("applying workload %s (%d %s)", w.Name, len(objs), noun))
 		for _, o := range objs {
-			if isNamespace(o) {
+			if rank(o) == rankNamespace {
 				continue
 			}
 			res, err := a.apply(ctx, o)
@@ -282,11 +282,15 @@ func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
+// rankNamespace is rank's first: Namespaces, which ApplyWith applies
+// before every workload's other objects.
+const rankNamespace = 0
+
 // rank orders objects so that what others depend on exists first.
 func rank(u *unstructured.Unstructured) int {
 	switch u.GetKind() {
 	case "Namespace":
-		return 0
+		return rankNamespace
 	case "CustomResourceDefinition", "StorageClass", "PriorityClass", "ServiceCIDR":
 		return 1
 	case "ServiceAccount", "ClusterRole", "Role", "ConfigMap", "Secret", "PersistentVolume":
@@ -387,11 +391,6 @@ const saWait = 30 * time.Second
 
 func missingServiceAccount(err error) bool {
 	return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "error looking up service account")
-}
-
-func isNamespace(u *unstructured.Unstructured) bool {
-	gvk := u.GroupVersionKind()
-	return gvk.Group == "" && gvk.Kind == "Namespace"
 }
 
 func needsWait(u *unstructured.Unstructured) bool {

@@ -44,11 +44,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			}
 			var rows []row
 			for _, l := range c.List() {
+				shadows, _ := c.Shadows(l.Metadata.Name)
 				rows = append(rows, row{Name: l.Metadata.Name, Description: l.Spec.Description,
-					Includes: l.Spec.Include, Source: l.Origin.Display})
-				if b, ok := c.Shadows(l.Metadata.Name); ok {
-					rows[len(rows)-1].Shadows = b
-				}
+					Includes: l.Spec.Include, Source: l.Origin.Display, Shadows: shadows})
 			}
 			sort.Slice(rows, func(i, j int) bool { return rows[i].Name < rows[j].Name })
 			if f.out.JSON() {

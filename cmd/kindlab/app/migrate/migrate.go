@@ -4,10 +4,8 @@ package migrate
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -105,15 +103,8 @@ func readInput(s *cli.Streams, f string) ([]byte, error) {
 	}
 	b, err := readRegular(f)
 	if err != nil {
-		var pe *os.PathError
-		var nr *regular.NotRegularError
-		switch {
-		case errors.As(err, &nr):
-			err = fmt.Errorf("it is a %s", nr.Kind)
-		case errors.As(err, &pe):
-			err = pe.Err // the path is named once, below
-		}
-		return nil, fmt.Errorf("%s: cannot read it: %w (valid: a YAML file of Kubernetes objects, or - for standard input)", f, err)
+		// The path is named once, here.
+		return nil, fmt.Errorf("%s: cannot read it: %w (valid: a YAML file of Kubernetes objects, or - for standard input)", f, regular.Cause(err))
 	}
 	return b, nil
 }

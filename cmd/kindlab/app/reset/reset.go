@@ -75,7 +75,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			// A cluster kindlab has no record of is refused before its lock
 			// is taken: the lock file would outlive a cluster that never was.
 			if _, err := store.Load(name); errors.Is(err, state.ErrNotFound) {
-				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
+				return notRecorded(name)
 			}
 			// Held throughout: an up or down of the cluster meanwhile would
 			// pull the objects from under the reset (or the reverse).
@@ -94,7 +94,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			var wrong *running.WrongLabError
 			switch {
 			case errors.Is(err, running.ErrNotRecorded):
-				return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", name)
+				return notRecorded(name)
 			case errors.As(err, &wrong):
 				// The lab the cluster runs may come from a file: naming
 				// the cluster alone resets it whatever it runs.
@@ -152,4 +152,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		"registry image to start should the registry be gone (default $KINDLAB_REGISTRY_IMAGE)")
 	cli.AddWaitLockFlag(cmd, &waitLock)
 	return cmd
+}
+
+// notRecorded is reset's refusal of a cluster kindlab has no record of,
+// before its lock (no record at all) or after (running.ErrNotRecorded).
+func notRecorded(cluster string) error {
+	return cli.Usagef("cluster %s: kindlab has no record of it; reset only restores a lab kindlab brought up (see `kindlab status`)", cluster)
 }
