@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
 )
 
@@ -40,6 +41,13 @@ const (
 	// inTreeFinalizer is what HonorPVReclaimPolicy adds to in-tree volumes
 	// with the Delete policy.
 	inTreeFinalizer = "kubernetes.io/pv-controller"
+	// reclaimNudgeAfter is how long the check lets the PV controller
+	// reclaim the volume by itself before each annotation update that has
+	// it try again: without a conflict the reclaim takes well under a
+	// second, even while a lab comes up.
+	reclaimNudgeAfter = 3 * time.Second
+	// reclaimNudgeAnnotation counts those updates on the probe volume.
+	reclaimNudgeAnnotation = "kindlab.dev/reclaim-retry"
 )
 
 // checkPVReclaimPolicy deletes a bound Delete-policy volume before its claim
@@ -151,6 +159,21 @@ func checkPVReclaimPolicy(ctx context.Context, c *run) (err error) {
 	if err := cs.CoreV1().PersistentVolumeClaims(reclaimNamespace).Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
 		return fmt.Errorf("delete PersistentVolumeClaim %s/%s: %w", reclaimNamespace, name, err)
 	}
+	// The reclaim's last write (removing inTreeFinalizer, then marking
+	// the volume Failed when that fails) races pv-protection's removal of
+	// its own finalizer, which the Released phase sets off: the loser's
+	// conflict fails the delete operation, and the PV controller only
+	// retries it on the volume's next update event or its periodic resync
+	// (--pvclaimbinder-sync-period, 15 s; seen as "Operation for
+	// delete-… failed … the object has been modified" in
+	// kube-controller-manager's log, and as 10 to 20 s checks while a lab
+	// comes up). An annotation written after reclaimNudgeAfter is such an
+	// update: it makes the controller retry what its resync would, and
+	// proves nothing by itself, since only the controller removes the
+	// finalizer that holds the volume.
+	deleted := time.Now()
+	var nudges int
+	var lastNudge time.Time
 	err = poll(ctx, 500*time.Millisecond, 90*time.Second, func(ctx context.Context) (bool, string, error) {
 		cur, err := cs.CoreV1().PersistentVolumes().Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -159,12 +182,29 @@ func checkPVReclaimPolicy(ctx context.Context, c *run) (err error) {
 		if err != nil {
 			return false, "", err
 		}
+		if time.Since(deleted) >= reclaimNudgeAfter && time.Since(lastNudge) >= reclaimNudgeAfter {
+			lastNudge = time.Now()
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:"%d"}}}`, reclaimNudgeAnnotation, nudges+1)
+			_, perr := cs.CoreV1().PersistentVolumes().Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{FieldManager: "kindlab"})
+			switch {
+			case perr == nil:
+				nudges++
+			case apierrors.IsNotFound(perr):
+				return true, "", nil
+			default:
+				return false, "", fmt.Errorf("annotate PersistentVolume %s so that its PV controller retries the reclaim: %w", name, perr)
+			}
+		}
 		return false, fmt.Sprintf("PersistentVolume %s still exists (phase %s, finalizers %v)%s", name, cur.Status.Phase, cur.Finalizers, volumeEvents(ctx, c, name)), nil
 	})
 	if err != nil {
 		return err
 	}
-	c.detail("after the claim was deleted the Delete reclaim ran and the finalizer let the volume go")
+	if nudges == 0 {
+		c.detail("after the claim was deleted the Delete reclaim ran and the finalizer let the volume go")
+	} else {
+		c.detail("after the claim was deleted the Delete reclaim ran and the finalizer let the volume go (after %d annotation update(s) of the volume, which make the PV controller retry a reclaim it lost to a conflict without waiting for its 15 s resync)", nudges)
+	}
 	if err := c.needNodes("the backing directory is on the control-plane node"); err != nil {
 		return err
 	}

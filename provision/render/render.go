@@ -309,9 +309,21 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	if len(plan.Files) > 0 || plan.CRIShim != nil {
 		plan.NodeFilesDir = opts.StateDir
 	}
+	cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, ParallelImagePullsPatch)
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil
 }
+
+// ParallelImagePullsPatch is every lab's KubeletConfiguration patch: the
+// kubelet pulls a node's images at once instead of one after another
+// (serializeImagePulls, default true; k8s.io/kubelet/config/v1beta1, with
+// maxParallelImagePulls unset meaning no limit). A lab's images come from
+// its local registry, next to the node, and when the labs' workloads land
+// on a node its small images (the device plugin, an image volume's
+// artifact) queued 5 to 6 s behind agnhost's 83 MB pull, which the
+// checks then waited for. kubeadm writes it into the cluster's
+// kubelet-config ConfigMap at init, which the joining nodes read.
+const ParallelImagePullsPatch = "kind: KubeletConfiguration\nserializeImagePulls: false\n"
 
 // SchedulablePatches are a schedulable control-plane node's kubeadm
 // patches, in a cluster of more than one node (kind untaints a lone node

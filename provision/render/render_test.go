@@ -133,8 +133,9 @@ func TestRenderAllFeatures(t *testing.T) {
 		t.Errorf("roles %v", roles)
 	}
 	// The kubeadm patch must be v1beta3-shaped: extraArgs a map, the file in
-	// a mounted volume. Then the CRI shim's two (TestRenderCRIShim).
-	if len(cfg.KubeadmConfigPatches) != 3 {
+	// a mounted volume. Then the CRI shim's two (TestRenderCRIShim), then
+	// every lab's kubelet patch last.
+	if n := len(cfg.KubeadmConfigPatches); n != 4 || cfg.KubeadmConfigPatches[n-1] != render.ParallelImagePullsPatch {
 		t.Fatalf("patches %v", cfg.KubeadmConfigPatches)
 	}
 	var patch struct {
@@ -211,9 +212,11 @@ func TestRenderOptions(t *testing.T) {
 			t.Errorf("%+v accepted", bad)
 		}
 	}
-	// A lab without an authentication config mounts nothing; every lab
-	// has the registry (base turns it on, for the mirrors offline).
-	if p := renderLab(t, "nftables", render.Options{}); len(p.Files) != 0 || p.Registry == nil || len(p.Config.KubeadmConfigPatches) != 0 {
+	// A lab without an authentication config mounts nothing and has only
+	// the kubelet patch every lab gets; every lab has the registry (base
+	// turns it on, for the mirrors offline).
+	if p := renderLab(t, "nftables", render.Options{}); len(p.Files) != 0 || p.Registry == nil ||
+		!slices.Equal(p.Config.KubeadmConfigPatches, []string{render.ParallelImagePullsPatch}) {
 		t.Errorf("nftables lab renders extras or no registry: %+v", p)
 	}
 }

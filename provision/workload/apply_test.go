@@ -2,6 +2,8 @@ package workload_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -154,5 +156,210 @@ func TestApplyWaitsConcurrently(t *testing.T) {
 	podRV, _ := strconv.ParseInt(first.ResourceVersion, 10, 64)
 	if nsRV == 0 || podRV == 0 || nsRV > podRV {
 		t.Errorf("the last workload's namespace (resourceVersion %s) was made after the first workload's pod (%s)", last.ResourceVersion, first.ResourceVersion)
+	}
+}
+
+// TestApplyWorkloadsAtOnce, on a real kube-apiserver: the workloads'
+// objects are applied concurrently, so a workload whose pod waits for its
+// namespace's service account (the apiserver refuses the pod until the
+// serviceaccount controller, absent here, has made it) does not hold up
+// the next workload's apply: only once the next workload's ConfigMap
+// exists does this test make the account. One after another, the first
+// workload would wait out saWait and fail. And a workload whose apply
+// fails ends the others' waits: ApplyLab returns that apply's error, not
+// a pod's timeout minutes later.
+func TestApplyWorkloadsAtOnce(t *testing.T) {
+	configMap := func(ns string) string {
+		return `apiVersion: v1
+kind: Namespace
+metadata:
+  name: ` + ns + `
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: marker
+  namespace: ` + ns + `
+data: {k: v}
+`
+	}
+	withoutAccount := `apiVersion: v1
+kind: Namespace
+metadata:
+  name: kindlab-atonce-first
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: first
+  namespace: kindlab-atonce-first
+  annotations: {kindlab.dev/wait: "false"}
+spec:
+  automountServiceAccountToken: false
+  containers:
+  - name: c
+    image: registry.k8s.io/pause:3.10
+`
+	badPort := `apiVersion: v1
+kind: Service
+metadata:
+  name: bad
+  namespace: kindlab-atonce-next
+spec:
+  ports: [{port: 70000}]
+`
+	labFile := func(workloads string) string {
+		return `apiVersion: kindlab.dev/v1alpha1
+kind: Lab
+metadata:
+  name: atonce
+spec:
+  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
+  nodes: [{role: control-plane}]
+  workloads:
+` + workloads
+	}
+	env := testenv.StartT(t, testenv.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	r := testenv.Lab(t, "atonce", map[string]string{
+		"first/manifests.yaml": withoutAccount,
+		"next/manifests.yaml":  configMap("kindlab-atonce-next"),
+		"atonce.yaml":          labFile("  - {name: first, path: first}\n  - {name: next, path: next}\n"),
+	}, lab.ResolveOptions{})
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := env.Client.CoreV1().ConfigMaps("kindlab-atonce-next").Get(ctx, "marker", metav1.GetOptions{}); err == nil {
+				sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "kindlab-atonce-first"}}
+				if _, err := env.Client.CoreV1().ServiceAccounts("kindlab-atonce-first").Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+					t.Errorf("create the service account: %v", err)
+				}
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	if err := workload.ApplyLab(ctx, env.Config, r, workload.Options{}); err != nil {
+		t.Fatalf("the first workload's pod waited for the second workload's apply: %v", err)
+	}
+
+	// A failed apply ends the wait for a pod no kubelet will run.
+	r = testenv.Lab(t, "atonce", map[string]string{
+		"slow/manifests.yaml": podWorkload("kindlab-atonce-slow", "never"),
+		"next/manifests.yaml": configMap("kindlab-atonce-next") + "---\n" + badPort,
+		"atonce.yaml":         labFile("  - {name: slow, path: slow}\n  - {name: next, path: next}\n"),
+	}, lab.ResolveOptions{})
+	var slowErr error
+	err := workload.ApplyLab(ctx, env.Config, r, workload.Options{Timeout: 5 * time.Minute, Ready: func(name string, err error) {
+		if name == "slow" {
+			slowErr = err
+		}
+	}})
+	if err == nil || !strings.Contains(err.Error(), "workload next: apply Service kindlab-atonce-next/bad") || strings.Contains(err.Error(), "not ready") {
+		t.Errorf("ApplyLab: %v; want the Service's refusal alone", err)
+	}
+	if slowErr == nil || !strings.Contains(slowErr.Error(), "context canceled") {
+		t.Errorf("the slow workload's wait ended with %v, want it cancelled by the failed apply", slowErr)
+	}
+}
+
+// TestClaimWaitsForItsVolume, on a real kube-apiserver with the test in
+// the PV controller's part: a claim pre-bound to a volume of its workload
+// is applied only once the volume has left the apiserver's initial Pending
+// phase, so that the controller's binding does not race its own first
+// update of the volume (a conflict that cost up to its 15 s resync).
+func TestClaimWaitsForItsVolume(t *testing.T) {
+	env := testenv.StartT(t, testenv.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := testenv.Lab(t, "prebound", map[string]string{
+		"vol/manifests.yaml": `apiVersion: v1
+kind: Namespace
+metadata:
+  name: kindlab-prebound
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: kindlab-prebound
+spec:
+  storageClassName: kindlab-manual
+  capacity: {storage: 1Mi}
+  accessModes: [ReadWriteOnce]
+  hostPath: {path: /tmp/kindlab-prebound}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: kindlab-prebound
+spec:
+  storageClassName: kindlab-manual
+  volumeName: kindlab-prebound
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Mi}}
+`,
+		"prebound.yaml": `apiVersion: kindlab.dev/v1alpha1
+kind: Lab
+metadata:
+  name: prebound
+spec:
+  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
+  nodes: [{role: control-plane}]
+  workloads:
+  - {name: vol, path: vol}
+`,
+	}, lab.ResolveOptions{})
+	pvs := env.Client.CoreV1().PersistentVolumes()
+	claims := env.Client.CoreV1().PersistentVolumeClaims("kindlab-prebound")
+	controller := make(chan error, 1)
+	go func() {
+		controller <- func() error {
+			for {
+				pv, err := pvs.Get(ctx, "kindlab-prebound", metav1.GetOptions{})
+				if err == nil {
+					if pv.Status.Phase != corev1.VolumePending {
+						return fmt.Errorf("a new volume is %q, want the apiserver's Pending", pv.Status.Phase)
+					}
+					break
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			// Slower than the apply's next call: the claim must still wait.
+			time.Sleep(time.Second)
+			if _, err := claims.Get(ctx, "data", metav1.GetOptions{}); err == nil {
+				return errors.New("the claim was applied while its volume was Pending")
+			}
+			pv, err := pvs.Get(ctx, "kindlab-prebound", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			pv.Status.Phase = corev1.VolumeAvailable
+			if _, err := pvs.UpdateStatus(ctx, pv, metav1.UpdateOptions{}); err != nil {
+				return err
+			}
+			for {
+				c, err := claims.Get(ctx, "data", metav1.GetOptions{})
+				if err == nil {
+					c.Status.Phase = corev1.ClaimBound
+					_, err = claims.UpdateStatus(ctx, c, metav1.UpdateOptions{})
+					return err
+				}
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}()
+	if err := workload.ApplyLab(ctx, env.Config, r, workload.Options{Timeout: time.Minute}); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	if err := <-controller; err != nil {
+		t.Fatal(err)
 	}
 }

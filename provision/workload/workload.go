@@ -15,10 +15,12 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -112,102 +114,136 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	// made its "default" account (apply retries, see saWait), and with the
 	// namespaces made together those accounts are made together too,
 	// instead of one wait per workload in turn (2–6 s each on a loaded
-	// 2-CPU machine while the nodes were joining).
+	// 2-CPU machine while the nodes were joining). They do not depend on
+	// one another: all at once.
+	g, gctx := errgroup.WithContext(ctx)
 	for i, w := range ws {
 		for _, o := range loaded[i] {
 			if rank(o) == rankNamespace {
-				if _, err := a.apply(ctx, o); err != nil {
-					return fmt.Errorf("workload %s: %w", w.Name, err)
-				}
+				g.Go(func() error {
+					if _, err := a.apply(gctx, o); err != nil {
+						return fmt.Errorf("workload %s: %w", w.Name, err)
+					}
+					return nil
+				})
 			}
 		}
 	}
-	// applied[i] are ws[i]'s objects but its namespaces.
-	applied := make([][]applied, len(ws))
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	// Then what any workload's objects may need from another's (a CRD, a
+	// StorageClass), in the lab's order, as one after another would have
+	// had it.
+	prerequisites := make([][]applied, len(ws))
 	for i, w := range ws {
-		objs := loaded[i]
+		for _, o := range loaded[i] {
+			if rank(o) == rankClusterPrerequisite {
+				res, err := a.apply(ctx, o)
+				if err != nil {
+					return fmt.Errorf("workload %s: %w", w.Name, err)
+				}
+				prerequisites[i] = append(prerequisites[i], res)
+			}
+		}
+	}
+	for i, w := range ws {
 		noun := "objects"
-		if len(objs) == 1 {
+		if len(loaded[i]) == 1 {
 			noun = "object"
 		}
-		progress(fmt.Sprintf("applying workload %s (%d %s)", w.Name, len(objs), noun))
-		for _, o := range objs {
-			if rank(o) == rankNamespace {
-				continue
-			}
-			res, err := a.apply(ctx, o)
-			if err != nil {
-				return fmt.Errorf("workload %s: %w", w.Name, err)
-			}
-			applied[i] = append(applied[i], res)
-		}
+		progress(fmt.Sprintf("applying workload %s (%d %s)", w.Name, len(loaded[i]), noun))
 	}
 	ready := opts.Ready
 	if ready == nil {
 		ready = func(string, error) {}
 	}
-	if opts.NoWait {
-		for _, w := range ws {
-			ready(w.Name, nil)
-		}
-		return nil
-	}
 	timeout := opts.Timeout
 	if timeout == 0 {
 		timeout = DefaultTimeout
 	}
+	// The waits end at the first failed apply: up fails then anyway, and
+	// must say why without waiting minutes for the others.
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	for _, objs := range applied {
-		for _, o := range objs {
-			if needsWait(o.obj) {
-				progress(fmt.Sprintf("waiting for %s", describe(o.obj)))
-			}
-		}
-	}
-	// Each workload's objects one after another, the workloads at once; the
-	// error returned names every failed workload, in the lab's order: the
-	// waits run together, so a pod that failed behind a workload that
-	// merely timed out is known and must not be dropped (with no check of
-	// its name, up --skip-checks, nothing else reports it).
-	errs := make([]error, len(ws))
+	// Each workload's other objects in its own order, the workloads at
+	// once, and each workload waited for as soon as its own objects are
+	// applied. One after another, ~25 applies on a 2-CPU machine whose
+	// nodes were still joining took 8–11 s (0.2–1 s each), and the last
+	// workloads' pods, the checks' critical path, started that much later.
+	// The error returned names every failed workload, in the lab's order:
+	// a pod that failed behind a workload that merely timed out is known
+	// and must not be dropped (with no check of its name, up
+	// --skip-checks, nothing else reports it).
+	applyErrs := make([]error, len(ws))
+	waitErrs := make([]error, len(ws))
 	var wg sync.WaitGroup
 	began := time.Now()
-	for i, objs := range applied {
+	for i, w := range ws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			waited := false
-			for _, o := range objs {
-				if !needsWait(o.obj) {
+			objs := prerequisites[i]
+			for _, o := range loaded[i] {
+				if r := rank(o); r == rankNamespace || r == rankClusterPrerequisite {
 					continue
 				}
-				waited = true
+				if !opts.NoWait {
+					a.awaitVolume(ctx, o)
+				}
+				res, err := a.apply(ctx, o)
+				if err != nil {
+					applyErrs[i] = fmt.Errorf("workload %s: %w", w.Name, err)
+					cancel()
+					return
+				}
+				objs = append(objs, res)
+			}
+			if opts.NoWait {
+				ready(w.Name, nil)
+				return
+			}
+			var waits []applied
+			for _, o := range objs {
+				if needsWait(o.obj) {
+					progress(fmt.Sprintf("waiting for %s", describe(o.obj)))
+					waits = append(waits, o)
+				}
+			}
+			for _, o := range waits {
 				if err := a.wait(wctx, o); err != nil {
-					errs[i] = err
+					waitErrs[i] = err
 					break
 				}
 			}
 			// Says which workload held the step up, and for how long.
-			if waited && errs[i] == nil {
-				progress(fmt.Sprintf("ready: workload %s after %s", ws[i].Name, time.Since(began).Round(100*time.Millisecond)))
+			if len(waits) > 0 && waitErrs[i] == nil {
+				progress(fmt.Sprintf("ready: workload %s after %s", w.Name, time.Since(began).Round(100*time.Millisecond)))
 			}
-			ready(ws[i].Name, errs[i])
+			ready(w.Name, waitErrs[i])
 		}()
 	}
 	wg.Wait()
-	var failed error
+	if err := joinErrors(applyErrs); err != nil {
+		return err
+	}
+	return joinErrors(waitErrs)
+}
+
+// joinErrors is errs' non-nil errors as one line, in order; nil when there
+// are none. %w on each keeps errors.Is working.
+func joinErrors(errs []error) error {
+	var joined error
 	for _, err := range errs {
 		switch {
 		case err == nil:
-		case failed == nil:
-			failed = err
+		case joined == nil:
+			joined = err
 		default:
-			// One line, as a CLI error is; %w twice keeps errors.Is on each.
-			failed = fmt.Errorf("%w; %w", failed, err)
+			joined = fmt.Errorf("%w; %w", joined, err)
 		}
 	}
-	return failed
+	return joined
 }
 
 // MaxManifestSize bounds one manifest file of a workload, in bytes (the
@@ -282,9 +318,13 @@ func Decode(data []byte) ([]*unstructured.Unstructured, error) {
 	}
 }
 
-// rankNamespace is rank's first: Namespaces, which ApplyWith applies
-// before every workload's other objects.
-const rankNamespace = 0
+// rank's first two ranks, which ApplyWith applies for every workload
+// before any workload's other objects: Namespaces, then the cluster-wide
+// objects other workloads may use.
+const (
+	rankNamespace           = 0
+	rankClusterPrerequisite = 1
+)
 
 // rank orders objects so that what others depend on exists first.
 func rank(u *unstructured.Unstructured) int {
@@ -292,7 +332,7 @@ func rank(u *unstructured.Unstructured) int {
 	case "Namespace":
 		return rankNamespace
 	case "CustomResourceDefinition", "StorageClass", "PriorityClass", "ServiceCIDR":
-		return 1
+		return rankClusterPrerequisite
 	case "ServiceAccount", "ClusterRole", "Role", "ConfigMap", "Secret", "PersistentVolume":
 		return 2
 	case "ClusterRoleBinding", "RoleBinding", "PersistentVolumeClaim":
@@ -385,6 +425,44 @@ func (a *applier) apply(ctx context.Context, u *unstructured.Unstructured) (appl
 		}
 	}
 }
+
+// awaitVolume holds a claim pre-bound to a volume (spec.volumeName) until
+// the PV controller has taken that volume in: its phase is no longer the
+// apiserver's initial Pending (Available; Bound on a re-apply). Applied
+// right after the volume, the claim's binding raced the controller's first
+// update of the volume (to Available), and the loser's conflict waited for
+// the controller's periodic resync (--pvclaimbinder-sync-period, 15 s):
+// the pv-last-transition-time workload took 2 to 26 s to bind while a lab
+// came up (6 s in the first up since, most of it the controller's own
+// pace on a loaded machine). A volume that is not there, or still
+// Pending after volumeWait (no PV controller runs), does not hold the
+// claim any longer.
+func (a *applier) awaitVolume(ctx context.Context, claim *unstructured.Unstructured) {
+	name, _, _ := unstructured.NestedString(claim.Object, "spec", "volumeName")
+	if claim.GetKind() != "PersistentVolumeClaim" || claim.GetAPIVersion() != "v1" || name == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, volumeWait)
+	defer cancel()
+	pvs := a.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumes"})
+	for {
+		pv, err := pvs.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return
+		}
+		if phase, _, _ := unstructured.NestedString(pv.Object, "status", "phase"); phase != "" && phase != "Pending" {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// volumeWait bounds awaitVolume.
+const volumeWait = 10 * time.Second
 
 // saWait bounds the wait for a new namespace's default service account.
 const saWait = 30 * time.Second

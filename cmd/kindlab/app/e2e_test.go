@@ -15,6 +15,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/kindlab/kindlab/provision/crishim"
 )
@@ -113,6 +114,8 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	if !strings.Contains(string(kubeconfig), "kind-"+name) {
 		t.Errorf("kubeconfig lacks context kind-%s", name)
 	}
+
+	assertParallelImagePulls(t, e2eClient(t, name))
 
 	// A bug report of the running lab, replayed once the lab is gone.
 	bundle := e2eBundleCreate(t, name, dir)
@@ -312,5 +315,38 @@ func TestEndToEndFailedUpLeavesNothing(t *testing.T) {
 	}
 	if reg, _ := exec.Command("docker", "ps", "-a", "--filter", "publish="+port, "--format", "{{.Names}}").Output(); strings.TrimSpace(string(reg)) != "" {
 		t.Errorf("registry container left behind: %s", reg)
+	}
+}
+
+// assertParallelImagePulls reads each node's running kubelet configuration
+// (its /configz, through the apiserver's node proxy) and fails unless the
+// kubelet pulls images in parallel, as render.ParallelImagePullsPatch asks:
+// the joining nodes get it from the kubelet-config ConfigMap kubeadm wrote
+// at init, not from kind's patch directly.
+func assertParallelImagePulls(t *testing.T, cs kubernetes.Interface) {
+	t.Helper()
+	ctx := context.Background()
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list nodes: %v", err)
+	}
+	for _, n := range nodes.Items {
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/api/v1/nodes", n.Name, "proxy", "configz").DoRaw(ctx)
+		if err != nil {
+			t.Errorf("node %s: kubelet /configz: %v", n.Name, err)
+			continue
+		}
+		var cz struct {
+			KubeletConfig struct {
+				SerializeImagePulls *bool `json:"serializeImagePulls"`
+			} `json:"kubeletconfig"`
+		}
+		if err := json.Unmarshal(raw, &cz); err != nil {
+			t.Errorf("node %s: kubelet /configz: %v: %.200s", n.Name, err, raw)
+			continue
+		}
+		if p := cz.KubeletConfig.SerializeImagePulls; p == nil || *p {
+			t.Errorf("node %s: the kubelet runs with serializeImagePulls %v, want false: %.300s", n.Name, p, raw)
+		}
 	}
 }

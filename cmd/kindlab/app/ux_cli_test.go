@@ -34,6 +34,9 @@ func TestClusterNameAlone(t *testing.T) {
 	if err := store.Save(state.Record{Cluster: "ux-rev-one", Lab: "one-node", LabSource: labFile, Provider: "docker"}); err != nil {
 		t.Fatal(err)
 	}
+	if err := store.Save(state.Record{Cluster: "ux-rev-nft", Lab: "nftables", LabSource: "builtin:nftables", Provider: "docker", Checks: []string{"nftables"}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
@@ -43,6 +46,11 @@ func TestClusterNameAlone(t *testing.T) {
 		{[]string{"check", "--name", "ux-nosuch"}, "cluster ux-nosuch: kindlab has no record of it, so the lab to check must be named (kindlab check LAB --name ux-nosuch)"},
 		{[]string{"reset", "--name", "ux-nosuch"}, "cluster ux-nosuch: kindlab has no record of it"},
 		{[]string{"reset", "nftables", "--name", "ux-rev-one"}, "cluster ux-rev-one runs lab one-node, not nftables (kindlab reset --name ux-rev-one)"},
+		// check, unlike reset, runs another lab's checks where the
+		// cluster's lab has them (below); here it has none, or not those.
+		{[]string{"check", "nftables", "--name", "ux-rev-one"}, "--name: cluster ux-rev-one runs lab one-node (no checks), which lacks lab nftables's check nftables and its workload (kindlab check --name ux-rev-one checks its own lab)"},
+		{[]string{"check", "all-features", "--name", "ux-rev-nft"}, "--name: cluster ux-rev-nft runs lab nftables (checks: nftables), which lacks lab all-features's check apparmor"},
+		{[]string{"check", "all-features", "--only", "image-volume", "--name", "ux-rev-nft"}, "--name: cluster ux-rev-nft runs lab nftables (checks: nftables), which lacks lab all-features's check image-volume"},
 	} {
 		code, _, errOut := run(t, tc.args...)
 		if code != cli.ExitUsage || !strings.HasPrefix(errOut, "ERROR: "+tc.want) || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
@@ -51,6 +59,13 @@ func TestClusterNameAlone(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "kubeconfig")); err == nil {
 		t.Error("a refused command wrote a kubeconfig")
+	}
+	// The checks the cluster's lab has are run there: past the input
+	// checks to the engine, which is not reachable here (exit 4).
+	t.Setenv("KIND_EXPERIMENTAL_PROVIDER", "")
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "nonexistent.sock"))
+	if code, _, errOut := run(t, "check", "all-features", "--only", "nftables", "--name", "ux-rev-nft"); code != cli.ExitNoDocker {
+		t.Errorf("check all-features --only nftables on a cluster of lab nftables: exit %d, want %d: %s", code, cli.ExitNoDocker, errOut)
 	}
 }
 

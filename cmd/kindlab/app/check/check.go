@@ -37,7 +37,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"(e.g. no AppArmor in the kernel) and gives the component's own reason; it does not fail the run.\n\n" +
 			"Without LAB, --name names the cluster and the lab is the one it came up with.\n\n" +
 			"Exit codes: 0 all passed (or unsupported/skipped), 1 the run failed, 2 bad input (an unknown lab,\n" +
-			"check or cluster), 3 a check failed, 4 no container engine reachable.\n\n" +
+			"check or cluster, or a cluster whose lab lacks the checks asked), 3 a check failed, 4 no container\n" +
+			"engine reachable.\n\n" +
 			"Checks: " + strings.Join(check.Names(), ", "),
 		Example: "  kindlab check all-features\n  kindlab check image-volume -o json\n  kindlab check all-features --only anonymous-auth,node-bound-token\n  kindlab check --name sandbox-1",
 		Args:    cobra.MaximumNArgs(1),
@@ -72,6 +73,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			store, err := state.Default()
 			if err != nil {
 				return err
+			}
+			if r != nil {
+				if err := checksOnCluster(store, name, r, only); err != nil {
+					return err
+				}
 			}
 			// Check with what the lab came up with: its images and registry
 			// port. A cluster kindlab did not make (plain kind from `render
@@ -143,6 +149,36 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	cmd.Flags().IntVar(&parallel, "parallel", check.DefaultParallelism,
 		"how many checks run at once (1: one after another); checks that touch the same cluster-wide state never overlap")
 	return cmd
+}
+
+// checksOnCluster refuses, before any engine is looked for, to run lab r's
+// checks (or the --only ones) on a cluster kindlab brought up with another
+// lab that lacks one of them: that check would fail (exit 3) for want of
+// r's workloads there, not because its feature is broken. A cluster whose
+// lab has them all (all-features, for nftables's) is checked, and so is a
+// cluster kindlab has no record of (plain kind from `render -o kind`);
+// running.Open reports a record it cannot read.
+func checksOnCluster(store state.Store, cluster string, r *lab.Resolved, only []string) error {
+	rec, err := store.Load(cluster)
+	if err != nil || rec.Lab == r.Name {
+		return nil
+	}
+	asked := r.Checks
+	if len(only) > 0 {
+		asked = only
+	}
+	for _, c := range asked {
+		if slices.Contains(rec.Checks, c) {
+			continue
+		}
+		has := "no checks"
+		if len(rec.Checks) > 0 {
+			has = "checks: " + strings.Join(rec.Checks, ", ")
+		}
+		return cli.Usagef("--name: cluster %s runs lab %s (%s), which lacks lab %s's check %s and its workload (kindlab check --name %s checks its own lab)",
+			cluster, rec.Lab, has, r.Name, c, cluster)
+	}
+	return nil
 }
 
 // checkOnly refuses an --only naming a check r does not have.
