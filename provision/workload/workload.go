@@ -61,8 +61,9 @@ type Options struct {
 	// Progress receives one line per step, one call at a time; nil
 	// discards them.
 	Progress func(string)
-	// Ready, when set, is called once for each workload whose objects were
-	// all applied, as soon as the wait for them ends (err nil: ready;
+	// Ready, when set, is called once for each workload when every
+	// workload's objects were applied (never after a failed apply), as soon
+	// as the wait for it ends (err nil: ready;
 	// with NoWait, at once), from the goroutine that waited. Workloads are
 	// waited for concurrently, so a quick one is reported before a slow
 	// one that comes earlier in the lab (up and reset start its check then).
@@ -177,12 +178,26 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 	// --skip-checks, nothing else reports it).
 	applyErrs := make([]error, len(ws))
 	waitErrs := make([]error, len(ws))
-	var wg sync.WaitGroup
+	var wg, applies sync.WaitGroup
+	// A workload is reported ready only once every workload's objects
+	// are applied: after a failed apply no check starts (the caller
+	// reports the apply), as when the applies came one after another.
+	allApplied := make(chan struct{})
+	ended := func(name string, err error) {
+		<-allApplied
+		if joinErrors(applyErrs) == nil {
+			ready(name, err)
+		}
+	}
 	began := time.Now()
+	applies.Add(len(ws))
+	go func() { applies.Wait(); close(allApplied) }()
 	for i, w := range ws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			appliedOwn := sync.OnceFunc(applies.Done)
+			defer appliedOwn()
 			objs := prerequisites[i]
 			for _, o := range loaded[i] {
 				if r := rank(o); r == rankNamespace || r == rankClusterPrerequisite {
@@ -199,8 +214,9 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 				}
 				objs = append(objs, res)
 			}
+			appliedOwn()
 			if opts.NoWait {
-				ready(w.Name, nil)
+				ended(w.Name, nil)
 				return
 			}
 			var waits []applied
@@ -220,7 +236,7 @@ func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload,
 			if len(waits) > 0 && waitErrs[i] == nil {
 				progress(fmt.Sprintf("ready: workload %s after %s", w.Name, time.Since(began).Round(100*time.Millisecond)))
 			}
-			ready(w.Name, waitErrs[i])
+			ended(w.Name, waitErrs[i])
 		}()
 	}
 	wg.Wait()
