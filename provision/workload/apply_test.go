@@ -49,6 +49,20 @@ spec:
 `
 }
 
+// labYAML is a one-node lab file named name whose spec.workloads is the
+// YAML list given.
+func labYAML(name, workloads string) string {
+	return `apiVersion: kindlab.dev/v1alpha1
+kind: Lab
+metadata:
+  name: ` + name + `
+spec:
+  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
+  nodes: [{role: control-plane}]
+  workloads:
+` + workloads
+}
+
 // applyLab is a lab of three workloads, in this order: "slow" (a pod no
 // kubelet runs: never ready), "broken" (a pod the test reports Failed, as
 // a kubelet would) and "quick" (nothing to wait for).
@@ -58,18 +72,7 @@ func applyLab(t *testing.T) *lab.Resolved {
 		"slow/manifests.yaml":   podWorkload("kindlab-apply-slow", "never"),
 		"broken/manifests.yaml": podWorkload("kindlab-apply-broken", "crash"),
 		"quick/manifests.yaml":  podWorkload("kindlab-apply-quick", ""),
-		"apply-test.yaml": `apiVersion: kindlab.dev/v1alpha1
-kind: Lab
-metadata:
-  name: apply-test
-spec:
-  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
-  nodes: [{role: control-plane}]
-  workloads:
-  - {name: slow, path: slow}
-  - {name: broken, path: broken}
-  - {name: quick, path: quick}
-`,
+		"apply-test.yaml":       labYAML("apply-test", "  - {name: slow, path: slow}\n  - {name: broken, path: broken}\n  - {name: quick, path: quick}\n"),
 	}, lab.ResolveOptions{})
 }
 
@@ -208,17 +211,6 @@ metadata:
 spec:
   ports: [{port: 70000}]
 `
-	labFile := func(workloads string) string {
-		return `apiVersion: kindlab.dev/v1alpha1
-kind: Lab
-metadata:
-  name: atonce
-spec:
-  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
-  nodes: [{role: control-plane}]
-  workloads:
-` + workloads
-	}
 	env := testenv.StartT(t, testenv.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -226,7 +218,7 @@ spec:
 	r := testenv.Lab(t, "atonce", map[string]string{
 		"first/manifests.yaml": withoutAccount,
 		"next/manifests.yaml":  configMap("kindlab-atonce-next"),
-		"atonce.yaml":          labFile("  - {name: first, path: first}\n  - {name: next, path: next}\n"),
+		"atonce.yaml":          labYAML("atonce", "  - {name: first, path: first}\n  - {name: next, path: next}\n"),
 	}, lab.ResolveOptions{})
 	go func() {
 		for ctx.Err() == nil {
@@ -248,7 +240,7 @@ spec:
 	r = testenv.Lab(t, "atonce", map[string]string{
 		"slow/manifests.yaml": podWorkload("kindlab-atonce-slow", "never"),
 		"next/manifests.yaml": configMap("kindlab-atonce-next") + "---\n" + badPort,
-		"atonce.yaml":         labFile("  - {name: slow, path: slow}\n  - {name: next, path: next}\n"),
+		"atonce.yaml":         labYAML("atonce", "  - {name: slow, path: slow}\n  - {name: next, path: next}\n"),
 	}, lab.ResolveOptions{})
 	var readyCalls []string
 	var mu sync.Mutex
@@ -306,16 +298,7 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 1Mi}}
 `,
-		"prebound.yaml": `apiVersion: kindlab.dev/v1alpha1
-kind: Lab
-metadata:
-  name: prebound
-spec:
-  nodeImage: kindest/node:v1.31.14@sha256:6f86cf509dbb42767b6e79debc3f2c32e4ee01386f0489b3b2be24b0a55aac2b
-  nodes: [{role: control-plane}]
-  workloads:
-  - {name: vol, path: vol}
-`,
+		"prebound.yaml": labYAML("prebound", "  - {name: vol, path: vol}\n"),
 	}, lab.ResolveOptions{})
 	pvs := env.Client.CoreV1().PersistentVolumes()
 	claims := env.Client.CoreV1().PersistentVolumeClaims("kindlab-prebound")
