@@ -1,6 +1,6 @@
 // Package lifecycle holds the stages a lab goes through once its cluster
-// exists, as values: up composes [criShim, WireRegistry, PushArtifacts,
-// WaitReady, ApplyWorkloads{Checks}], reset composes [its restore,
+// exists, as values: up composes [WaitReady (which only starts its wait),
+// criShim, WireRegistry, PushArtifacts, ApplyWorkloads{Checks}], reset composes [its restore,
 // PushArtifacts{Again}, ApplyWorkloads{Checks}] (each check starting as
 // soon as its own workload is ready), and a replay or a fleet
 // member goes through up. The shape is kind's create actions
@@ -38,12 +38,26 @@ type Context struct {
 	// WorkloadsReady is when ApplyWorkloads saw the last workload ready.
 	WorkloadsReady time.Time
 
-	// nodesReady, set by WaitReady once the control plane is Ready, opens
-	// when every node is (or with why not); nodesBegan is when its wait
-	// began, stopNodes ends it.
-	nodesReady *check.Latch
-	nodesBegan time.Time
-	stopNodes  context.CancelFunc
+	// controlPlane, set by WaitReady, opens when the control plane is
+	// Ready (or with why not); nodesReady then opens when every node is;
+	// nodesBegan is when the wait for them began. stopNodes ends both
+	// waits and returns once they have.
+	controlPlane *check.Latch
+	nodesReady   *check.Latch
+	nodesBegan   time.Time
+	stopNodes    func()
+}
+
+// syncStatus makes Status's writer safe for lines from several goroutines
+// (WaitReady's line ends while later steps print theirs); each line is one
+// Write.
+func (c *Context) syncStatus() {
+	if c.Status == nil {
+		c.Status = &progress.Status{}
+	}
+	if c.Status.W != nil {
+		c.Status.W = locked(c.Status.W)
+	}
 }
 
 // Step is one stage. A step that does not apply to the lab (no registry,
@@ -239,6 +253,9 @@ type ApplyWorkloads struct {
 
 // Execute implements Step.
 func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
+	if err := awaitControlPlane(ctx, c); err != nil {
+		return err
+	}
 	r := c.Lab.Plan.Resolved
 	if len(r.Workloads) == 0 {
 		if a.Checks != nil {
@@ -274,7 +291,7 @@ func (a ApplyWorkloads) Execute(ctx context.Context, c *Context) error {
 	// The workloads' lines and the checks' come from two goroutines.
 	var w io.Writer
 	if st.W != nil {
-		w = &lockedWriter{w: st.W}
+		w = locked(st.W)
 	}
 	reportNodes(c, w)
 	applied := make(chan error, 1)
@@ -310,6 +327,14 @@ func (a ApplyWorkloads) apply(ctx context.Context, c *Context, w io.Writer, read
 			fmt.Fprintf(w, "   %s\n", msg)
 		}
 	}})
+}
+
+// locked returns w serialised for several goroutines (w itself if it is).
+func locked(w io.Writer) io.Writer {
+	if l, ok := w.(*lockedWriter); ok {
+		return l
+	}
+	return &lockedWriter{w: w}
 }
 
 // lockedWriter serialises writes from several goroutines.

@@ -2,10 +2,15 @@ package lifecycle_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/cluster"
@@ -164,4 +169,110 @@ func TestApplyWorkloadsChecks(t *testing.T) {
 		!strings.Contains(lc.Checks[0].Reason, "workload bogus") || strings.Contains(lc.Checks[0].Reason, "node-bound-token was not applied") {
 		t.Errorf("checks after a failed apply: %+v", lc.Checks)
 	}
+}
+
+// TestWaitReadyInBackground runs up's wait against a real kube-apiserver
+// (no kubelet: the test registers the Nodes and reports them Ready as a
+// kubelet would). WaitReady only starts the wait: the step after it runs
+// before any node exists, ApplyWorkloads applies once the control plane is
+// Ready, and Run returns once the worker is too. A step that fails while
+// the control plane is not Ready fails Run at once, its wait ends unsaid
+// (no ✗ line for a wait nobody gave up on) and nothing is written after
+// Run returns.
+func TestWaitReadyInBackground(t *testing.T) {
+	r := testLab(t, "waits", [][2]string{{"node-bound-token", nodeBoundToken}}, "")
+	opts, err := testenv.FromLab(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := testenv.StartT(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	withWorker := func(lc *lifecycle.Context) *lifecycle.Context {
+		lc.Lab.Plan.Config.Nodes = append(lc.Lab.Plan.Config.Nodes, v1alpha4.Node{Role: v1alpha4.WorkerRole})
+		return lc
+	}
+
+	// A step after the wait fails before the control plane is Ready.
+	out := &lines{start: time.Now(), at: map[string]time.Duration{}}
+	lc := withWorker(labContext(t, r, env, out))
+	boom := errors.New("the CRI shim is not running")
+	err = lifecycle.Run(ctx, lc, lifecycle.WaitReady{Wait: time.Minute},
+		lifecycle.StepFunc(func(context.Context, *lifecycle.Context) error { return boom }),
+		lifecycle.ApplyWorkloads{Timeout: 15 * time.Second})
+	took := time.Since(out.start)
+	if !errors.Is(err, boom) || took > 10*time.Second {
+		t.Errorf("Run: %v after %s, want the step's error at once", err, took)
+	}
+	out.mu.Lock()
+	after := len(out.all)
+	for _, l := range out.all {
+		if strings.HasPrefix(l, " ✗") || strings.Contains(l, "Applying") {
+			t.Errorf("line %q after a later step failed (lines %q)", l, out.all)
+		}
+	}
+	out.mu.Unlock()
+	time.Sleep(1500 * time.Millisecond)
+	out.mu.Lock()
+	if len(out.all) != after {
+		t.Errorf("written after Run returned: %q", out.all[after:])
+	}
+	out.mu.Unlock()
+
+	// The control plane gets Ready 2 s after the wait began, the worker
+	// 2 s later.
+	out = &lines{start: time.Now(), at: map[string]time.Duration{}}
+	lc = withWorker(labContext(t, r, env, out))
+	var stepAt time.Duration
+	readyAt := make(chan time.Duration, 2)
+	go func() {
+		time.Sleep(2 * time.Second)
+		readyAt <- readyNode(ctx, t, env, "waits-control-plane", map[string]string{"node-role.kubernetes.io/control-plane": ""}, out.start)
+		time.Sleep(2 * time.Second)
+		readyAt <- readyNode(ctx, t, env, "waits-worker", nil, out.start)
+	}()
+	err = lifecycle.Run(ctx, lc, lifecycle.WaitReady{Wait: time.Minute},
+		lifecycle.StepFunc(func(context.Context, *lifecycle.Context) error { stepAt = time.Since(out.start); return nil }),
+		lifecycle.ApplyWorkloads{Timeout: 15 * time.Second})
+	took = time.Since(out.start)
+	t.Logf("took %s:\n%s", took, strings.Join(out.all, "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpAt, workerAt := <-readyAt, <-readyAt
+	if stepAt >= cpAt {
+		t.Errorf("the step after WaitReady ran at %s, after the control plane was Ready (%s): WaitReady waited", stepAt, cpAt)
+	}
+	if took < workerAt {
+		t.Errorf("Run returned at %s, before the worker was Ready (%s)", took, workerAt)
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	applied, ok := out.at[" • Applying workloads 🚀"]
+	if !ok || applied < cpAt {
+		t.Errorf("workloads applied at %s (found %v), want after the control plane was Ready at %s (lines %q)", applied, ok, cpAt, out.all)
+	}
+	ended := false
+	for _, l := range out.all {
+		ended = ended || strings.HasPrefix(l, " ✓ Waiting ≤ 1m0s for control-plane = Ready ⏳ (")
+	}
+	if !ended {
+		t.Errorf("no ✓ line for the control plane's wait: %q", out.all)
+	}
+}
+
+// readyNode registers a Node with labels and reports it Ready, as its
+// kubelet would, and returns when, since start.
+func readyNode(ctx context.Context, t *testing.T, env *testenv.Env, name string, labels map[string]string, start time.Time) time.Duration {
+	n, err := env.Client.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue,
+		LastHeartbeatTime: metav1.Now(), LastTransitionTime: metav1.Now(), Reason: "KubeletReady"}}
+	if _, err := env.Client.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Error(err)
+	}
+	return time.Since(start)
 }

@@ -13,14 +13,17 @@ import (
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 
 	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/progress"
 )
 
 // WaitReady is the wait kind's create does with --wait (kind's waitforready
 // action: every control-plane node Ready), done by kindlab after kind's
-// create instead, so that the registry is wired and the artifacts pushed
-// while the nodes get Ready. The workers are waited for behind it: the
-// step returns once the control plane is Ready, and the wait for every
-// node goes on (Context.NodesReady) while ApplyWorkloads applies the
+// create instead, in the background: the step only starts it, so the steps
+// after it (the CRI shim's check, wiring the registry, pushing the
+// artifacts: about 4 s of an up's critical path, measured in session 11)
+// run while the control plane gets Ready; ApplyWorkloads (and Run, at its
+// end) waits for it. Once the control plane is Ready the wait for every
+// node goes on (Context.nodesReady) while ApplyWorkloads applies the
 // workloads, whose pods the scheduler places on each node as it gets Ready.
 // Every check waits for every node too (traffic-distribution's needs a
 // Ready node in each of its three zones), and so does Run before it
@@ -38,7 +41,9 @@ type WaitReady struct {
 	Wait time.Duration
 }
 
-// Execute implements Step.
+// Execute implements Step: it starts the waits and returns at once. The
+// control plane's status line ends when it is Ready, among the lines of
+// the steps that run meanwhile (each line is written whole).
 func (w WaitReady) Execute(ctx context.Context, c *Context) error {
 	if w.Wait <= 0 {
 		return nil
@@ -54,21 +59,60 @@ func (w WaitReady) Execute(ctx context.Context, c *Context) error {
 			cp++
 		}
 	}
-	st := c.Status
-	st.Start("Waiting ≤ %s for control-plane = Ready ⏳", w.Wait)
-	if err := waitNodes(ctx, cs, controlPlaneSelector, cp, deadline); err != nil {
-		st.Fail()
-		return err
+	c.syncStatus()
+	st := &progress.Status{W: c.Status.W}
+	cpl := check.NewLatch()
+	var nodes *check.Latch
+	if cp < all {
+		nodes = check.NewLatch()
 	}
-	st.End(true)
-	if cp == all {
+	wctx, stop := context.WithCancel(ctx)
+	ended := make(chan struct{})
+	c.controlPlane, c.nodesReady = cpl, nodes
+	c.stopNodes = func() { stop(); <-ended }
+	st.Start("Waiting ≤ %s for control-plane = Ready ⏳", w.Wait)
+	go func() {
+		defer close(ended)
+		err := waitNodes(wctx, cs, controlPlaneSelector, cp, deadline)
+		switch {
+		case err == nil:
+			st.End(true)
+		case ctx.Err() != nil || wctx.Err() == nil:
+			// Failed, or the user stopped it: say so on its line. Stopped
+			// by Run because a step after it failed, it ends unsaid: that
+			// step's line says why.
+			st.Fail()
+		}
+		if nodes != nil {
+			c.nodesBegan = time.Now()
+		}
+		cpl.Open(err)
+		if nodes == nil {
+			return
+		}
+		if err != nil {
+			nodes.Open(err)
+			return
+		}
+		nodes.Open(waitNodes(wctx, cs, "", all, deadline))
+	}()
+	return nil
+}
+
+// awaitControlPlane waits for WaitReady's control-plane wait, if one runs:
+// the workloads are applied once the control plane is Ready, as before
+// kind's create with --wait returned.
+func awaitControlPlane(ctx context.Context, c *Context) error {
+	l := c.controlPlane
+	if l == nil {
 		return nil
 	}
-	l := check.NewLatch()
-	wctx, stop := context.WithCancel(ctx)
-	c.nodesReady, c.nodesBegan, c.stopNodes = l, time.Now(), stop
-	go func() { l.Open(waitNodes(wctx, cs, "", all, deadline)) }()
-	return nil
+	select {
+	case <-l.Done():
+		return l.Err()
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
 }
 
 // controlPlaneSelector is kubeadm's label on control-plane nodes (kind's
@@ -128,6 +172,9 @@ func nodeReady(n corev1.Node) bool {
 // awaitNodes waits for the wait for every node that WaitReady left
 // going, if it did, with a status line while it waits.
 func awaitNodes(ctx context.Context, c *Context) error {
+	if err := awaitControlPlane(ctx, c); err != nil {
+		return err
+	}
 	l := c.nodesReady
 	if l == nil {
 		return nil

@@ -167,11 +167,12 @@ func Run(ctx context.Context, p *cluster.Provider, opts Options) (res *Result, e
 	}
 	lc := &lifecycle.Context{Lab: running.FromPlan(plan, h, opts.Store, &rec), Status: st}
 	// kind's create does not wait for the control plane (createCluster):
-	// WaitReady does, once the registry is wired, and the workloads are
-	// applied while the workers get Ready (Run waits for them too). A
-	// reused cluster is Ready already.
-	steps := []lifecycle.Step{criShimStep{logDir: opts.Store.LogDir(plan.ClusterName)},
-		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}, lifecycle.WaitReady{Wait: opts.Wait}}
+	// WaitReady starts that wait, the CRI shim is checked, the registry
+	// wired and the artifacts pushed meanwhile, and the workloads are
+	// applied once it is Ready, while the workers get Ready (Run waits for
+	// them too). A reused cluster is Ready already.
+	steps := []lifecycle.Step{lifecycle.WaitReady{Wait: opts.Wait}, criShimStep{logDir: opts.Store.LogDir(plan.ClusterName)},
+		lifecycle.WireRegistry{}, lifecycle.PushArtifacts{}}
 	if opts.SkipChecks {
 		steps = append(steps, lifecycle.ApplyWorkloads{})
 	} else {
@@ -313,7 +314,7 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 		watch = watchCRIShim(ctx, p, plan.ClusterName, opts.Store.LogDir(plan.ClusterName))
 	}
 	// No wait in kind: lifecycle.WaitReady waits for the control plane
-	// after the registry is wired and the artifacts pushed.
+	// while the registry is wired and the artifacts pushed.
 	err = p.Create(&kindPlan, cluster.CreateOptions{Retain: opts.Retain, Kubeconfig: opts.Kubeconfig})
 	made.foreignNodes = errors.Is(err, cluster.ErrNodesExist)
 	if watch != nil {
