@@ -309,21 +309,33 @@ func Render(r *lab.Resolved, opts Options) (*Plan, error) {
 	if len(plan.Files) > 0 || plan.CRIShim != nil {
 		plan.NodeFilesDir = opts.StateDir
 	}
-	cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, ParallelImagePullsPatch)
+	cfg.KubeadmConfigPatches = append(cfg.KubeadmConfigPatches, KubeletPatch)
 	v1alpha4.SetDefaultsCluster(cfg)
 	return plan, nil
 }
 
-// ParallelImagePullsPatch is every lab's KubeletConfiguration patch: the
-// kubelet pulls a node's images at once instead of one after another
-// (serializeImagePulls, default true; k8s.io/kubelet/config/v1beta1, with
-// maxParallelImagePulls unset meaning no limit). A lab's images come from
-// its local registry, next to the node, and when the labs' workloads land
-// on a node its small images (the device plugin, an image volume's
-// artifact) queued 5 to 6 s behind agnhost's 83 MB pull, which the
-// checks then waited for. kubeadm writes it into the cluster's
-// kubelet-config ConfigMap at init, which the joining nodes read.
-const ParallelImagePullsPatch = "kind: KubeletConfiguration\nserializeImagePulls: false\n"
+// KubeletPatch is every lab's KubeletConfiguration patch
+// (k8s.io/kubelet/config/v1beta1), two changes for a lab's first minutes:
+//
+//   - serializeImagePulls false: the kubelet pulls a node's images at once
+//     instead of one after another (maxParallelImagePulls unset meaning no
+//     limit). A lab's images come from its local registry, next to the
+//     node, and when the labs' workloads land on a node its small images
+//     (the device plugin, an image volume's artifact) queued 5 to 6 s
+//     behind agnhost's 83 MB pull, which the checks then waited for.
+//   - nodeStatusUpdateFrequency 2s (default 10s): a device plugin's
+//     resources reach the Node's capacity at the kubelet's next status
+//     sync (kubelet_node_status.go's setters; no sync on registration), so
+//     a pod asking for them stayed Pending up to 10 s after its plugin
+//     registered. nodeStatusReportFrequency is set to its default, 5m,
+//     because left unset it would follow nodeStatusUpdateFrequency (the
+//     field's documented backward compatibility) and post the status every
+//     2 s; set, the kubelet posts only a changed status (its lease still
+//     renews every 10 s).
+//
+// kubeadm writes it into the cluster's kubelet-config ConfigMap at init,
+// which the joining nodes read.
+const KubeletPatch = "kind: KubeletConfiguration\nserializeImagePulls: false\nnodeStatusUpdateFrequency: 2s\nnodeStatusReportFrequency: 5m\n"
 
 // SchedulablePatches are a schedulable control-plane node's kubeadm
 // patches, in a cluster of more than one node (kind untaints a lone node

@@ -135,7 +135,7 @@ func TestRenderAllFeatures(t *testing.T) {
 	// The kubeadm patch must be v1beta3-shaped: extraArgs a map, the file in
 	// a mounted volume. Then the CRI shim's two (TestRenderCRIShim), then
 	// every lab's kubelet patch last.
-	if n := len(cfg.KubeadmConfigPatches); n != 4 || cfg.KubeadmConfigPatches[n-1] != render.ParallelImagePullsPatch {
+	if n := len(cfg.KubeadmConfigPatches); n != 4 || cfg.KubeadmConfigPatches[n-1] != render.KubeletPatch {
 		t.Fatalf("patches %v", cfg.KubeadmConfigPatches)
 	}
 	var patch struct {
@@ -216,7 +216,7 @@ func TestRenderOptions(t *testing.T) {
 	// the kubelet patch every lab gets; every lab has the registry (base
 	// turns it on, for the mirrors offline).
 	if p := renderLab(t, "nftables", render.Options{}); len(p.Files) != 0 || p.Registry == nil ||
-		!slices.Equal(p.Config.KubeadmConfigPatches, []string{render.ParallelImagePullsPatch}) {
+		!slices.Equal(p.Config.KubeadmConfigPatches, []string{render.KubeletPatch}) {
 		t.Errorf("nftables lab renders extras or no registry: %+v", p)
 	}
 }

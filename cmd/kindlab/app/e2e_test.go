@@ -115,7 +115,7 @@ func TestEndToEndAllFeatures(t *testing.T) {
 		t.Errorf("kubeconfig lacks context kind-%s", name)
 	}
 
-	assertParallelImagePulls(t, e2eClient(t, name))
+	assertKubeletPatch(t, e2eClient(t, name))
 
 	// A bug report of the running lab, replayed once the lab is gone.
 	bundle := e2eBundleCreate(t, name, dir)
@@ -318,12 +318,12 @@ func TestEndToEndFailedUpLeavesNothing(t *testing.T) {
 	}
 }
 
-// assertParallelImagePulls reads each node's running kubelet configuration
-// (its /configz, through the apiserver's node proxy) and fails unless the
-// kubelet pulls images in parallel, as render.ParallelImagePullsPatch asks:
+// assertKubeletPatch reads each node's running kubelet configuration (its
+// /configz, through the apiserver's node proxy) and fails unless the
+// kubelet runs with render.KubeletPatch's settings:
 // the joining nodes get it from the kubelet-config ConfigMap kubeadm wrote
 // at init, not from kind's patch directly.
-func assertParallelImagePulls(t *testing.T, cs kubernetes.Interface) {
+func assertKubeletPatch(t *testing.T, cs kubernetes.Interface) {
 	t.Helper()
 	ctx := context.Background()
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -338,7 +338,9 @@ func assertParallelImagePulls(t *testing.T, cs kubernetes.Interface) {
 		}
 		var cz struct {
 			KubeletConfig struct {
-				SerializeImagePulls *bool `json:"serializeImagePulls"`
+				SerializeImagePulls       *bool  `json:"serializeImagePulls"`
+				NodeStatusUpdateFrequency string `json:"nodeStatusUpdateFrequency"`
+				NodeStatusReportFrequency string `json:"nodeStatusReportFrequency"`
 			} `json:"kubeletconfig"`
 		}
 		if err := json.Unmarshal(raw, &cz); err != nil {
@@ -347,6 +349,9 @@ func assertParallelImagePulls(t *testing.T, cs kubernetes.Interface) {
 		}
 		if p := cz.KubeletConfig.SerializeImagePulls; p == nil || *p {
 			t.Errorf("node %s: the kubelet runs with serializeImagePulls %v, want false: %.300s", n.Name, p, raw)
+		}
+		if k := cz.KubeletConfig; k.NodeStatusUpdateFrequency != "2s" || k.NodeStatusReportFrequency != "5m0s" {
+			t.Errorf("node %s: the kubelet runs with nodeStatusUpdateFrequency %q and nodeStatusReportFrequency %q, want 2s and 5m0s", n.Name, k.NodeStatusUpdateFrequency, k.NodeStatusReportFrequency)
 		}
 	}
 }
