@@ -66,6 +66,11 @@ type BuildOptions struct {
 	Architecture string
 	// Jobs is how many layers are compressed at once; 0 means GOMAXPROCS.
 	Jobs int
+	// NoHidden refuses a directory holding a hidden entry (a name starting
+	// with "."), as a lab's artifact must: a lab refers only to its own
+	// files, never to dotfiles such as .ssh (lab.Origin.Resolve), and a
+	// folder named by a stranger's lab file must not carry them off.
+	NoHidden bool
 }
 
 // entry is one file, directory or symlink of the artifact, read once.
@@ -89,6 +94,13 @@ func Build(fsys fs.FS, opts BuildOptions) (v1.Image, error) {
 	entries, err := scan(fsys)
 	if err != nil {
 		return nil, err
+	}
+	if opts.NoHidden {
+		for _, e := range entries {
+			if n := path.Base(e.name); strings.HasPrefix(n, ".") {
+				return nil, fmt.Errorf("%s is hidden: a lab's artifact carries only its own files, not dotfiles (move it out of the artifact's folder)", e.name)
+			}
+		}
 	}
 	if !hasContent(entries) {
 		return nil, errors.New("artifact directory is empty: it needs at least one file")

@@ -60,7 +60,7 @@ func BuildLab(a lab.ResolvedArtifact) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("artifact %s: source %s: %w", a.Name, a.Dir.Display, err)
 	}
-	img, err := Build(fsys, BuildOptions{ArtifactType: a.ArtifactType, Annotations: a.Annotations})
+	img, err := Build(fsys, BuildOptions{ArtifactType: a.ArtifactType, Annotations: a.Annotations, NoHidden: true})
 	if err != nil {
 		return nil, fmt.Errorf("artifact %s: source %s: %w", a.Name, a.Dir.Display, err)
 	}

@@ -3,6 +3,8 @@ package artifact_test
 import (
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -120,5 +122,45 @@ func TestImportLab(t *testing.T) {
 	}
 	if registry.HoldsKits(ctx, o, d) {
 		t.Error("importing artifacts marked the registry as holding a kit")
+	}
+}
+
+// TestBuildLabRefusesHiddenFiles: a lab's artifact folder holding a dotfile
+// (a stranger's lab naming a folder beside a .ssh, say) is refused, naming
+// the file, before anything is built or pushed.
+func TestBuildLabRefusesHiddenFiles(t *testing.T) {
+	dir := t.TempDir()
+	for p, data := range map[string]string{"data/model.txt": "model\n", "data/.ssh/id_ed25519": "SECRET\n"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	file := filepath.Join(dir, "lab.yaml")
+	if err := os.WriteFile(file, []byte("apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: hid\nspec:\n"+
+		"  nodeImage: kindest/node:v1.31.14@sha256:"+strings.Repeat("ab", 32)+"\n  nodes:\n  - role: control-plane\n"+
+		"  artifacts:\n  - name: m\n    source: data\n    reference: localhost:5001/m:v1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := lab.NewCatalog()
+	if _, err := c.AddFile(file); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve("hid", lab.ResolveOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = artifact.BuildLab(r.Artifacts[0])
+	if err == nil || !strings.Contains(err.Error(), ".ssh is hidden") {
+		t.Fatalf("BuildLab: %v, want .ssh refused as hidden", err)
+	}
+	// The same folder without it builds.
+	if err := os.RemoveAll(filepath.Join(dir, "data", ".ssh")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := artifact.BuildLab(r.Artifacts[0]); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -190,6 +191,20 @@ stringData:
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "mine.tar.gz")
+	// A dotfile in a folder the lab names is refused, naming it, and no
+	// bundle is written.
+	write("proj/manifests/.env", "TOKEN=do-not-ship-me-either\n")
+	plan := planFor(t, c, "mine", filepath.Join(t.TempDir(), "state", "clusters", "mine"))
+	if _, err := Create(context.Background(), Input{Catalog: c, Plan: plan, Versions: Versions{Kindlab: "test", Kind: KindVersion()}}, out); err == nil ||
+		!strings.Contains(err.Error(), ".env is hidden") {
+		t.Errorf("a bundle of a lab whose workload folder holds .env: %v, want it refused", err)
+	}
+	if _, err := os.Lstat(out); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("refused bundle left %s behind: %v", out, err)
+	}
+	if err := os.Remove(filepath.Join(root, "proj/manifests/.env")); err != nil {
+		t.Fatal(err)
+	}
 	m := create(t, c, "mine", out, nil)
 	wantFiles := []string{"lab/builtin/labs/base.yaml", "lab/disk/labs/mine.yaml"}
 	if !reflect.DeepEqual(m.Lab.Files, wantFiles) {

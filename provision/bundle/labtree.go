@@ -129,6 +129,13 @@ func collectLab(c *lab.Catalog, r *lab.Resolved) ([]treeEntry, []string, error) 
 			if err != nil {
 				return err
 			}
+			// A lab refers only to its own files, never to dotfiles (lab.
+			// Origin.Resolve; artifact.BuildOptions.NoHidden): a bundle
+			// handed to a stranger must not carry a .ssh or .env from a
+			// folder the lab names.
+			if p != s.p && strings.HasPrefix(d.Name(), ".") {
+				return fmt.Errorf("%s is hidden: a bundle carries only a lab's own files, not dotfiles (move it out of %s)", strings.TrimPrefix(p, s.p+"/"), s.display)
+			}
 			switch {
 			case d.IsDir():
 				addEntry(treeEntry{path: where(s, p), dir: true})

@@ -170,8 +170,31 @@ func TestBadInput(t *testing.T) {
 			"", []string{"spec.networking.kubeProxyMode", "valid: iptables, nftables, ipvs, none"}},
 		{"bad runtime config value", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    networking.k8s.io/v1beta1: yes\n")},
 			"", []string{`spec.runtimeConfig["networking.k8s.io/v1beta1"]`, `valid: "true", "false"`}},
-		{"artifact reference does not parse", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: .\n    reference: 'localhost:5001/UPPER:v1'\n")},
+		{"artifact reference does not parse", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ../fixtures\n    reference: 'localhost:5001/UPPER:v1'\n")},
 			"", []string{"spec.artifacts[0].reference", "is not an image reference"}},
+		// A stranger's lab must not push files off the machine, nor take
+		// the folder it was saved in (a home folder) as an artifact or a
+		// workload (hostile review, session 12).
+		{"artifact pushed to another registry", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ../fixtures\n    reference: ttl.sh/loot:1h\n")},
+			"", []string{":13:", "spec.artifacts[0].reference", `"ttl.sh/loot:1h" is in registry ttl.sh`, "valid: localhost:5001/NAME:TAG"}},
+		{"artifact pushed to 127.0.0.1", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ../fixtures\n    reference: 127.0.0.1:5999/loot:v1\n")},
+			"", []string{"spec.artifacts[0].reference", "is in registry 127.0.0.1:5999"}},
+		{"artifact source is the lab's folder", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: .\n    reference: localhost:5001/m:v1\n")},
+			"", []string{":12:", "spec.artifacts[0].source", `"." holds the lab file itself`}},
+		{"artifact source is the tree root", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ..\n    reference: localhost:5001/m:v1\n")},
+			"", []string{"spec.artifacts[0].source", `".." holds the lab file itself`}},
+		{"artifact source is the lab's folder, spelled long", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ../labs/\n    reference: localhost:5001/m:v1\n")},
+			"", []string{"spec.artifacts[0].source", "holds the lab file itself"}},
+		{"workload path is the tree root", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: w\n    path: ..\n")},
+			"", []string{"spec.workloads[0].path", `".." holds the lab file itself`}},
+		// Map keys are quoted into the field path: one bracket or quote in
+		// a key once panicked the line lookup.
+		{"feature gate key with a bracket", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    \"a[\": true\n")},
+			"", []string{":11:", `spec.featureGates["a["]`, `no feature gate "a["`}},
+		{"runtime config key with brackets and a quote", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    'a\"]b[': \"true\"\n")},
+			"", []string{":11:", `spec.runtimeConfig["a\"]b["]`, "is not an API group/version"}},
+		{"node label key with brackets and a quote", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels: {'a\"][': b}\n")},
+			"", []string{":10:", `spec.nodes[1].labels["a\"]["]`, "is not a label key"}},
 		{"unpinned workload image", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  images:\n  - name: agnhost\n    reference: registry.k8s.io/e2e-test-images/agnhost:2.52\n")},
 			"", []string{"spec.images[0].reference", "is not pinned"}},
 		{"wrong type", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    ImageVolume: maybe\n")},

@@ -163,8 +163,12 @@ var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // line finds the line of a field path such as "spec.nodes[1].role" or
 // "spec.featureGates.Foo" in the document, or 0 when it is not there.
 func (d *document) line(path string) int {
+	parts := splitPath(path)
+	if parts == nil {
+		return 0
+	}
 	n := d.root
-	for _, part := range splitPath(path) {
+	for _, part := range parts {
 		if n == nil {
 			return 0
 		}
@@ -201,19 +205,30 @@ type pathPart struct {
 
 // splitPath splits "a.b[2].c" into a, b, [2], c. Map keys such as
 // "networking.k8s.io/v1beta1" contain dots, so a key is taken whole when the
-// caller quotes it as a["networking.k8s.io/v1beta1"].
+// caller quotes it (join: strconv.Quote) as a["networking.k8s.io/v1beta1"].
+// A path it cannot read (a hostile key written into it unquoted) gives nil:
+// the field then has no line, and the message still names it.
 func splitPath(path string) []pathPart {
 	var parts []pathPart
 	for len(path) > 0 {
 		switch {
 		case strings.HasPrefix(path, `["`):
-			end := strings.Index(path, `"]`)
-			parts = append(parts, pathPart{key: path[2:end], index: -1})
-			path = path[end+2:]
+			q, err := strconv.QuotedPrefix(path[1:])
+			if err != nil || !strings.HasPrefix(path[1+len(q):], "]") {
+				return nil
+			}
+			key, err := strconv.Unquote(q)
+			if err != nil {
+				return nil
+			}
+			parts = append(parts, pathPart{key: key, index: -1})
+			path = path[1+len(q)+1:]
 		case path[0] == '[':
 			end := strings.IndexByte(path, ']')
-			var i int
-			fmt.Sscanf(path[1:end], "%d", &i)
+			i, err := strconv.Atoi(path[1:max(end, 1)])
+			if end < 0 || err != nil || i < 0 {
+				return nil
+			}
 			parts = append(parts, pathPart{index: i})
 			path = path[end+1:]
 		case path[0] == '.':

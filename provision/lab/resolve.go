@@ -289,7 +289,7 @@ func (m *merger) merge(name string, stack []string) error {
 		m.setBy[field] = name
 	}
 	for _, g := range sortedKeys(s.FeatureGates) {
-		field := "spec.featureGates." + g
+		field := join("spec.featureGates", g)
 		if prev, ok := m.r.FeatureGates[g]; ok && prev != s.FeatureGates[g] && !overrides(field) {
 			return conflict(field, "feature gate "+g+"=", prev, s.FeatureGates[g])
 		}

@@ -107,7 +107,7 @@ func validateFile(d *document) error {
 	}
 	for _, g := range sortedKeys(s.FeatureGates) {
 		if err := ValidateGate(g, s.FeatureGates[g]); err != nil {
-			return e("spec.featureGates."+g, "%v", err)
+			return e(join("spec.featureGates", g), "%v", err)
 		}
 	}
 	for _, k := range sortedKeys(s.RuntimeConfig) {
@@ -153,11 +153,16 @@ func validateFile(d *document) error {
 		if a.Source == "" {
 			return e(field+".source", "missing: a directory, relative to the lab file, whose files become the artifact")
 		}
-		if err := checkRef(l.Origin, a.Source, true); err != nil {
+		if err := checkOwnDir(l.Origin, a.Source); err != nil {
 			return e(field+".source", "%v", err)
 		}
-		if _, err := name.ParseReference(a.Reference, name.StrictValidation); err != nil {
-			return e(field+".reference", "%q is not an image reference: %v (e.g. localhost:5001/kindlab/model:v1)", a.Reference, err)
+		ref, err := name.ParseReference(a.Reference, name.StrictValidation)
+		if err != nil {
+			return e(field+".reference", "%q is not an image reference: %v (e.g. %s/kindlab/model:v1)", a.Reference, err, LocalRegistry)
+		}
+		// A lab file from a stranger must not send files off this machine.
+		if r := ref.Context().RegistryStr(); r != LocalRegistry {
+			return e(field+".reference", "%q is in registry %s: a lab pushes its artifacts only to the local registry (valid: %s/NAME:TAG, e.g. %s/kindlab/model:v1)", a.Reference, r, LocalRegistry, LocalRegistry)
 		}
 	}
 	for i, w := range s.Workloads {
@@ -169,7 +174,7 @@ func validateFile(d *document) error {
 			return e(field+".name", "%q is listed twice", w.Name)
 		}
 		seen["workload/"+w.Name] = true
-		if err := checkRef(l.Origin, w.Path, true); err != nil {
+		if err := checkOwnDir(l.Origin, w.Path); err != nil {
 			return e(field+".path", "%v", err)
 		}
 	}
@@ -319,6 +324,26 @@ func checkRef(o Origin, rel string, wantDir bool) error {
 	}
 	return nil
 }
+
+// checkOwnDir is checkRef for a directory whose files a lab pushes or
+// applies (and a bundle carries): it must not hold the lab file itself, as
+// "." or ".." from labs/ would, which would take the whole folder the lab
+// was saved in (a home folder, say) with it.
+func checkOwnDir(o Origin, rel string) error {
+	if err := checkRef(o, rel, true); err != nil {
+		return err
+	}
+	p, _ := o.Resolve(rel)
+	if dir := path.Dir(o.Path); p == "." || strings.HasPrefix(dir+"/", p+"/") {
+		return fmt.Errorf("%q holds the lab file itself: name a folder of its own files, beside or below the lab file (e.g. ../fixtures/model)", rel)
+	}
+	return nil
+}
+
+// LocalRegistry is the registry host lab files name for the shared local
+// registry (registry.DefaultHostPort on localhost; registry.PushReference
+// moves it to the port up was given). Artifacts are pushed nowhere else.
+const LocalRegistry = "localhost:5001"
 
 // Resolve turns a path relative to the lab file into a path inside Origin.FS.
 func (o Origin) Resolve(rel string) (string, error) {
