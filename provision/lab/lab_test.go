@@ -185,6 +185,12 @@ func TestBadInput(t *testing.T) {
 			"", []string{"spec.artifacts[0].source", `".." holds the lab file itself`}},
 		{"artifact source is the lab's folder, spelled long", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  artifacts:\n  - name: m\n    source: ../labs/\n    reference: localhost:5001/m:v1\n")},
 			"", []string{"spec.artifacts[0].source", "holds the lab file itself"}},
+		{"two workloads, one folder", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: a\n    path: ../fixtures\n  - name: b\n    path: ../fixtures/\n")},
+			"", []string{":14:", "spec.workloads[1].path", `"../fixtures/" is also workload a's folder`}},
+		{"too many nodes", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: control-plane\n"+strings.Repeat("  - role: worker\n", 32))},
+			"", []string{":8:", "spec.nodes", "33 nodes: a lab has at most 32"}},
+		{"too many control planes", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n"+strings.Repeat("  - role: control-plane\n", 8))},
+			"", []string{"spec.nodes", "8 control-plane nodes: a lab has at most 7"}},
 		{"workload path is the tree root", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: w\n    path: ..\n")},
 			"", []string{"spec.workloads[0].path", `".." holds the lab file itself`}},
 		// Map keys are quoted into the field path: one bracket or quote in

@@ -105,6 +105,12 @@ func validateFile(d *document) error {
 	if len(s.Nodes) > 0 && countRole(s.Nodes, RoleControlPlane) == 0 {
 		return e("spec.nodes", "no node has role %s: a cluster needs at least one", RoleControlPlane)
 	}
+	if n := len(s.Nodes); n > MaxNodes {
+		return e("spec.nodes", "%d nodes: a lab has at most %d (each is a privileged container running a kubelet and its pods on this host)", n, MaxNodes)
+	}
+	if n := countRole(s.Nodes, RoleControlPlane); n > MaxControlPlanes {
+		return e("spec.nodes", "%d %s nodes: a lab has at most %d (each runs an etcd member; etcd recommends at most 7)", n, RoleControlPlane, MaxControlPlanes)
+	}
 	for _, g := range sortedKeys(s.FeatureGates) {
 		if err := ValidateGate(g, s.FeatureGates[g]); err != nil {
 			return e(join("spec.featureGates", g), "%v", err)
@@ -165,6 +171,7 @@ func validateFile(d *document) error {
 			return e(field+".reference", "%q is in registry %s: a lab pushes its artifacts only to the local registry (valid: %s/NAME:TAG, e.g. %s/kindlab/model:v1)", a.Reference, r, LocalRegistry, LocalRegistry)
 		}
 	}
+	paths := map[string]string{}
 	for i, w := range s.Workloads {
 		field := fmt.Sprintf("spec.workloads[%d]", i)
 		if !dnsLabel.MatchString(w.Name) {
@@ -177,6 +184,14 @@ func validateFile(d *document) error {
 		if err := checkOwnDir(l.Origin, w.Path); err != nil {
 			return e(field+".path", "%v", err)
 		}
+		// Each workload's folder is read and decoded on its own (a bundle's
+		// review decodes them all before it asks): one folder named a
+		// thousand times would be read a thousand times.
+		p, _ := l.Origin.Resolve(w.Path)
+		if prev, ok := paths[p]; ok {
+			return e(field+".path", "%q is also workload %s's folder: give each workload its own", w.Path, prev)
+		}
+		paths[p] = w.Name
 	}
 	for i, c := range s.Checks {
 		if !dnsLabel.MatchString(c) {
@@ -339,6 +354,13 @@ func checkOwnDir(o Origin, rel string) error {
 	}
 	return nil
 }
+
+// MaxNodes and MaxControlPlanes bound a lab's nodes: a lab file from a
+// stranger must not start thousands of privileged containers.
+const (
+	MaxNodes         = 32
+	MaxControlPlanes = 7
+)
 
 // LocalRegistry is the registry host lab files name for the shared local
 // registry (registry.DefaultHostPort on localhost; registry.PushReference

@@ -12,6 +12,7 @@ import (
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/apparmor"
 	"github.com/kindlab/kindlab/provision/regular"
+	"github.com/kindlab/kindlab/provision/workload"
 )
 
 // NewCommand returns the migrate command with its subcommands.
@@ -90,14 +91,29 @@ func readRegular(name string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	return readBounded(f)
+}
+
+// readBounded reads at most workload.MaxManifestSize bytes, the bound on a
+// lab's manifest files: decoding YAML takes some 200 times its size in
+// memory (a hostile 8.5 MB file of small Pods took 2 GB), and standard
+// input may never end.
+func readBounded(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, workload.MaxManifestSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > workload.MaxManifestSize {
+		return nil, fmt.Errorf("it is larger than %d MiB, the bound on a manifest file: split it: %w", workload.MaxManifestSize>>20, regular.ErrTooLarge)
+	}
+	return b, nil
 }
 
 func readInput(s *cli.Streams, f string) ([]byte, error) {
 	if f == "-" {
-		b, err := io.ReadAll(s.In)
+		b, err := readBounded(s.In)
 		if err != nil {
-			return nil, fmt.Errorf("read standard input: %w", err)
+			return nil, fmt.Errorf("standard input: %w", err)
 		}
 		return b, nil
 	}

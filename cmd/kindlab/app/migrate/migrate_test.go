@@ -83,3 +83,25 @@ func TestAppArmorBadValueWritesNothing(t *testing.T) {
 		t.Errorf("good.yaml was rewritten although bad.yaml failed")
 	}
 }
+
+// Input is bounded as a lab's manifest files are: a stream that never
+// ends (/dev/zero, a hostile pipe) or a huge file is refused after 4 MiB,
+// exit 2, nothing written.
+func TestAppArmorInputIsBounded(t *testing.T) {
+	big := strings.Repeat(legacy+"---\n", (4<<20)/len(legacy)+1)
+	_, _, err := run(t, big, "apparmor", "-")
+	if err == nil || cli.CodeOf(err) != cli.ExitUsage || !strings.Contains(err.Error(), "standard input: it is larger than 4 MiB") {
+		t.Errorf("4 MiB on standard input: %v (exit %d)", err, cli.CodeOf(err))
+	}
+	f := filepath.Join(t.TempDir(), "big.yaml")
+	if err := os.WriteFile(f, []byte(big), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, "", "apparmor", "-w", f)
+	if err == nil || cli.CodeOf(err) != cli.ExitUsage || !strings.Contains(err.Error(), "big.yaml: cannot read it: it is larger than 4 MiB") {
+		t.Errorf("a 4 MiB file: %v (exit %d)", err, cli.CodeOf(err))
+	}
+	if got, _ := os.ReadFile(f); string(got) != big {
+		t.Error("the refused file was changed")
+	}
+}
