@@ -246,6 +246,14 @@ func TestValidate(t *testing.T) {
 	if strings.TrimSpace(errOut) != "ERROR: "+want {
 		t.Errorf("stderr %q, want %q", errOut, want)
 	}
+	// A terminal's escapes in a name from a stranger (here the file's own
+	// name) reach stderr escaped: no title set, no screen cleared.
+	esc := filepath.Join(dir, "x\x1b]0;owned\a\x1b[2Jy.yaml")
+	os.WriteFile(esc, []byte("apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: esc\nspec:\n  nodez: 1\n"), 0o644)
+	code, _, errOut = run(t, "validate", esc)
+	if code != cli.ExitUsage || strings.ContainsAny(errOut, "\x1b\a") || !strings.Contains(errOut, `x\x1b]0;owned\a\x1b[2Jy.yaml:6: spec.nodez: unknown field`) {
+		t.Errorf("exit %d, stderr %q: want the file's name escaped", code, errOut)
+	}
 }
 
 // TestValidateRefusesWhatComponentsRefuse replays the reports of issue 13:

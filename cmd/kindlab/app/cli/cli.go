@@ -99,7 +99,9 @@ func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string)
 		err = WithCode(ExitUsage, err)
 	}
 	if err != nil {
-		fmt.Fprintf(s.ErrOut, "ERROR: %v\n", err)
+		// Names and paths in it may come from a stranger's file (a lab, a
+		// kit, a bundle): a terminal must not act on their escapes.
+		fmt.Fprintf(s.ErrOut, "ERROR: %s\n", bundle.Printable(err.Error()))
 	}
 	return CodeOf(err)
 }

@@ -204,7 +204,7 @@ func newInspect(s *cli.Streams) *cobra.Command {
 			}
 			// What a kit names is a stranger's text: a terminal's escape
 			// sequences in it are shown, not obeyed.
-			fmt.Fprintf(s.Out, "Lab %s, kit format %d, platforms %v, %.1f MiB\n", bundle.Printable(man.Lab), man.Format, man.Platforms, float64(man.Size)/(1<<20))
+			fmt.Fprintf(s.Out, "Lab %s, kit format %d, platforms %s, %.1f MiB\n", bundle.Printable(man.Lab), man.Format, bundle.Printable(fmt.Sprint(man.Platforms)), float64(man.Size)/(1<<20))
 			tw := tabwriter.NewWriter(s.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ROLE\tNAME\tREFERENCE\tDIGEST\tMIB")
 			for _, e := range man.Entries {
