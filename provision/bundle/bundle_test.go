@@ -508,3 +508,42 @@ func TestLabThatDoesNotResolveHereIsRefused(t *testing.T) {
 		t.Errorf("error does not say what is wrong: %v", err)
 	}
 }
+
+// A bundle's run settings are its author's, checked as the flags they stand
+// for and a lab's fields are: each bad one is a bad bundle (exit 2) naming
+// its place in bundle.json (hostile review, session 12).
+func TestBadRunSettingsAreRefused(t *testing.T) {
+	good := smallBundle(t)
+	for _, tc := range []struct {
+		name string
+		edit func(*RunSettings)
+		want string
+	}{
+		{"unpinned node image", func(r *RunSettings) { r.NodeImage = "kindest/node:latest" }, `bundle.json: run.nodeImage: "kindest/node:latest" is not pinned`},
+		{"negative registry port", func(r *RunSettings) { r.RegistryPort = -7 }, "bundle.json: run.registryPort: -7 is not a TCP port (valid: 1 to 65535)"},
+		{"registry port too large", func(r *RunSettings) { r.RegistryPort = 99999 }, "run.registryPort: 99999 is not a TCP port"},
+		{"override of no image", func(r *RunSettings) { r.ImageOverrides = map[string]string{"nope": "x"} }, `bundle.json: run.imageOverrides: nope: lab "pv-last-transition-time" has no image "nope"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := filepath.Join(t.TempDir(), "bad.tar.gz")
+			rewrite(t, good, bad, func(name string, data []byte) []byte {
+				if name != ManifestFile {
+					return data
+				}
+				var m Manifest
+				if err := json.Unmarshal(data, &m); err != nil {
+					t.Fatal(err)
+				}
+				tc.edit(&m.Run)
+				b, _ := json.Marshal(m)
+				return b
+			})
+			b, err := Open(bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = b.plan(context.Background(), nil, t.TempDir(), "x", t.TempDir(), ReplayOptions{})
+			assertBad(t, bad, err, tc.want)
+		})
+	}
+}
