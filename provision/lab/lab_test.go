@@ -240,6 +240,12 @@ func TestBadInput(t *testing.T) {
 			"labs/b.yaml":    labFile("b", "  include: [base]\n  nodes:\n  - role: control-plane\n    schedulable: true\n"),
 			"labs/c.yaml":    labFile("c", "  include: [base]\n  nodes:\n  - role: control-plane\n  - role: worker\n  - role: worker\n")},
 			"", []string{"builtin:labs/c.yaml", "spec.nodes", `from lab "b"`}},
+		// An alias is checked where it is used (hostile review, session 12:
+		// unknown fields got past through one).
+		{"unknown field through an alias", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n  - role: control-plane\n    labels: &l {role: worker, imagee: foo}\n  - *l\n")},
+			"", []string{":9:", "spec.nodes[1].imagee: unknown field"}},
+		{"unknown field only through an alias", map[string]string{"labs/x.yaml": "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata: &m {name: x}\nspec:\n  apiServer: *m\n" + goodNodes},
+			"", []string{":3:", "spec.apiServer.name: unknown field"}},
 		{"not YAML", map[string]string{"labs/x.yaml": "apiVersion: [\n"},
 			"", []string{"builtin:labs/x.yaml", "not valid YAML"}},
 	}

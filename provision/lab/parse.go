@@ -84,7 +84,7 @@ func parse(data []byte, origin Origin) (*document, error) {
 	if body.Kind != yaml.MappingNode {
 		return fail(body.Line, "", "a lab file is a YAML mapping with apiVersion, kind, metadata and spec")
 	}
-	if err := checkFields(body, reflect.TypeOf(Lab{}), "", origin.Display); err != nil {
+	if err := checkFields(body, reflect.TypeOf(Lab{}), "", origin.Display, map[aliased]bool{}); err != nil {
 		return nil, err
 	}
 	var l Lab
@@ -102,9 +102,21 @@ func parse(data []byte, origin Origin) (*document, error) {
 // checkFields walks the YAML tree beside the Go type and reports the first
 // key the type does not have. yaml.v3's own KnownFields names the Go type,
 // which means nothing to someone writing a lab file.
-func checkFields(n *yaml.Node, t reflect.Type, path, file string) error {
+//
+// An alias (*name) is checked where it is used, as the decoder will read
+// it there, but each anchor once per Go type (seen): a billion-laughs file
+// of nested aliases is not walked a billion times.
+func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[aliased]bool) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		k := aliased{n.Alias, t}
+		if seen[k] {
+			return nil
+		}
+		seen[k] = true
+		n = n.Alias
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -129,7 +141,7 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string) error {
 				return &Error{File: file, Line: k.Line, Field: join(path, k.Value),
 					Msg: fmt.Sprintf("unknown field (valid here: %s)", strings.Join(names, ", "))}
 			}
-			if err := checkFields(v, ft, join(path, k.Value), file); err != nil {
+			if err := checkFields(v, ft, join(path, k.Value), file, seen); err != nil {
 				return err
 			}
 		}
@@ -138,12 +150,18 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string) error {
 			return nil
 		}
 		for i, item := range n.Content {
-			if err := checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file); err != nil {
+			if err := checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file, seen); err != nil {
 				return err
 			}
 		}
 	}
 	return nil
+}
+
+// aliased is an anchored node checked against a Go type.
+type aliased struct {
+	n *yaml.Node
+	t reflect.Type
 }
 
 // join appends a key to a field path; a key that is not a plain name is
