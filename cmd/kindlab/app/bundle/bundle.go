@@ -297,10 +297,13 @@ func (l *sizeLimits) limits() (bundle.Limits, error) {
 		into        *int64
 	}{{"--max-file-size", l.file, &out.File}, {"--max-total-size", l.total, &out.Total}} {
 		q, err := resource.ParseQuantity(f.value)
-		if err != nil || q.Value() <= 0 {
-			return out, fmt.Errorf("%s %q: want a positive size such as 512Mi or 4Gi", f.flag, f.value)
+		// A size is whole bytes: "10m" is ten milli-bytes to a Quantity
+		// (which Value rounds up to 1), not ten megabytes.
+		n, whole := q.AsInt64()
+		if err != nil || !whole || n <= 0 {
+			return out, fmt.Errorf("%s %q: want a positive whole number of bytes such as 512Mi, 4Gi or 100M", f.flag, f.value)
 		}
-		*f.into = q.Value()
+		*f.into = n
 	}
 	return out, nil
 }

@@ -218,8 +218,10 @@ func TestReplayRefusesHostileBundles(t *testing.T) {
 		{[]string{"replay", chain}, chain + `: bundle.json: "lab/disk/d" appears twice`},
 		{[]string{"replay", huge}, huge + ": logs/x (1099511627776 bytes as listed) is larger than the limit of 1Gi (raise it with --max-file-size"},
 		{[]string{"replay", lying}, lying + `: entry "logs/x" does not match its size in bundle.json`},
-		{[]string{"replay", huge, "--max-total-size", "lots"}, `--max-total-size "lots": want a positive size such as 512Mi or 4Gi`},
-		{[]string{"replay", huge, "--max-file-size", "-1"}, `--max-file-size "-1": want a positive size`},
+		{[]string{"replay", huge, "--max-total-size", "lots"}, `--max-total-size "lots": want a positive whole number of bytes such as 512Mi, 4Gi or 100M`},
+		{[]string{"replay", huge, "--max-file-size", "-1"}, `--max-file-size "-1": want a positive whole number of bytes`},
+		{[]string{"replay", huge, "--max-file-size", "10m"}, `--max-file-size "10m": want a positive whole number of bytes such as 512Mi, 4Gi or 100M`},
+		{[]string{"replay", huge, "--max-total-size", "0.5"}, `--max-total-size "0.5": want a positive whole number of bytes`},
 	} {
 		code, _, errOut := run(t, c.args...)
 		line := oneErrorLine(t, errOut)
