@@ -191,6 +191,8 @@ func TestBadInput(t *testing.T) {
 			"", []string{":8:", "spec.nodes", "33 nodes: a lab has at most 32"}},
 		{"too many control planes", map[string]string{"labs/x.yaml": labFile("x", "  nodeImage: "+pinned+"\n  nodes:\n"+strings.Repeat("  - role: control-plane\n", 8))},
 			"", []string{"spec.nodes", "8 control-plane nodes: a lab has at most 7"}},
+		{"workload path empty", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: w\n    path: ''\n")},
+			"", []string{":12:", "spec.workloads[0].path", "missing: a folder of manifests"}},
 		{"workload path is the tree root", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads:\n  - name: w\n    path: ..\n")},
 			"", []string{"spec.workloads[0].path", `".." holds the lab file itself`}},
 		// Map keys are quoted into the field path: one bracket or quote in

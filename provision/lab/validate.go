@@ -181,6 +181,9 @@ func validateFile(d *document) error {
 			return e(field+".name", "%q is listed twice", w.Name)
 		}
 		seen["workload/"+w.Name] = true
+		if w.Path == "" {
+			return e(field+".path", "missing: a folder of manifests, relative to the lab file")
+		}
 		if err := checkOwnDir(l.Origin, w.Path); err != nil {
 			return e(field+".path", "%v", err)
 		}
