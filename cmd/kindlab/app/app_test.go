@@ -580,3 +580,13 @@ func TestOtherProviderRefused(t *testing.T) {
 		t.Errorf("record after the refusals: %+v, %v", rec, err)
 	}
 }
+
+// status --fleet takes a fleet's name, a DNS label: anything else is a usage
+// error, not an empty fleet with a suggestion to up an invalid name.
+func TestStatusFleetNameIsChecked(t *testing.T) {
+	isolate(t)
+	code, out, errOut := run(t, "status", "--fleet", "../x")
+	if code != cli.ExitUsage || out != "" || !strings.HasPrefix(errOut, `ERROR: --fleet: "../x" is not valid`) || strings.Count(errOut, "\n") != 1 {
+		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}

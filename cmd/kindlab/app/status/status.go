@@ -10,6 +10,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/cluster"
+	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/state"
 )
 
@@ -38,6 +39,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 		Example: "  kindlab status\n  kindlab status -o json\n  kindlab status --fleet nftables",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if fleetName != "" {
+				if err := lab.ValidateName(fleetName); err != nil {
+					return cli.Usagef("--fleet: %v", err)
+				}
+			}
 			store, err := state.Default()
 			if err != nil {
 				return err
