@@ -41,9 +41,30 @@ type Review struct {
 	// (a binding of cluster-admin to system:unauthenticated opens the API
 	// to anyone).
 	Bindings []string `json:"bindings,omitempty"`
+	// ServiceAccounts lists pods that run as a service account the bundle
+	// does not define, as "kind/namespace/name: namespace/account": one of
+	// the cluster's own (kube-system's job-controller may create any pod),
+	// whose rights the bundle's bindings do not show.
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+	// SystemObjects lists the objects put in kube-system, the cluster's own
+	// namespace, as "kind/kube-system/name".
+	SystemObjects []string `json:"systemObjects,omitempty"`
+	// Admission lists webhooks and admission policies, as "kind//name":
+	// they see or change every object the cluster admits afterwards,
+	// kindlab's own check pods included.
+	Admission []string `json:"admission,omitempty"`
 	// FeatureGates and APIServerFlags are what the control plane runs with.
 	FeatureGates []string `json:"featureGates,omitempty"`
+
+	// accounts are the bundle's ServiceAccounts ("namespace/name") and
+	// runAs the pods that name one, both filled by reviewObject and read
+	// by finish.
+	accounts map[string]bool
+	runAs    []accountUse
 }
+
+// accountUse is a pod spec naming a service account.
+type accountUse struct{ id, account string }
 
 // Lines renders the review for a terminal, one finding a line. Every name
 // in it comes from the bundle, so control characters are shown escaped: a
@@ -84,6 +105,9 @@ func (r *Review) lines() []string {
 	add("privileged containers or added capabilities", r.Privileged)
 	add("pods and volumes with access to the node", r.HostAccess)
 	add("roles granted (RoleBindings, ClusterRoleBindings)", r.Bindings)
+	add("pods running as a service account the bundle does not define (its rights are the cluster's)", r.ServiceAccounts)
+	add("objects in kube-system, the cluster's own namespace", r.SystemObjects)
+	add("admission webhooks and policies (they see or change every object admitted after them)", r.Admission)
 	add("feature gates", r.FeatureGates)
 	return out
 }
@@ -115,14 +139,35 @@ func ReviewPlan(plan *render.Plan) (*Review, error) {
 			reviewObject(r, o)
 		}
 	}
+	r.finish()
 	return r, nil
+}
+
+// finish lists the pods whose service account is not one the bundle
+// defines, once every object has been read.
+func (r *Review) finish() {
+	for _, u := range r.runAs {
+		if !r.accounts[u.account] {
+			r.ServiceAccounts = append(r.ServiceAccounts, fmt.Sprintf("%s: %s", u.id, u.account))
+		}
+	}
 }
 
 // reviewObject finds every pod spec in an object (a Pod, or the template of
 // a Deployment, Job, CronJob, …: any map with a containers list).
 func reviewObject(r *Review, o *unstructured.Unstructured) {
 	id := fmt.Sprintf("%s/%s/%s", o.GetKind(), o.GetNamespace(), o.GetName())
+	if o.GetNamespace() == "kube-system" {
+		r.SystemObjects = append(r.SystemObjects, id)
+	}
 	switch o.GetKind() {
+	case "ServiceAccount":
+		if r.accounts == nil {
+			r.accounts = map[string]bool{}
+		}
+		r.accounts[namespaceOf(o)+"/"+o.GetName()] = true
+	case "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "MutatingAdmissionPolicy", "MutatingAdmissionPolicyBinding":
+		r.Admission = append(r.Admission, id)
 	case "PersistentVolume":
 		for _, src := range []string{"hostPath", "local"} {
 			if p, ok, _ := unstructured.NestedString(o.Object, "spec", src, "path"); ok {
@@ -150,6 +195,14 @@ func reviewObject(r *Review, o *unstructured.Unstructured) {
 		case map[string]any:
 			if _, ok := t["containers"].([]any); ok {
 				reviewPodSpec(r, id, t)
+				// serviceAccount is the deprecated name of the field.
+				sa, _ := t["serviceAccountName"].(string)
+				if old, _ := t["serviceAccount"].(string); sa == "" {
+					sa = old
+				}
+				if sa != "" && sa != "default" {
+					r.runAs = append(r.runAs, accountUse{id: id, account: namespaceOf(o) + "/" + sa})
+				}
 			}
 			for _, x := range t {
 				walk(x)
@@ -161,6 +214,15 @@ func reviewObject(r *Review, o *unstructured.Unstructured) {
 		}
 	}
 	walk(o.Object)
+}
+
+// namespaceOf is where an object lands: its namespace, or default, where
+// a manifest without one is applied.
+func namespaceOf(o *unstructured.Unstructured) string {
+	if ns := o.GetNamespace(); ns != "" {
+		return ns
+	}
+	return "default"
 }
 
 func reviewPodSpec(r *Review, id string, spec map[string]any) {

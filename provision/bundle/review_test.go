@@ -120,3 +120,72 @@ func TestReviewEscapesControlCharacters(t *testing.T) {
 		t.Errorf("Printable changed a plain string: %q", got)
 	}
 }
+
+// Found by the hostile review (session 12): a Job in kube-system running as
+// the cluster's own job-controller account may create any pod at run time,
+// and the review showed only its image. Pods running as an account the
+// bundle does not define, objects in kube-system and admission webhooks are
+// listed; an account the bundle defines, or default, is not.
+func TestReviewFindsBorrowedAccountsSystemObjectsAndWebhooks(t *testing.T) {
+	objs, err := workload.Decode([]byte(`apiVersion: batch/v1
+kind: Job
+metadata: {name: innocent, namespace: kube-system}
+spec:
+  template:
+    spec:
+      serviceAccountName: job-controller
+      restartPolicy: Never
+      containers: [{name: c, image: kubectl}]
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: mine}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: own}
+spec:
+  serviceAccountName: mine
+  containers: [{name: c, image: a}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: old, namespace: x}
+spec:
+  serviceAccount: builder
+  containers: [{name: c, image: a}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: x}
+spec:
+  serviceAccountName: default
+  containers: [{name: c, image: a}]
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: MutatingWebhookConfiguration
+metadata: {name: everything}
+webhooks: []
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Review{}
+	for _, o := range objs {
+		reviewObject(r, o)
+	}
+	r.finish()
+	got := strings.Join(r.Lines(), "\n")
+	for _, want := range []string{
+		"pods running as a service account the bundle does not define (its rights are the cluster's):\n  Job/kube-system/innocent: kube-system/job-controller\n  Pod/x/old: x/builder\n",
+		"objects in kube-system, the cluster's own namespace:\n  Job/kube-system/innocent\n",
+		"admission webhooks and policies (they see or change every object admitted after them):\n  MutatingWebhookConfiguration//everything",
+	} {
+		if !strings.Contains(got+"\n", want) {
+			t.Errorf("review lacks %q; got:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "mine") || strings.Contains(got, "x/default") {
+		t.Errorf("review lists an account the bundle defines or default:\n%s", got)
+	}
+}
