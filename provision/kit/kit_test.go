@@ -304,10 +304,22 @@ func TestBadKits(t *testing.T) {
 		return b
 	})
 
+	// Found by the hostile review (session 12): a kit saved for this
+	// platform whose node image has no image ID for it was told to save
+	// again with --platform, which it had.
+	noID := filepath.Join(dir, "no-image-id.tar")
+	rewrite(t, good, noID, func(name string, b []byte) []byte {
+		if name == kit.ManifestFile {
+			return bytes.Replace(b, []byte(`"imageIDs"`), []byte(`"imageIDx"`), 1)
+		}
+		return b
+	})
+
 	for _, tc := range []struct {
 		name, file, lab, want string
 	}{
 		{"tampered", tampered, "", "damaged or tampered"},
+		{"no image ID for its platform", noID, "", "is saved for linux/" + hostArch + " but has no image ID of its node image " + tag + " for it: the kit was damaged or edited"},
 		{"truncated", truncated, "", "truncated"},
 		{"newer format", newer, "", "format 99"},
 		{"another lab", good, "all-features", `holds lab "kittest", not "all-features"`},

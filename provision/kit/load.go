@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -115,6 +116,12 @@ func Load(ctx context.Context, opts LoadOptions) (*LoadResult, error) {
 	}
 	for _, w := range ws {
 		if w.entry.Docker() && w.entry.ImageIDs[engine.String()] == "" {
+			if slices.Contains(man.Platforms, engine.String()) {
+				// Its manifest says it was saved for this platform: it was
+				// edited or damaged, and saving again would not help.
+				return nil, kitErr(opts.File, "is saved for %s but has no image ID of its %s image %s for it: the kit was damaged or edited; get it again",
+					engine.String(), w.entry.Role, w.entry.Reference)
+			}
 			return nil, kitErr(opts.File, "holds the %s image %s for %v, and this Docker engine is %s: save the kit with --platform %s",
 				w.entry.Role, w.entry.Reference, man.Platforms, engine.String(), engine.String())
 		}
