@@ -590,3 +590,14 @@ func TestStatusFleetNameIsChecked(t *testing.T) {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 }
+
+// A mistyped verb gets cobra's suggestion as cobra writes it, on lines of
+// its own (the error line escapes a terminal's escapes, not newlines or
+// tabs: found by the fresh-user review, session 12).
+func TestUnknownVerbSuggests(t *testing.T) {
+	isolate(t)
+	code, _, errOut := run(t, "stauts")
+	if code != cli.ExitUsage || !strings.Contains(errOut, "ERROR: unknown command \"stauts\" for \"kindlab\"\n\nDid you mean this?\n\tstatus\n") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+}

@@ -99,11 +99,25 @@ func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string)
 		err = WithCode(ExitUsage, err)
 	}
 	if err != nil {
-		// Names and paths in it may come from a stranger's file (a lab, a
-		// kit, a bundle): a terminal must not act on their escapes.
-		fmt.Fprintf(s.ErrOut, "ERROR: %s\n", bundle.Printable(err.Error()))
+		fmt.Fprintf(s.ErrOut, "ERROR: %s\n", terminalSafe(err.Error()))
 	}
 	return CodeOf(err)
+}
+
+// terminalSafe escapes what a terminal would act on in an error (ESC, BEL,
+// a carriage return: names and paths in it may come from a stranger's lab,
+// kit or bundle) and keeps its newlines and tabs, which kindlab's and
+// cobra's own messages use ("Did you mean this?\n\tstatus").
+func terminalSafe(msg string) string {
+	lines := strings.Split(msg, "\n")
+	for i, l := range lines {
+		cells := strings.Split(l, "\t")
+		for j, c := range cells {
+			cells[j] = bundle.Printable(c)
+		}
+		lines[i] = strings.Join(cells, "\t")
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Output is the --output flag shared by commands that print for scripts.
