@@ -195,6 +195,10 @@ func (p *Provider) KubeConfig(name string) ([]byte, error) {
 	return []byte(kc), nil
 }
 
+// ErrNotRunning is wrapped by Connect's error for a cluster that has no
+// nodes on this provider (errors.Is).
+var ErrNotRunning = errors.New("is not running")
+
 // Connect finds a running cluster by name on this provider.
 func (p *Provider) Connect(name string) (*Handle, error) {
 	// kind lists the cluster's nodes to find its control plane anyway; a
@@ -206,7 +210,7 @@ func (p *Provider) Connect(name string) (*Handle, error) {
 			return nil, xerr
 		}
 		if !ok {
-			return nil, fmt.Errorf("cluster %q is not running (start it with `kindlab up`, list with `kindlab status`)", name)
+			return nil, fmt.Errorf("cluster %q %w (start it with `kindlab up`, list with `kindlab status`)", name, ErrNotRunning)
 		}
 		return nil, fmt.Errorf("kubeconfig of %s: %w", name, err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
+	"github.com/kindlab/kindlab/provision/cluster"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/running"
 	"github.com/kindlab/kindlab/provision/state"
@@ -88,6 +89,11 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			})
 			if errors.Is(err, running.ErrNotRecorded) && labName == "" {
 				return cli.Usagef("cluster %s: kindlab has no record of it, so the lab to check must be named (kindlab check LAB --name %s)", name, name)
+			}
+			// An unknown cluster is bad input, as the help says, whether
+			// kindlab recorded it or not.
+			if errors.Is(err, cluster.ErrNotRunning) {
+				return cli.WithCode(cli.ExitUsage, err)
 			}
 			if err != nil {
 				return err

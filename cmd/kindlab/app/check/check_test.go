@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	"github.com/kindlab/kindlab/provision/registry/registrytest"
 )
 
 func run(args ...string) (string, error) {
@@ -46,5 +47,18 @@ func TestLabWithoutChecks(t *testing.T) {
 	// A script reading -o json gets an empty list, as for any run.
 	if out, err := run("base", "-o", "json"); err != nil || !strings.HasPrefix(out, "[]") {
 		t.Errorf("check base -o json: %v %q", err, out)
+	}
+}
+
+// A cluster that does not run is bad input (exit 2), as the help says,
+// whether or not kindlab recorded it: `check nftables` with no cluster
+// nftables exited 1 (found by the fresh-user review, session 12). Needs a
+// container engine to ask.
+func TestCheckOfAClusterThatDoesNotRun(t *testing.T) {
+	registrytest.Docker(t) // the engine answers, or the test fails under KINDLAB_REQUIRE_DOCKER
+	t.Setenv("KINDLAB_STATE_DIR", t.TempDir())
+	_, err := run("nftables", "--name", "kindlab-test-no-such-cluster")
+	if err == nil || cli.CodeOf(err) != cli.ExitUsage || !strings.Contains(err.Error(), `cluster "kindlab-test-no-such-cluster" is not running`) {
+		t.Errorf("check of a cluster that does not run: %v (exit %d), want exit 2", err, cli.CodeOf(err))
 	}
 }
