@@ -44,7 +44,9 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			"--full recreates every object of the lab's namespaces, changed or not.\n\n" +
 			"Only a cluster kindlab brought up with this lab is reset. Without LAB, --name names the cluster\n" +
 			"and the lab is the one it came up with.\n\n" +
-			"Exit codes: 0 reset and every check passed, 3 a check failed, 2 not a cluster of this lab.",
+			"Exit codes: 0 reset and every check passed, 1 the reset failed or the cluster is busy (another up, down or\n" +
+			"reset of it runs), 2 bad input (not a cluster of this lab, an unknown lab or flag), 3 a check failed, 4 no\n" +
+			"container engine reachable.",
 		Example: "  kindlab reset all-features\n  kindlab reset nftables --name ws-3 -o json\n  kindlab reset all-features --full --skip-checks\n  kindlab reset --name ws-3",
 		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
