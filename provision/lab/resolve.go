@@ -57,8 +57,8 @@ type ResolvedWorkload struct {
 
 // Instruction is one lab's step-by-step text.
 type Instruction struct {
-	Lab  string
-	Text string
+	Lab  string `json:"lab"`
+	Text string `json:"text"`
 }
 
 // Resolved is a lab with its includes merged: what the provisioner builds.

@@ -601,3 +601,22 @@ func TestUnknownVerbSuggests(t *testing.T) {
 		t.Errorf("exit %d, stderr %q", code, errOut)
 	}
 }
+
+// render -o json's keys are camelCase throughout, the instructions' too
+// (they were "Lab" and "Text": fresh-user review, session 12).
+func TestRenderJSONInstructions(t *testing.T) {
+	isolate(t)
+	code, out, errOut := run(t, "render", "nftables", "-o", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var plan struct {
+		Instructions []map[string]any `json:"instructions"`
+	}
+	if err := json.Unmarshal([]byte(out), &plan); err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Instructions) == 0 || plan.Instructions[0]["lab"] != "nftables" || plan.Instructions[0]["text"] == nil {
+		t.Errorf("instructions %v, want lab and text keys", plan.Instructions)
+	}
+}
