@@ -217,7 +217,11 @@ type NotFound struct {
 }
 
 func (e *NotFound) Error() string {
-	return fmt.Sprintf("unknown lab %q (known: %s; or pass a lab file with --file)", e.Name, strings.Join(e.Known, ", "))
+	hint := ""
+	if c := closest(e.Name, e.Known); c != "" && c != e.Name {
+		hint = fmt.Sprintf(" (did you mean %q?)", c)
+	}
+	return fmt.Sprintf("unknown lab %q%s (known: %s; or pass a lab file with --file)", e.Name, hint, strings.Join(e.Known, ", "))
 }
 
 func isYAML(n string) bool { return strings.HasSuffix(n, ".yaml") || strings.HasSuffix(n, ".yml") }

@@ -159,6 +159,8 @@ func TestBadInput(t *testing.T) {
 			"", []string{":1:", "apiVersion", `"kindlab.dev/v2" is not supported (valid: kindlab.dev/v1alpha1)`}},
 		{"unknown include", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  include: [nope]\n")},
 			"", []string{"spec.include[0]", `unknown lab "nope"`}},
+		{"mistyped include", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  include: [bse]\n"), "labs/base.yaml": labFile("base", goodNodes)},
+			"", []string{"spec.include[0]", `unknown lab "bse" (did you mean "base"?) (known: base, x`}},
 		{"include cycle", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  include: [y]\n"), "labs/y.yaml": labFile("y", "  include: [x]\n")},
 			"", []string{"include cycle: x -> y -> x"}},
 		{"conflicting gates between included labs", map[string]string{

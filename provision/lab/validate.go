@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"regexp"
 	"slices"
@@ -285,11 +286,17 @@ func ValidateGate(gate string, value bool) error {
 func GateStage(gate string) string { return gates131[gate].Stage }
 
 func suggest(gate string) string {
-	lower := strings.ToLower(gate)
+	return closest(gate, slices.Collect(maps.Keys(gates131)))
+}
+
+// closest is the name in names nearest to s (case aside), within three
+// edits, or "" (ties go to the name first in sort order).
+func closest(s string, names []string) string {
+	lower := strings.ToLower(s)
 	best, bestD := "", 4
-	for g := range gates131 {
-		if d := levenshtein(lower, strings.ToLower(g)); d < bestD || (d == bestD && g < best) {
-			best, bestD = g, d
+	for _, n := range names {
+		if d := levenshtein(lower, strings.ToLower(n)); d < bestD || (d == bestD && n < best) {
+			best, bestD = n, d
 		}
 	}
 	return best
