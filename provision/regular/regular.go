@@ -109,12 +109,26 @@ func ReadFile(path string, limit int64) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	b, err := ReadAtMost(f, limit)
+	if errors.Is(err, ErrTooLarge) {
+		return nil, fmt.Errorf("%s: larger than %d bytes: %w", path, limit, ErrTooLarge)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
+	return b, nil
+}
+
+// ReadAtMost reads r to its end if that is at most limit bytes, and is
+// ErrTooLarge after reading limit+1 bytes otherwise (never more: standard
+// input or a pipe may not end).
+func ReadAtMost(r io.Reader, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("%s: larger than %d bytes: %w", path, limit, ErrTooLarge)
+		return nil, ErrTooLarge
 	}
 	return b, nil
 }

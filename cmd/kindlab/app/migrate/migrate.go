@@ -4,6 +4,7 @@ package migrate
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 
@@ -99,14 +100,11 @@ func readRegular(name string) ([]byte, error) {
 // memory (a hostile 8.5 MB file of small Pods took 2 GB), and standard
 // input may never end.
 func readBounded(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, workload.MaxManifestSize+1))
-	if err != nil {
-		return nil, err
+	b, err := regular.ReadAtMost(r, workload.MaxManifestSize)
+	if errors.Is(err, regular.ErrTooLarge) {
+		return nil, fmt.Errorf("it is larger than %d MiB, the bound on a manifest file: split it: %w", workload.MaxManifestSize>>20, err)
 	}
-	if len(b) > workload.MaxManifestSize {
-		return nil, fmt.Errorf("it is larger than %d MiB, the bound on a manifest file: split it: %w", workload.MaxManifestSize>>20, regular.ErrTooLarge)
-	}
-	return b, nil
+	return b, err
 }
 
 func readInput(s *cli.Streams, f string) ([]byte, error) {
