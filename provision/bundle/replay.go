@@ -288,7 +288,7 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 	if err != nil {
 		return nil, badf(b.Path, "its lab %s does not resolve here: %s", b.Manifest.Lab.Name, inBundle(err))
 	}
-	if err := checkRun(b.Manifest.Run, r); err != nil {
+	if err := checkRun(b.Manifest.Run); err != nil {
 		return nil, badf(b.Path, "%s: %v", ManifestFile, err)
 	}
 	var local func(string) string
@@ -308,6 +308,9 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 		RegistryImage:  registryImage(b, opts),
 		ImageOverrides: b.Manifest.Run.ImageOverrides,
 	})
+	if oe := (*lab.OverrideError)(nil); errors.As(err, &oe) {
+		return nil, badf(b.Path, "%s: run.imageOverrides: %s: %v", ManifestFile, oe.Name, oe.Err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", b.Path, err)
 	}
@@ -315,9 +318,10 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 }
 
 // checkRun checks a bundle's run settings as up checks the flags they
-// stand for (--image, --registry-port, --image-override) and a lab file its
-// fields: they come from the bundle's author, not from the user replaying.
-func checkRun(run RunSettings, r *lab.Resolved) error {
+// stand for (--image, --registry-port; run.imageOverrides, --image-override,
+// are refused by render, and plan names them) and a lab file its fields:
+// they come from the bundle's author, not from the user replaying.
+func checkRun(run RunSettings) error {
 	if run.NodeImage != "" {
 		if err := lab.ValidateNodeImage(run.NodeImage); err != nil {
 			return fmt.Errorf("run.nodeImage: %w", err)
@@ -325,13 +329,6 @@ func checkRun(run RunSettings, r *lab.Resolved) error {
 	}
 	if p := run.RegistryPort; p != 0 && (p < 1 || p > 65535) {
 		return fmt.Errorf("run.registryPort: %d is not a TCP port (valid: 1 to 65535)", p)
-	}
-	if len(run.ImageOverrides) > 0 {
-		copied := *r
-		copied.Images = append([]lab.Image(nil), r.Images...)
-		if err := copied.OverrideImages(run.ImageOverrides); err != nil {
-			return fmt.Errorf("run.imageOverrides: %s", strings.TrimPrefix(err.Error(), "--image-override "))
-		}
 	}
 	return nil
 }

@@ -21,15 +21,27 @@ func (r *Resolved) OverrideImages(overrides map[string]string) error {
 		ref := overrides[name]
 		i := indexOf(r.Images, func(x Image) bool { return x.Name == name })
 		if i < 0 {
-			return fmt.Errorf("--image-override %s: lab %q has no image %q (valid: %s)", name, r.Name, name, strings.Join(names, ", "))
+			return &OverrideError{Name: name, Err: fmt.Errorf("lab %q has no image %q (valid: %s)", r.Name, name, strings.Join(names, ", "))}
 		}
 		if err := ValidatePinnedImage(ref); err != nil {
-			return fmt.Errorf("--image-override %s: %w", name, err)
+			return &OverrideError{Name: name, Err: err}
 		}
 		r.Images[i].Reference = ref
 	}
 	return nil
 }
+
+// OverrideError is an image override OverrideImages refuses. Its message
+// names the flag the overrides usually come from (--image-override NAME);
+// a caller whose overrides came from elsewhere (a bundle's run settings)
+// names that place with Name and Err.
+type OverrideError struct {
+	Name string
+	Err  error
+}
+
+func (e *OverrideError) Error() string { return "--image-override " + e.Name + ": " + e.Err.Error() }
+func (e *OverrideError) Unwrap() error { return e.Err }
 
 // Image returns the reference of the lab image with that name.
 func (r *Resolved) Image(name string) (string, bool) {
