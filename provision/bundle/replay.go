@@ -318,15 +318,13 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 }
 
 // checkRun checks a bundle's run settings as up checks the flags they
-// stand for (--image, --registry-port; run.imageOverrides, --image-override,
-// are refused by render, and plan names them) and a lab file its fields:
-// they come from the bundle's author, not from the user replaying.
+// stand for (--registry-port; run.imageOverrides, --image-override, are
+// refused by render, and plan names them): they come from the bundle's
+// author, not from the user replaying. run.nodeImage is --image, which
+// takes any image reference (a node image built offline has a tag only;
+// pins.nodeImageID is then its content pin, and preflight compares it);
+// Open has already refused one that is no image reference.
 func checkRun(run RunSettings) error {
-	if run.NodeImage != "" {
-		if err := lab.ValidateNodeImage(run.NodeImage); err != nil {
-			return fmt.Errorf("run.nodeImage: %w", err)
-		}
-	}
 	if p := run.RegistryPort; p != 0 && (p < 1 || p > 65535) {
 		return fmt.Errorf("run.registryPort: %d is not a TCP port (valid: 1 to 65535)", p)
 	}
