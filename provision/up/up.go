@@ -278,9 +278,15 @@ func createCluster(ctx context.Context, p *cluster.Provider, plan *render.Plan, 
 	made.recorded = true
 	if plan.Registry != nil {
 		st.Start("Starting local registry on 127.0.0.1:%d 🗄", plan.Registry.HostPort)
-		if _, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: plan.Registry.Image, Docker: p.Engine().Client()}); err != nil {
+		rs, err := registry.Ensure(ctx, registry.Options{HostPort: plan.Registry.HostPort, Image: plan.Registry.Image, Docker: p.Engine().Client()})
+		if err != nil {
 			st.Fail()
 			return err
+		}
+		if !rs.Created && !rs.Started {
+			// The registry is shared by every lab: saying it was started
+			// when another lab's was found running misleads.
+			st.Label = fmt.Sprintf("Local registry on 127.0.0.1:%d already running 🗄", plan.Registry.HostPort)
 		}
 		st.End(true)
 		// Behind a proxy kind hands HTTP(S)_PROXY to the nodes, and their

@@ -304,6 +304,11 @@ func e2eBundleReplay(t *testing.T, path, img string) {
 	start := time.Now()
 	code, out, errOut := run(t, "bundle", "replay", path, "--yes", "--name", name, "-o", "json")
 	t.Logf("bundle replay took %s\n%s", time.Since(start).Round(time.Second), errOut)
+	// The original lab went down with --keep-registry: the replay finds the
+	// shared registry running and says so, not that it started one.
+	if !regexp.MustCompile(`✓ Local registry on 127\.0\.0\.1:\d+ already running`).MatchString(errOut) || strings.Contains(errOut, "✓ Starting local registry") {
+		t.Errorf("replay's progress does not say the registry was already running:\n%s", errOut)
+	}
 	var res bundle.ReplayResult
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("replay exit %d, output %q: %v", code, out, err)

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	kindcmd "sigs.k8s.io/kind/pkg/cmd"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/down"
@@ -62,7 +61,10 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := cli.Provider(cmd.Context(), kindcmd.NewLogger())
+			// No kind logger: kind's delete reports only a raw
+			// `Deleted nodes: [...]` line, which printRemoved says in
+			// kindlab's words; its failures come back as errors.
+			p, err := cli.Provider(cmd.Context(), nil)
 			if err != nil {
 				return cli.WithCode(cli.ExitNoDocker, err)
 			}
