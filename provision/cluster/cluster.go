@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"sort"
 	"strings"
 	"time"
 
@@ -268,7 +269,9 @@ func (h *Handle) KindNodes() ([]nodes.Node, error) {
 	return ns, nil
 }
 
-// Nodes lists the node names (which are also the Kubernetes node names).
+// Nodes lists the node names (which are also the Kubernetes node names),
+// sorted: kind lists them in the engine's order, which changes from one
+// call to the next.
 func (h *Handle) Nodes(ctx context.Context) ([]string, error) {
 	ns, err := h.KindNodes()
 	if err != nil {
@@ -278,6 +281,7 @@ func (h *Handle) Nodes(ctx context.Context) ([]string, error) {
 	for _, n := range ns {
 		out = append(out, n.String())
 	}
+	sort.Strings(out)
 	return out, nil
 }
 

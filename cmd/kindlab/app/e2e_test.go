@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -116,6 +118,7 @@ func TestEndToEndAllFeatures(t *testing.T) {
 	}
 
 	assertKubeletPatch(t, e2eClient(t, name))
+	assertStatusNodes(t, name)
 
 	// A bug report of the running lab, replayed once the lab is gone.
 	bundle := e2eBundleCreate(t, name, dir)
@@ -354,4 +357,38 @@ func assertKubeletPatch(t *testing.T, cs kubernetes.Interface) {
 			t.Errorf("node %s: the kubelet runs with nodeStatusUpdateFrequency %q and nodeStatusReportFrequency %q, want 2s and 5m0s", n.Name, k.NodeStatusUpdateFrequency, k.NodeStatusReportFrequency)
 		}
 	}
+}
+
+// assertStatusNodes checks status's row for the running lab: running, and
+// its nodes the ones Kubernetes has, sorted by name (kind lists them in the
+// engine's order, which changed from one status to the next).
+func assertStatusNodes(t *testing.T, name string) {
+	t.Helper()
+	code, out, errOut := run(t, "status", "-o", "json")
+	var rows []struct {
+		Cluster, State string
+		Nodes          []string
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil || code != 0 {
+		t.Fatalf("status: exit %d, %q (%s): %v", code, out, errOut, err)
+	}
+	nodes, err := e2eClient(t, name).CoreV1().Nodes().List(context.Background(), metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, n := range nodes.Items {
+		want = append(want, n.Name)
+	}
+	sort.Strings(want)
+	for _, r := range rows {
+		if r.Cluster != name {
+			continue
+		}
+		if r.State != "running" || !slices.Equal(r.Nodes, want) {
+			t.Errorf("status of %s: %s, nodes %v; want running, nodes %v", name, r.State, r.Nodes, want)
+		}
+		return
+	}
+	t.Errorf("status does not list %s: %s", name, out)
 }
