@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 )
 
@@ -287,6 +288,66 @@ var rules131 = []Rule{
 		apiserverSrc+"pkg/controlplane/apiserver/options/validation.go (validateUnknownVersionInteroperabilityProxyFeature)",
 		"UnknownVersionInteroperabilityProxy feature requires StorageVersionAPI feature flag to be enabled"),
 	{
+		ID: "runtime-config-only-all-off", Component: "kube-apiserver", Field: "spec.runtimeConfig",
+		Source:   "k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go (APIEnablementOptions.Validate)",
+		Upstream: "invalid key with only api/all=false",
+		check: func(r *Resolved) (string, string) {
+			if len(r.RuntimeConfig) == 1 && r.RuntimeConfig["api/all"] == "false" {
+				return `spec.runtimeConfig["api/all"]`, "\"false\" alone turns off every API: enable the group versions the lab needs next to it, or remove it (kube-apiserver refuses to start: 'invalid key with only api/all=false', k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go)"
+			}
+			return "", ""
+		},
+	},
+	{
+		ID: "runtime-config-invalid-key", Component: "kube-apiserver", Field: "spec.runtimeConfig",
+		Source:   "k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go (ParseGroups)",
+		Upstream: "runtime-config invalid key",
+		check: runtimeConfigRule(func(k string, key runtimeConfigKey) string {
+			if key.parts == 2 || key.parts == 3 {
+				return ""
+			}
+			return "is not a --runtime-config key: give group/version (e.g. networking.k8s.io/v1beta1), group/version/resource or " + strings.Join(runtimeConfigMatchers, ", ") +
+				" (kube-apiserver refuses to start: 'runtime-config invalid key " + k + "', k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go)"
+		}),
+	},
+	{
+		ID: "runtime-config-unknown-group", Component: "kube-apiserver", Field: "spec.runtimeConfig",
+		Source:   "k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go (APIEnablementOptions.Validate)",
+		Upstream: "unknown api groups",
+		check: runtimeConfigRule(func(k string, key runtimeConfigKey) string {
+			if _, ok := apiGroups131[key.group]; ok {
+				return ""
+			}
+			return fmt.Sprintf("%q is not an API group kube-apiserver 1.31 serves (valid: %s) (kube-apiserver refuses to start: 'unknown api groups %s', k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go)",
+				key.group, strings.Join(servedGroups(), ", "), key.group)
+		}),
+	},
+	{
+		ID: "runtime-config-unregistered-version", Component: "kube-apiserver", Field: "spec.runtimeConfig",
+		Source:   "k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go (MergeAPIResourceConfigs)",
+		Upstream: "that has not been registered",
+		check: runtimeConfigRule(func(k string, key runtimeConfigKey) string {
+			versions := apiGroups131[key.group]
+			if slices.Contains(versions, key.version) {
+				return ""
+			}
+			return fmt.Sprintf("kube-apiserver 1.31 has no version %q of %s (valid: %s) (it refuses to start: 'group version %s/%s that has not been registered', k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go)",
+				key.version, key.group, strings.Join(versions, ", "), key.group, key.version)
+		}),
+	},
+	{
+		ID: "runtime-config-resource-case", Component: "kube-apiserver", Field: "spec.runtimeConfig",
+		Source:   "k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go (MergeAPIResourceConfigs)",
+		Upstream: "resource is always lowercase plural",
+		check: runtimeConfigRule(func(k string, key runtimeConfigKey) string {
+			if key.parts != 3 || strings.ToLower(key.resource) == key.resource {
+				return ""
+			}
+			return fmt.Sprintf("resource %q is not lower case: give %s/%s/%s (kube-apiserver refuses to start: 'group/version/resource and resource is always lowercase plural', k8s.io/apiserver v0.31.14 pkg/server/resourceconfig/helpers.go)",
+				key.resource, key.group, key.version, strings.ToLower(key.resource))
+		}),
+	},
+	{
 		ID: "flowcontrol-api-off", Component: "kube-apiserver", Field: "spec.runtimeConfig",
 		Source:   apiserverSrc + "pkg/controlplane/apiserver/options/validation.go (validateAPIPriorityAndFairness)",
 		Upstream: "conflicts with --enable-priority-and-fairness=true",
@@ -379,4 +440,36 @@ func containsString(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// runtimeConfigRule is a rule's check over each spec.runtimeConfig key but
+// api/all and its kin, in sorted order: bad returns what is wrong with one
+// key ("" when nothing is). Each rule sees only keys that passed the rules
+// before it, as kube-apiserver reaches a key's version only once its group
+// is known.
+func runtimeConfigRule(bad func(k string, key runtimeConfigKey) string) func(*Resolved) (string, string) {
+	return func(r *Resolved) (string, string) {
+		for _, k := range sortedKeys(r.RuntimeConfig) {
+			key := parseRuntimeConfigKey(k)
+			if key.matcher {
+				continue
+			}
+			if msg := bad(k, key); msg != "" {
+				return fmt.Sprintf("spec.runtimeConfig[%q]", k), msg
+			}
+		}
+		return "", ""
+	}
+}
+
+// servedGroups are apiGroups131's named groups, sorted.
+func servedGroups() []string {
+	var gs []string
+	for g := range apiGroups131 {
+		if g != "" {
+			gs = append(gs, g)
+		}
+	}
+	slices.Sort(gs)
+	return gs
 }

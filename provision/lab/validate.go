@@ -18,10 +18,14 @@ import (
 )
 
 var (
-	dnsLabel      = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	digestPinned  = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
-	groupVersion  = regexp.MustCompile(`^(api/(all|alpha|beta|ga)|v1|[a-z0-9.-]+/[a-z0-9]+)$`)
-	kubeProxyMode = []string{"iptables", "nftables", "ipvs", "none"}
+	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	digestPinned = regexp.MustCompile(`@sha256:[0-9a-f]{64}$`)
+	// runtimeConfigKeyChars is what a --runtime-config key may be made of:
+	// kind joins the keys as k=v,k=v into one flag, so a "," or "=" in
+	// one would add keys. What kube-apiserver makes of the key is the
+	// runtime-config-* rules' business (rules_1_31.go).
+	runtimeConfigKeyChars = regexp.MustCompile(`^[A-Za-z0-9.-]+(/[A-Za-z0-9.-]+){0,2}$`)
+	kubeProxyMode         = []string{"iptables", "nftables", "ipvs", "none"}
 )
 
 // ValidateNodeLabel refuses a node label the kubelet would refuse in
@@ -119,7 +123,7 @@ func validateFile(d *document) error {
 	}
 	for _, k := range sortedKeys(s.RuntimeConfig) {
 		field := fmt.Sprintf("spec.runtimeConfig[%q]", k)
-		if !groupVersion.MatchString(k) {
+		if !runtimeConfigKeyChars.MatchString(k) {
 			return e(field, "%q is not an API group/version (e.g. networking.k8s.io/v1beta1, api/all)", k)
 		}
 		if v := s.RuntimeConfig[k]; v != "true" && v != "false" {

@@ -1,0 +1,74 @@
+package lab
+
+import (
+	"slices"
+	"strings"
+)
+
+// apiGroups131 are the API group versions kube-apiserver v1.31.14 has
+// registered, by group, in its priority order: what its --runtime-config
+// may name. Read from k8s.io/kubernetes v1.31.14
+// pkg/controlplane/import_known_versions.go (each pkg/apis/<group>/install
+// SetVersionPriority), k8s.io/apiextensions-apiserver v0.31.14 and
+// k8s.io/kube-aggregator v0.31.14 (their install packages): the three
+// registries cmd/kube-apiserver validates --runtime-config against
+// (pkg/controlplane/apiserver/options/validation.go). The cross-check test
+// starts the real kube-apiserver with a key this table refuses.
+var apiGroups131 = map[string][]string{
+	"":                             {"v1"},
+	"admission.k8s.io":             {"v1", "v1beta1"},
+	"admissionregistration.k8s.io": {"v1", "v1beta1", "v1alpha1"},
+	"internal.apiserver.k8s.io":    {"v1alpha1"},
+	"apps":                         {"v1", "v1beta2", "v1beta1"},
+	"authentication.k8s.io":        {"v1", "v1beta1", "v1alpha1"},
+	"authorization.k8s.io":         {"v1", "v1beta1"},
+	"autoscaling":                  {"v2", "v1", "v2beta1", "v2beta2"},
+	"batch":                        {"v1", "v1beta1"},
+	"certificates.k8s.io":          {"v1", "v1beta1", "v1alpha1"},
+	"coordination.k8s.io":          {"v1", "v1beta1", "v1alpha1"},
+	"discovery.k8s.io":             {"v1", "v1beta1"},
+	"events.k8s.io":                {"v1", "v1beta1"},
+	"extensions":                   {"v1beta1"},
+	"flowcontrol.apiserver.k8s.io": {"v1", "v1beta3", "v1beta2", "v1beta1"},
+	"imagepolicy.k8s.io":           {"v1alpha1"},
+	"networking.k8s.io":            {"v1", "v1beta1", "v1alpha1"},
+	"node.k8s.io":                  {"v1", "v1beta1"},
+	"policy":                       {"v1", "v1beta1"},
+	"rbac.authorization.k8s.io":    {"v1", "v1beta1", "v1alpha1"},
+	"resource.k8s.io":              {"v1alpha3"},
+	"scheduling.k8s.io":            {"v1", "v1beta1", "v1alpha1"},
+	"storage.k8s.io":               {"v1", "v1beta1", "v1alpha1"},
+	"storagemigration.k8s.io":      {"v1alpha1"},
+	"apiextensions.k8s.io":         {"v1", "v1beta1"},
+	"apiregistration.k8s.io":       {"v1", "v1beta1"},
+}
+
+// runtimeConfigMatchers are the --runtime-config keys that address
+// versions by stability rather than by group (k8s.io/apiserver v0.31.14
+// pkg/server/resourceconfig/helpers.go groupVersionMatchers).
+var runtimeConfigMatchers = []string{"api/all", "api/ga", "api/beta", "api/alpha"}
+
+// runtimeConfigKey is a --runtime-config key split as kube-apiserver splits
+// it (resourceconfig.ParseGroups and MergeAPIResourceConfigs): matcher for
+// api/all and its kin, else group, version and, for group/version/resource,
+// resource; ok is false when the key has neither two nor three parts.
+type runtimeConfigKey struct {
+	matcher                  bool
+	group, version, resource string
+	parts                    int
+}
+
+func parseRuntimeConfigKey(k string) runtimeConfigKey {
+	if slices.Contains(runtimeConfigMatchers, k) {
+		return runtimeConfigKey{matcher: true}
+	}
+	t := strings.Split(k, "/")
+	key := runtimeConfigKey{parts: len(t), group: t[0]}
+	if len(t) > 1 {
+		key.version = t[1]
+	}
+	if len(t) > 2 {
+		key.resource = t[2]
+	}
+	return key
+}
