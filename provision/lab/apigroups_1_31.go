@@ -50,8 +50,8 @@ var runtimeConfigMatchers = []string{"api/all", "api/ga", "api/beta", "api/alpha
 
 // runtimeConfigKey is a --runtime-config key split as kube-apiserver splits
 // it (resourceconfig.ParseGroups and MergeAPIResourceConfigs): matcher for
-// api/all and its kin, else group, version and, for group/version/resource,
-// resource; ok is false when the key has neither two nor three parts.
+// api/all and its kin (and the ignored api/legacy), else group, version
+// and, for group/version/resource, resource, in parts parts.
 type runtimeConfigKey struct {
 	matcher                  bool
 	group, version, resource string
@@ -59,8 +59,15 @@ type runtimeConfigKey struct {
 }
 
 func parseRuntimeConfigKey(k string) runtimeConfigKey {
-	if slices.Contains(runtimeConfigMatchers, k) {
+	if slices.Contains(runtimeConfigMatchers, k) || k == "api/legacy" {
 		return runtimeConfigKey{matcher: true}
+	}
+	// kube-apiserver reads these as the core API, /v1, before it looks at
+	// the keys (k8s.io/kubernetes v1.31.14
+	// pkg/controlplane/apiserver/options/options.go Complete), and drops
+	// api/legacy; the cross-check found `v1` and `api/v1` accepted.
+	if k == "v1" || strings.HasPrefix(k, "v1/") || k == "api/v1" || strings.HasPrefix(k, "api/v1/") {
+		return runtimeConfigKey{group: "", version: "v1", parts: 2}
 	}
 	t := strings.Split(k, "/")
 	key := runtimeConfigKey{parts: len(t), group: t[0]}

@@ -208,13 +208,21 @@ func TestBadInput(t *testing.T) {
 		{"unpinned workload image", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  images:\n  - name: agnhost\n    reference: registry.k8s.io/e2e-test-images/agnhost:2.52\n")},
 			"", []string{"spec.images[0].reference", "is not pinned"}},
 		{"wrong type", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    ImageVolume: maybe\n")},
-			"", []string{"line 11", "maybe"}},
+			"", []string{":11:", `spec.featureGates.ImageVolume: expected true or false, not "maybe"`}},
 		{"two documents", map[string]string{"labs/x.yaml": labFile("x", goodNodes) + "---\n" + labFile("y", goodNodes)},
 			"", []string{"one document"}},
 		{"shim without the ImageVolume gate", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    imageVolumeReadOnlyShim: true\n")},
 			"", []string{":11:", "spec.containerRuntime.imageVolumeReadOnlyShim", "spec.featureGates.ImageVolume", "valid: turn the gate on"}},
 		{"shim is a bool", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    imageVolumeReadOnlyShim: yes please\n")},
-			"", []string{"line 11", "yes please"}},
+			"", []string{":11:", `spec.containerRuntime.imageVolumeReadOnlyShim: expected true or false, not "yes please"`}},
+		// A value of the wrong shape names the field and what it takes, not
+		// the Go type yaml.v3 would name ("into lab.Registry").
+		{"registry is a number", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  registry: 5\n")},
+			"", []string{":10:", "spec.registry: expected a mapping with the fields enabled, not the number 5"}},
+		{"workloads is a string", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  workloads: foo\n")},
+			"", []string{":10:", `spec.workloads: expected a list of mappings, not "foo"`}},
+		{"node labels a list", map[string]string{"labs/x.yaml": labFile("x", "  nodes:\n  - role: control-plane\n    labels: [a]\n")},
+			"", []string{":8:", "spec.nodes[0].labels: expected a mapping of names to strings, not a list"}},
 		{"unknown containerRuntime field", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  containerRuntime:\n    readOnlyShim: true\n")},
 			"", []string{":11:", "spec.containerRuntime.readOnlyShim: unknown field", "imageVolumeReadOnlyShim"}},
 		{"included labs disagree on the shim", map[string]string{

@@ -118,11 +118,14 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[alias
 		seen[k] = true
 		n = n.Alias
 	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		return nil // decodes to the zero value, as if left out
+	}
+	if want := expected(n, t); want != "" {
+		return &Error{File: file, Line: n.Line, Field: path, Msg: fmt.Sprintf("expected %s, not %s", want, describe(n))}
+	}
 	switch t.Kind() {
 	case reflect.Struct:
-		if n.Kind != yaml.MappingNode {
-			return nil // yaml's decoder reports the type mismatch
-		}
 		fields := map[string]reflect.Type{}
 		var names []string
 		for i := 0; i < t.NumField(); i++ {
@@ -145,10 +148,14 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[alias
 				return err
 			}
 		}
-	case reflect.Slice:
-		if n.Kind != yaml.SequenceNode {
-			return nil
+	case reflect.Map:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			if err := checkFields(v, t.Elem(), join(path, k.Value), file, seen); err != nil {
+				return err
+			}
 		}
+	case reflect.Slice:
 		for i, item := range n.Content {
 			if err := checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file, seen); err != nil {
 				return err
@@ -156,6 +163,80 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[alias
 		}
 	}
 	return nil
+}
+
+// expected is what a lab file must hold where a value of type t goes, when
+// n is not that ("" when it is): what yaml.v3 would refuse with a message
+// naming the Go type (`cannot unmarshal !!int into lab.Registry`). A string
+// takes any scalar, as yaml.v3 decodes one (`name: 5` is "5").
+func expected(n *yaml.Node, t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			var names []string
+			for i := 0; i < t.NumField(); i++ {
+				if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
+					names = append(names, tag)
+				}
+			}
+			sort.Strings(names)
+			return "a mapping with the fields " + strings.Join(names, ", ")
+		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			return "a mapping of names to " + kindOf(t.Elem())
+		}
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			return "a list of " + kindOf(t.Elem())
+		}
+	case reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			return "a string"
+		}
+	case reflect.Bool:
+		if n.Kind != yaml.ScalarNode || n.ShortTag() != "!!bool" {
+			return "true or false"
+		}
+	}
+	return ""
+}
+
+// kindOf names, for a lab's author, what a Go type holds.
+func kindOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		return "mappings"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.String:
+		return "strings"
+	}
+	return t.Kind().String()
+}
+
+// describe names what a node holds, quoting a scalar (cut at 40 bytes).
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	v := n.Value
+	if len(v) > 40 {
+		v = v[:40] + "…"
+	}
+	switch n.ShortTag() {
+	case "!!int", "!!float":
+		return "the number " + v
+	case "!!bool":
+		return v
+	}
+	return strconv.Quote(v)
 }
 
 // aliased is an anchored node checked against a Go type.
