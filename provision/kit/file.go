@@ -19,6 +19,9 @@ type kitFile struct {
 	name    string
 	size    int64
 	entries map[string]section
+	// last is the last member read and end where its padded content ends.
+	last string
+	end  int64
 }
 
 type section struct{ off, size int64 }
@@ -80,6 +83,11 @@ func openKit(file string) (*kitFile, error) {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
+			if k.end, err = f.Seek(0, io.SeekCurrent); err != nil {
+				f.Close()
+				return nil, err
+			}
+			k.last = name
 			continue
 		case tar.TypeReg:
 		default:
@@ -96,9 +104,22 @@ func openKit(file string) (*kitFile, error) {
 			return nil, kitErr(file, "truncated: %s needs %d bytes, the file ends %d bytes in: copy it again", hdr.Name, hdr.Size, k.size-off)
 		}
 		k.entries[name] = section{off: off, size: hdr.Size}
+		k.last, k.end = name, off+(hdr.Size+blockSize-1)/blockSize*blockSize
+	}
+	// tar.Reader takes a file cut between two members for a whole one (its
+	// Next says io.EOF): only the end-of-archive marker, two zero blocks
+	// that archive/tar's Writer.Close writes and Next reads past, tells
+	// them apart. Without this check such a kit lacks its later members
+	// and reads as no kit at all.
+	if end, err := f.Seek(0, io.SeekCurrent); err != nil || end < k.end+2*blockSize {
+		f.Close()
+		return nil, kitErr(file, "truncated: the file ends after %s, without tar's end-of-archive marker: copy it again", k.last)
 	}
 	return k, nil
 }
+
+// blockSize is tar's block: headers, content padding and the end marker.
+const blockSize = 512
 
 // ustarMagic reports whether f starts as a tar archive kindlab (Go's
 // archive/tar, in USTAR, PAX or GNU format) writes: the "ustar" magic at

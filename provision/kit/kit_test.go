@@ -296,6 +296,13 @@ func TestBadKits(t *testing.T) {
 	if err := os.WriteFile(truncated, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// Cut right after a member: tar's reader takes that for a whole
+	// archive, so this was reported as "not a kindlab kit" (hostile review,
+	// session 12).
+	atBoundary := filepath.Join(dir, "truncated-at-a-member.tar")
+	if err := os.WriteFile(atBoundary, data[:memberEnd(t, data, 1)], 0o644); err != nil {
+		t.Fatal(err)
+	}
 	newer := filepath.Join(dir, "newer.tar")
 	rewrite(t, good, newer, func(name string, b []byte) []byte {
 		if name == kit.ManifestFile {
@@ -321,6 +328,7 @@ func TestBadKits(t *testing.T) {
 		{"tampered", tampered, "", "damaged or tampered"},
 		{"no image ID for its platform", noID, "", "is saved for linux/" + hostArch + " but has no image ID of its node image " + tag + " for it: the kit was damaged or edited"},
 		{"truncated", truncated, "", "truncated"},
+		{"truncated after a member", atBoundary, "", "truncated: the file ends after "},
 		{"newer format", newer, "", "format 99"},
 		{"another lab", good, "all-features", `holds lab "kittest", not "all-features"`},
 		{"not a kit", filepath.Join(dir, "cache", "docker"), "", "kit " + filepath.Join(dir, "cache", "docker")},
@@ -538,5 +546,26 @@ func TestSaveOntoFullDisk(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(full); len(entries) != 0 {
 		t.Errorf("a failed save left %v behind", entries)
+	}
+}
+
+// memberEnd is the offset in the tar archive data where its n-th regular
+// file's padded content ends (n from 1).
+func memberEnd(t *testing.T, data []byte, n int) int {
+	t.Helper()
+	r := bytes.NewReader(data)
+	tr := tar.NewReader(r)
+	for {
+		hdr, err := tr.Next()
+		if err != nil {
+			t.Fatalf("the kit has fewer than %d files: %v", n, err)
+		}
+		if hdr.Typeflag != tar.TypeReg {
+			continue
+		}
+		if n--; n == 0 {
+			pos := len(data) - r.Len() // the reader has read this member's header
+			return pos + int(hdr.Size+511)/512*512
+		}
 	}
 }
