@@ -291,6 +291,11 @@ func (b *Bundle) plan(ctx context.Context, e *engine.Engine, dir, name, stateDir
 	if err := checkRun(b.Manifest.Run); err != nil {
 		return nil, badf(b.Path, "%s: %v", ManifestFile, err)
 	}
+	// The review decodes every manifest, twice: bounded per lab, not only
+	// per file (hostile review, session 12: 4 MiB of YAML took 200 MB).
+	if err := workload.CheckSize(r.Workloads); err != nil {
+		return nil, badf(b.Path, "its lab %s: %s", b.Manifest.Lab.Name, inBundle(err))
+	}
 	var local func(string) string
 	if e != nil {
 		local = running.LocalImage(ctx, e, opts.Store)

@@ -85,6 +85,9 @@ func ApplyLab(ctx context.Context, cfg *rest.Config, r *lab.Resolved, opts Optio
 
 // ApplyWith is Apply with options.
 func ApplyWith(ctx context.Context, cfg *rest.Config, ws []lab.ResolvedWorkload, opts Options) error {
+	if err := CheckSize(ws); err != nil {
+		return err
+	}
 	progress := func(string) {}
 	if opts.Progress != nil {
 		// The waits' goroutines report too: one line at a time.
@@ -266,19 +269,45 @@ func joinErrors(errs []error) error {
 // labs' largest is a few KiB).
 const MaxManifestSize = 4 << 20
 
-// Load reads every *.yaml, *.yml and *.json file directly in a workload's
-// directory, in name order, and returns the objects in apply order
-// (namespaces and cluster-wide prerequisites first, file order otherwise).
-func Load(w lab.ResolvedWorkload) ([]*unstructured.Unstructured, error) {
+// MaxLabManifestsSize bounds all the manifest files of a lab's workloads
+// together, in bytes (all-features' are about 40 KiB): decoding YAML costs
+// about a hundred times its size in memory, and a lab or bundle from
+// someone else may hold many files of MaxManifestSize.
+const MaxLabManifestsSize = 16 << 20
+
+// CheckSize refuses workloads whose manifest files together exceed
+// MaxLabManifestsSize, or one of which is not a regular file of at most
+// MaxManifestSize, before any is decoded.
+func CheckSize(ws []lab.ResolvedWorkload) error {
+	var total int64
+	for _, w := range ws {
+		_, files, err := manifests(w)
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if total += f.Size(); total > MaxLabManifestsSize {
+				return fmt.Errorf("workload %s: %s/%s: the lab's manifests pass %d MiB together (at most %d MiB; each file at most %d MiB)",
+					w.Name, w.Dir.Display, f.Name(), MaxLabManifestsSize>>20, MaxLabManifestsSize>>20, MaxManifestSize>>20)
+			}
+		}
+	}
+	return nil
+}
+
+// manifests lists the manifest files of a workload Load reads: *.yaml,
+// *.yml and *.json directly in its directory, in name order, each a
+// regular file of at most MaxManifestSize.
+func manifests(w lab.ResolvedWorkload) (fs.FS, []fs.FileInfo, error) {
 	dir, err := w.Dir.Sub()
 	if err != nil {
-		return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+		return nil, nil, fmt.Errorf("workload %s: %w", w.Name, err)
 	}
 	entries, err := fs.ReadDir(dir, ".")
 	if err != nil {
-		return nil, fmt.Errorf("workload %s: read %s: %w", w.Name, w.Dir.Display, err)
+		return nil, nil, fmt.Errorf("workload %s: read %s: %w", w.Name, w.Dir.Display, err)
 	}
-	var objs []*unstructured.Unstructured
+	var files []fs.FileInfo
 	for _, e := range entries {
 		ext := path.Ext(e.Name())
 		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
@@ -286,13 +315,28 @@ func Load(w lab.ResolvedWorkload) ([]*unstructured.Unstructured, error) {
 		}
 		info, err := fs.Stat(dir, e.Name())
 		if err != nil {
-			return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+			return nil, nil, fmt.Errorf("workload %s: %w", w.Name, err)
 		}
 		// A lab may come from someone else: decoding YAML costs about a
 		// hundred times its size in memory, so a manifest is bounded.
 		if !info.Mode().IsRegular() || info.Size() > MaxManifestSize {
-			return nil, fmt.Errorf("workload %s: %s/%s: want a regular file of at most %d MiB", w.Name, w.Dir.Display, e.Name(), MaxManifestSize>>20)
+			return nil, nil, fmt.Errorf("workload %s: %s/%s: want a regular file of at most %d MiB", w.Name, w.Dir.Display, e.Name(), MaxManifestSize>>20)
 		}
+		files = append(files, info)
+	}
+	return dir, files, nil
+}
+
+// Load reads every *.yaml, *.yml and *.json file directly in a workload's
+// directory, in name order, and returns the objects in apply order
+// (namespaces and cluster-wide prerequisites first, file order otherwise).
+func Load(w lab.ResolvedWorkload) ([]*unstructured.Unstructured, error) {
+	dir, files, err := manifests(w)
+	if err != nil {
+		return nil, err
+	}
+	var objs []*unstructured.Unstructured
+	for _, e := range files {
 		data, err := fs.ReadFile(dir, e.Name())
 		if err != nil {
 			return nil, fmt.Errorf("workload %s: %w", w.Name, err)

@@ -1,6 +1,7 @@
 package workload
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -108,5 +109,31 @@ func TestResolveImages(t *testing.T) {
 	bad := &unstructured.Unstructured{Object: map[string]any{"image": "@image/nope"}}
 	if err := ResolveImages(bad, imgs); err == nil || !strings.Contains(err.Error(), `image "nope" is not in the lab's images (declared: [agnhost])`) {
 		t.Errorf("unknown image: %v", err)
+	}
+}
+
+// A lab's manifests are bounded together, not only each file: five files
+// of 4 MiB each in two workloads are refused before any is decoded, naming
+// the file that passes the bound; the same files in one workload of a
+// smaller lab, and a lab under the bound, pass (hostile review, session 12).
+func TestCheckSizeBoundsTheLab(t *testing.T) {
+	big := bytes.Repeat([]byte("#"), MaxManifestSize)
+	fsys := fstest.MapFS{}
+	for _, f := range []string{"a/1.yaml", "a/2.yaml", "a/3.yaml", "b/4.yaml", "b/5.yaml"} {
+		fsys[f] = &fstest.MapFile{Data: big}
+	}
+	w := func(name string) lab.ResolvedWorkload {
+		return lab.ResolvedWorkload{Workload: lab.Workload{Name: name}, Dir: lab.File{FS: fsys, Path: name, Display: "labs/" + name}}
+	}
+	err := CheckSize([]lab.ResolvedWorkload{w("a"), w("b")})
+	if err == nil || !strings.Contains(err.Error(), "workload b: labs/b/5.yaml: the lab's manifests pass 16 MiB together") {
+		t.Errorf("five 4 MiB files: %v", err)
+	}
+	if err := CheckSize([]lab.ResolvedWorkload{w("a")}); err != nil {
+		t.Errorf("three 4 MiB files: %v", err)
+	}
+	fsys["a/big.yaml"] = &fstest.MapFile{Data: append(big, '#')}
+	if err := CheckSize([]lab.ResolvedWorkload{w("a")}); err == nil || !strings.Contains(err.Error(), "big.yaml: want a regular file of at most 4 MiB") {
+		t.Errorf("one file over 4 MiB: %v", err)
 	}
 }
