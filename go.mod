@@ -27,6 +27,7 @@ require (
 	k8s.io/apiserver v0.31.14
 	k8s.io/client-go v0.31.14
 	k8s.io/component-base v0.31.14
+	k8s.io/component-helpers v0.31.14
 	k8s.io/cri-api v0.31.14
 	k8s.io/kubelet v0.31.14
 	sigs.k8s.io/kind v0.31.0

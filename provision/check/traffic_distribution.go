@@ -15,6 +15,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	nodeutil "k8s.io/component-helpers/node/util"
 )
 
 func init() {
@@ -398,12 +399,8 @@ func schedulableZones(ctx context.Context, c *run) (map[string]string, error) {
 		if zone == "" || out[zone] != "" || n.Spec.Unschedulable || isProbeNode(&n) {
 			continue
 		}
-		ready, tainted := false, false
-		for _, cond := range n.Status.Conditions {
-			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
-				ready = true
-			}
-		}
+		_, cond := nodeutil.GetNodeCondition(&n.Status, corev1.NodeReady)
+		ready, tainted := cond != nil && cond.Status == corev1.ConditionTrue, false
 		for _, t := range n.Spec.Taints {
 			if t.Effect == corev1.TaintEffectNoSchedule || t.Effect == corev1.TaintEffectNoExecute {
 				tainted = true

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	nodeutil "k8s.io/component-helpers/node/util"
 	"sigs.k8s.io/kind/pkg/apis/config/v1alpha4"
 
 	"github.com/kindlab/kindlab/provision/check"
@@ -161,12 +162,8 @@ func waitNodes(ctx context.Context, cs kubernetes.Interface, selector string, wa
 }
 
 func nodeReady(n corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	_, c := nodeutil.GetNodeCondition(&n.Status, corev1.NodeReady)
+	return c != nil && c.Status == corev1.ConditionTrue
 }
 
 // awaitNodes waits for the wait for every node that WaitReady left

@@ -21,6 +21,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	nodeutil "k8s.io/component-helpers/node/util"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
 	"github.com/kindlab/kindlab/provision/check"
@@ -248,11 +249,8 @@ func (b *backend) Nodes(ctx context.Context, name string) ([]pconsole.Node, erro
 		} else {
 			node.Role = "worker"
 		}
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeReady {
-				node.Ready = c.Status == corev1.ConditionTrue
-			}
-		}
+		_, ready := nodeutil.GetNodeCondition(&n.Status, corev1.NodeReady)
+		node.Ready = ready != nil && ready.Status == corev1.ConditionTrue
 		for _, p := range pods.Items {
 			if p.Spec.NodeName != n.Name {
 				continue
