@@ -19,6 +19,7 @@ import (
 	crishimcmd "github.com/kindlab/kindlab/cmd/kindlab/app/crishim"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/doctor"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/down"
+	"github.com/kindlab/kindlab/cmd/kindlab/app/instructions"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/kit"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/labs"
 	"github.com/kindlab/kindlab/cmd/kindlab/app/migrate"
@@ -59,6 +60,7 @@ func NewRootCommand(s *cli.Streams) *cobra.Command {
 		down.NewCommand(s),
 		status.NewCommand(s),
 		check.NewCommand(s),
+		instructions.NewCommand(s),
 		conformance.NewCommand(s),
 		reset.NewCommand(s),
 		console.NewCommand(s),
