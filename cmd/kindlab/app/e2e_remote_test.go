@@ -75,10 +75,30 @@ func TestEndToEndRemoteEngine(t *testing.T) {
 	}
 	t.Setenv(crishim.BinaryEnv, shim)
 
+	// doctor says the same engine can run the shim (it said a remote
+	// engine could not, which this test's up disproves).
+	code, out, errOut := run(t, "doctor", remoteLab, "-o", "json")
+	var findings []struct{ Check, Level, Detail string }
+	if err := json.Unmarshal([]byte(out), &findings); err != nil {
+		t.Fatalf("doctor: exit %d, %q (%s): %v", code, out, errOut, err)
+	}
+	shimFound := false
+	for _, f := range findings {
+		if f.Check == "cri-shim" {
+			shimFound = true
+			if f.Level != "ok" {
+				t.Errorf("doctor on the remote engine: cri-shim %s: %s", f.Level, f.Detail)
+			}
+		}
+	}
+	if !shimFound {
+		t.Errorf("doctor on the remote engine has no cri-shim finding: %s", out)
+	}
+
 	start := time.Now()
 	// Its API server is published on the engine's side of the bridge: the
 	// engine's 127.0.0.1 is not this machine's (README, Remote Docker engines).
-	code, out, errOut := run(t, "up", remoteLab, "--name", name, "--image", img,
+	code, out, errOut = run(t, "up", remoteLab, "--name", name, "--image", img,
 		"--api-server-address", eng.IP, "-o", "json")
 	t.Logf("up on %s (over ssh to %s) took %s\n%s", ssh.URL, eng.Host, time.Since(start).Round(time.Second), errOut)
 	var res upResult
