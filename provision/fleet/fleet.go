@@ -222,10 +222,26 @@ func Up(ctx context.Context, p *cluster.Provider, opts Options) (*Result, error)
 	// Plans only for a fleet that fits: rendering is cheap, but not a
 	// thousand times over for a count that is refused anyway.
 	for i, m := range ms {
-		if i == 0 {
+		// A member that runs already converges with the image overrides
+		// it came up with unless overrides are given now, as a single
+		// up's converge does (cmd/kindlab/app/up).
+		keep := m.exists && m.rec != nil && len(opts.Render.ImageOverrides) == 0 && len(m.rec.ImageOverrides) > 0
+		switch {
+		case keep:
+			mo := opts
+			mo.Render.ImageOverrides = m.rec.ImageOverrides
+			if m.plan, err = renderMember(mo, m.Cluster); err != nil {
+				return nil, err
+			}
+			if opts.Status != nil {
+				fmt.Fprintf(opts.Status, " ✓ Keeping the image overrides cluster %s came up with (--image-override replaces them): %s\n", m.Cluster, render.OverridePairs(m.rec.ImageOverrides))
+			}
+		case i == 0:
 			m.plan = first
-		} else if m.plan, err = renderMember(opts, m.Cluster); err != nil {
-			return nil, err
+		default:
+			if m.plan, err = renderMember(opts, m.Cluster); err != nil {
+				return nil, err
+			}
 		}
 		m.Context = m.plan.Context
 		if m.plan.Lab != first.Lab {

@@ -454,3 +454,14 @@ func ImageOverride(recorded string, r *lab.Resolved) string {
 	}
 	return recorded
 }
+
+// OverridePairs writes image overrides as the --image-override flag takes
+// them, NAME=REF, sorted and space-separated (as $KINDLAB_IMAGE_OVERRIDES).
+func OverridePairs(o map[string]string) string {
+	pairs := make([]string, 0, len(o))
+	for name, ref := range o {
+		pairs = append(pairs, name+"="+ref)
+	}
+	slices.Sort(pairs)
+	return strings.Join(pairs, " ")
+}

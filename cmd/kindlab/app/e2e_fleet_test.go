@@ -334,6 +334,26 @@ func TestEndToEndFleet(t *testing.T) {
 		t.Errorf("the clusters do not have distinct API servers: %v", servers)
 	}
 
+	// Asked once more with no overrides given (the offline agnhost came
+	// from $KINDLAB_IMAGE_OVERRIDES), each cluster keeps those it came up
+	// with, as a single up's converge does: re-rendered with the lab's own
+	// upstream image, its echo Deployment would roll to an image this
+	// offline machine cannot pull.
+	if ov := os.Getenv("KINDLAB_IMAGE_OVERRIDES"); ov != "" {
+		t.Setenv("KINDLAB_IMAGE_OVERRIDES", "")
+		code, out, errOut = run(t, "up", oneNodeLab, "--name", fleetName, "--image", img, "--count", "2", "--kubeconfig-dir", kdir, "-o", "json")
+		res = fleet.Result{}
+		if err := json.Unmarshal([]byte(out), &res); err != nil || code != 0 {
+			t.Errorf("up --count without overrides: exit %d, %q: %v\n%s", code, out, err, errOut)
+		}
+		for _, m := range members {
+			if !strings.Contains(errOut, "Keeping the image overrides cluster "+m+" came up with (--image-override replaces them): "+ov) {
+				t.Errorf("up --count without overrides did not keep %s's:\n%s", m, errOut)
+			}
+		}
+		t.Setenv("KINDLAB_IMAGE_OVERRIDES", ov)
+	}
+
 	// A fleet of another lab under the same name is refused, nothing made.
 	code, _, errOut = run(t, "up", "nftables", "--name", fleetName, "--image", img, "--count", "2")
 	if code != 2 || !strings.Contains(errOut, "already runs lab one-node") {

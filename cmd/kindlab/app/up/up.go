@@ -4,8 +4,6 @@ package up
 import (
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -166,13 +164,8 @@ func (f *flags) converge(cmd *cobra.Command, s *cli.Streams, p *cluster.Provider
 	if len(ro.ImageOverrides) > 0 {
 		conv.ImageOverrides = ro.ImageOverrides
 	} else if len(rec.ImageOverrides) > 0 {
-		pairs := make([]string, 0, len(rec.ImageOverrides))
-		for name, ref := range rec.ImageOverrides {
-			pairs = append(pairs, name+"="+ref)
-		}
-		slices.Sort(pairs)
 		(&progress.Status{W: s.ErrOut}).Done("Keeping the image overrides cluster %s came up with (--image-override replaces them): %s",
-			ro.Name, strings.Join(pairs, " "))
+			ro.Name, render.OverridePairs(rec.ImageOverrides))
 	}
 	if cmd.Flags().Changed("registry-port") || conv.RegistryPort == 0 {
 		conv.RegistryPort = ro.RegistryPort
