@@ -516,6 +516,12 @@ func TestSteps(t *testing.T) {
 		len(nbt[0].Commands) != 1 || nbt[0].Commands[0] != "kindlab check node-bound-token --name ws-1" {
 		t.Errorf("command inside a sentence: %+v", nbt)
 	}
+	// A context or cluster name stands for itself, "$1" included (hostile
+	// review, session 13: it expanded as a replacement template).
+	odd := Steps(Cluster{Name: "x", Context: "ctx-$1-${2}", Instructions: []Instruction{{Lab: "nftables", Text: "1. Look: kubectl get pods\n2. Node:\n     docker exec nftables-worker true\n"}}})
+	if len(odd) != 2 || odd[0].Commands[0] != "kubectl --context ctx-$1-${2} get pods" || odd[1].Commands[0] != "docker exec x-worker true" {
+		t.Errorf("a context with $ in it: %+v", odd)
+	}
 	// A heredoc stays one block, with its own indentation.
 	multi := Steps(Cluster{Name: "x", Context: "kind-x", Instructions: []Instruction{{Lab: "multi-service-cidr", Text: "1. Add:\n     kubectl apply -f - <<EOF\n     kind: ServiceCIDR\n     spec:\n       cidrs: [a]\n     EOF\n   then look.\n"}}})
 	if len(multi) != 1 || len(multi[0].Commands) != 1 || multi[0].Commands[0] != "kubectl --context kind-x apply -f - <<EOF\nkind: ServiceCIDR\nspec:\n  cidrs: [a]\nEOF" || multi[0].Text != "Add: then look." {

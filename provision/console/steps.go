@@ -113,12 +113,14 @@ func dedent(block string) string {
 
 // rewrite makes a command of lab's instructions name cluster c.
 func rewrite(cmd, lab string, c Cluster) string {
+	// The names go into a replacement template, where "$" expands:
+	// escaped, they come out as written.
 	if c.Context != "" {
-		cmd = kubectlWord.ReplaceAllString(cmd, "${1}kubectl --context "+c.Context+"${2}")
+		cmd = kubectlWord.ReplaceAllString(cmd, "${1}kubectl --context "+escapeTemplate(c.Context)+"${2}")
 	}
 	if lab != "" && lab != c.Name {
 		nodes := regexp.MustCompile(`\b` + regexp.QuoteMeta(lab) + `-(control-plane|worker\d*)\b`)
-		cmd = nodes.ReplaceAllString(cmd, c.Name+"-${1}")
+		cmd = nodes.ReplaceAllString(cmd, escapeTemplate(c.Name)+"-${1}")
 	}
 	if lab != "" {
 		verbs := regexp.MustCompile(`\bkindlab (check|reset) ` + regexp.QuoteMeta(lab) + `\b`)
@@ -142,3 +144,6 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// escapeTemplate makes s stand for itself in a regexp replacement template.
+func escapeTemplate(s string) string { return strings.ReplaceAll(s, "$", "$$") }

@@ -303,6 +303,10 @@ func TestBadKits(t *testing.T) {
 	if err := os.WriteFile(atBoundary, data[:memberEnd(t, data, 1)], 0o644); err != nil {
 		t.Fatal(err)
 	}
+	emptyFile := filepath.Join(dir, "empty.tar")
+	if err := os.WriteFile(emptyFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	newer := filepath.Join(dir, "newer.tar")
 	rewrite(t, good, newer, func(name string, b []byte) []byte {
 		if name == kit.ManifestFile {
@@ -329,6 +333,7 @@ func TestBadKits(t *testing.T) {
 		{"no image ID for its platform", noID, "", "is saved for linux/" + hostArch + " but has no image ID of its node image " + tag + " for it: the kit was damaged or edited"},
 		{"truncated", truncated, "", "truncated"},
 		{"truncated after a member", atBoundary, "", "truncated: the file ends after "},
+		{"empty file", emptyFile, "", "not a kit (an empty tar archive)"},
 		{"newer format", newer, "", "format 99"},
 		{"another lab", good, "all-features", `holds lab "kittest", not "all-features"`},
 		{"not a kit", filepath.Join(dir, "cache", "docker"), "", "kit " + filepath.Join(dir, "cache", "docker")},

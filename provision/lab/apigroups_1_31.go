@@ -66,7 +66,7 @@ func parseRuntimeConfigKey(k string) runtimeConfigKey {
 	// the keys (k8s.io/kubernetes v1.31.14
 	// pkg/controlplane/apiserver/options/options.go Complete), and drops
 	// api/legacy; the cross-check found `v1` and `api/v1` accepted.
-	if k == "v1" || strings.HasPrefix(k, "v1/") || k == "api/v1" || strings.HasPrefix(k, "api/v1/") {
+	if coreAlias(k) {
 		return runtimeConfigKey{group: "", version: "v1", parts: 2}
 	}
 	t := strings.Split(k, "/")
@@ -78,4 +78,31 @@ func parseRuntimeConfigKey(k string) runtimeConfigKey {
 		key.resource = t[2]
 	}
 	return key
+}
+
+// coreAlias reports whether kube-apiserver 1.31 reads k as /v1, the whole
+// core API: v1 and api/v1, and with a resource after them, which it drops
+// (k8s.io/kubernetes v1.31.14 pkg/controlplane/apiserver/options/options.go
+// Complete).
+func coreAlias(k string) bool {
+	return k == "v1" || strings.HasPrefix(k, "v1/") || k == "api/v1" || strings.HasPrefix(k, "api/v1/")
+}
+
+// effectiveRuntimeConfigKeys counts the keys kube-apiserver 1.31 validates
+// after Complete: api/legacy dropped, the core aliases folded into one.
+func effectiveRuntimeConfigKeys(rc map[string]string) int {
+	n, core := 0, false
+	for k := range rc {
+		switch {
+		case k == "api/legacy":
+		case coreAlias(k):
+			core = true
+		default:
+			n++
+		}
+	}
+	if core {
+		n++
+	}
+	return n
 }

@@ -201,6 +201,18 @@ func TestBadInput(t *testing.T) {
 		// a key once panicked the line lookup.
 		{"feature gate key with a bracket", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  featureGates:\n    \"a[\": true\n")},
 			"", []string{":11:", `spec.featureGates["a["]`, `no feature gate "a["`}},
+		// kube-apiserver reads v1/pods as v1 (the whole core API), and
+		// v1 with api/v1 is a coin toss (hostile review, session 13).
+		{"an empty node", map[string]string{"labs/x.yaml": labFile("x", "  nodes:\n  - role: control-plane\n  - ~\n")},
+			"", []string{":8:", "spec.nodes[1]: an empty item"}},
+		{"a label key that is a list", map[string]string{"labs/x.yaml": labFile("x", "  nodes:\n  - role: control-plane\n    labels:\n      [a]: b\n")},
+			"", []string{":9:", "spec.nodes[0].labels: a key here is a name, not a list"}},
+		{"runtime config of a core resource", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    v1/pods: \"false\"\n")},
+			"", []string{":11:", `spec.runtimeConfig["v1/pods"]: kube-apiserver 1.31 reads v1/pods as v1, the whole core API`}},
+		{"runtime config of the core API twice", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    v1: \"true\"\n    api/v1: \"false\"\n")},
+			"", []string{`spec.runtimeConfig["v1"]: api/v1 and v1 both name the core API`}},
+		{"runtime config api/all off with api/legacy", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    api/all: \"false\"\n    api/legacy: \"true\"\n")},
+			"", []string{`spec.runtimeConfig["api/all"]`, "invalid key with only api/all=false"}},
 		{"runtime config key with brackets and a quote", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"  runtimeConfig:\n    'a\"]b[': \"true\"\n")},
 			"", []string{":11:", `spec.runtimeConfig["a\"]b["]`, "is not an API group/version"}},
 		{"node label key with brackets and a quote", map[string]string{"labs/x.yaml": labFile("x", goodNodes+"    labels: {'a\"][': b}\n")},

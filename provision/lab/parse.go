@@ -151,12 +151,20 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[alias
 	case reflect.Map:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
+			if k.Kind != yaml.ScalarNode {
+				return &Error{File: file, Line: k.Line, Field: path, Msg: fmt.Sprintf("a key here is a name, not %s", describe(k))}
+			}
 			if err := checkFields(v, t.Elem(), join(path, k.Value), file, seen); err != nil {
 				return err
 			}
 		}
 	case reflect.Slice:
 		for i, item := range n.Content {
+			// yaml.v3 drops a null item of a list of mappings: a node
+			// written "- ~" would vanish without a word.
+			if item.Kind == yaml.ScalarNode && item.ShortTag() == "!!null" {
+				return &Error{File: file, Line: item.Line, Field: fmt.Sprintf("%s[%d]", path, i), Msg: "an empty item (- with nothing, or ~): remove it or fill it in"}
+			}
 			if err := checkFields(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file, seen); err != nil {
 				return err
 			}

@@ -292,7 +292,7 @@ var rules131 = []Rule{
 		Source:   "k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go (APIEnablementOptions.Validate)",
 		Upstream: "invalid key with only api/all=false",
 		check: func(r *Resolved) (string, string) {
-			if len(r.RuntimeConfig) == 1 && r.RuntimeConfig["api/all"] == "false" {
+			if r.RuntimeConfig["api/all"] == "false" && effectiveRuntimeConfigKeys(r.RuntimeConfig) == 1 {
 				return `spec.runtimeConfig["api/all"]`, "\"false\" alone turns off every API: enable the group versions the lab needs next to it, or remove it (kube-apiserver refuses to start: 'invalid key with only api/all=false', k8s.io/apiserver v0.31.14 pkg/server/options/api_enablement.go)"
 			}
 			return "", ""

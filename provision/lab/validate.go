@@ -129,6 +129,17 @@ func validateFile(d *document) error {
 		if v := s.RuntimeConfig[k]; v != "true" && v != "false" {
 			return e(field, "%q is not valid (valid: \"true\", \"false\")", v)
 		}
+		// kube-apiserver 1.31 reads v1/pods as v1: a resource of the core
+		// API cannot be turned off alone, and "false" would turn off the
+		// whole core API (hostile review, session 13).
+		if strings.HasPrefix(k, "v1/") || strings.HasPrefix(k, "api/v1/") {
+			return e(field, "kube-apiserver 1.31 reads %s as v1, the whole core API, dropping the resource (k8s.io/kubernetes v1.31.14 pkg/controlplane/apiserver/options/options.go Complete): write v1 to turn the core API on or off; one core resource cannot be turned off alone", k)
+		}
+		for _, other := range sortedKeys(s.RuntimeConfig) {
+			if other < k && coreAlias(other) && coreAlias(k) && s.RuntimeConfig[other] != s.RuntimeConfig[k] {
+				return e(field, "%s and %s both name the core API (kube-apiserver 1.31 reads both as v1) with different values, and which wins changes from one start to the next: keep one", other, k)
+			}
+		}
 	}
 	if m := s.Networking.KubeProxyMode; m != "" && !slices.Contains(kubeProxyMode, m) {
 		return e("spec.networking.kubeProxyMode", "%q is not a kube-proxy mode (valid: %s)", m, strings.Join(kubeProxyMode, ", "))

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,6 +69,17 @@ func TestInstructionsForTheCluster(t *testing.T) {
 	}
 	if len(steps) != 4 || steps[3].Number != "4" || len(steps[3].Commands) != 1 || steps[3].Commands[0] != "kindlab check nftables --name attendee-7" {
 		t.Errorf("steps of attendee-7: %+v", steps)
+	}
+
+	// A stranger's lab: its escapes are shown, not sent to the terminal.
+	evil := filepath.Join(dir, "evil.yaml")
+	if err := os.WriteFile(evil, []byte("apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: evil\nspec:\n  include: [base]\n  nodes:\n  - role: control-plane\n"+
+		`  instructions: "1. Look\e]0;pwned\a here:\n     kubectl get pods \e[1A\e[2K\u009b2J\n"`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = run(t, "instructions", evil)
+	if code != 0 || strings.ContainsAny(out, "\x1b\x07\u009b") || !strings.Contains(out, `1. Look\x1b]0;pwned\a here:`) || !strings.Contains(out, `kubectl --context kind-evil get pods \x1b[1A\x1b[2K\u009b2J`) {
+		t.Errorf("instructions of a lab with terminal escapes: exit %d, %q (%s)", code, out, errOut)
 	}
 
 	for _, tc := range []struct {

@@ -99,16 +99,17 @@ func Execute(ctx context.Context, cmd *cobra.Command, s *Streams, args []string)
 		err = WithCode(ExitUsage, err)
 	}
 	if err != nil {
-		fmt.Fprintf(s.ErrOut, "ERROR: %s\n", terminalSafe(err.Error()))
+		fmt.Fprintf(s.ErrOut, "ERROR: %s\n", TerminalSafe(err.Error()))
 	}
 	return CodeOf(err)
 }
 
-// terminalSafe escapes what a terminal would act on in an error (ESC, BEL,
-// a carriage return: names and paths in it may come from a stranger's lab,
-// kit or bundle) and keeps its newlines and tabs, which kindlab's and
-// cobra's own messages use ("Did you mean this?\n\tstatus").
-func terminalSafe(msg string) string {
+// TerminalSafe escapes what a terminal would act on in text for it (ESC,
+// BEL, a carriage return, invisible format runes: names, paths and prose in
+// it may come from a stranger's lab, kit or bundle) and keeps its newlines
+// and tabs, which kindlab's and cobra's own messages use ("Did you mean
+// this?\n\tstatus").
+func TerminalSafe(msg string) string {
 	lines := strings.Split(msg, "\n")
 	for i, l := range lines {
 		cells := strings.Split(l, "\t")

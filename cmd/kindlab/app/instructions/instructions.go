@@ -91,8 +91,12 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				fmt.Fprintf(s.ErrOut, "lab %s has no instructions\n", r.Name)
 				return nil
 			}
-			print(s.Out, steps, rec)
-			return nil
+			// A lab file is a stranger's text: its escapes are shown, not
+			// acted on (hostile review, session 13).
+			var b strings.Builder
+			print(&b, steps, rec)
+			_, err = io.WriteString(s.Out, cli.TerminalSafe(b.String()))
+			return err
 		},
 	}
 	labs.AddFlags(cmd)
