@@ -514,20 +514,7 @@ func TestLabThatDoesNotResolveHereIsRefused(t *testing.T) {
 // carry its image ID): a bundle recorded from such a lab replays. CI's e2e
 // replay failed on exactly this when checkRun asked for a digest.
 func TestTagOnlyNodeImagePlans(t *testing.T) {
-	good := smallBundle(t)
-	tagged := filepath.Join(t.TempDir(), "tagged.tar.gz")
-	rewrite(t, good, tagged, func(name string, data []byte) []byte {
-		if name != ManifestFile {
-			return data
-		}
-		var m Manifest
-		if err := json.Unmarshal(data, &m); err != nil {
-			t.Fatal(err)
-		}
-		m.Run.NodeImage = "kindlab.local/node:v1.31.14"
-		b, _ := json.Marshal(m)
-		return b
-	})
+	tagged := withRun(t, smallBundle(t), func(r *RunSettings) { r.NodeImage = "kindlab.local/node:v1.31.14" })
 	b, err := Open(tagged)
 	if err != nil {
 		t.Fatal(err)
@@ -556,19 +543,7 @@ func TestBadRunSettingsAreRefused(t *testing.T) {
 		{"override of no image", func(r *RunSettings) { r.ImageOverrides = map[string]string{"nope": "x"} }, `bundle.json: run.imageOverrides: nope: lab "pv-last-transition-time" has no image "nope"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			bad := filepath.Join(t.TempDir(), "bad.tar.gz")
-			rewrite(t, good, bad, func(name string, data []byte) []byte {
-				if name != ManifestFile {
-					return data
-				}
-				var m Manifest
-				if err := json.Unmarshal(data, &m); err != nil {
-					t.Fatal(err)
-				}
-				tc.edit(&m.Run)
-				b, _ := json.Marshal(m)
-				return b
-			})
+			bad := withRun(t, good, tc.edit)
 			b, err := Open(bad)
 			if err != nil {
 				t.Fatal(err)
@@ -577,4 +552,24 @@ func TestBadRunSettingsAreRefused(t *testing.T) {
 			assertBad(t, bad, err, tc.want)
 		})
 	}
+}
+
+// withRun is a copy of the bundle at good with its bundle.json's run
+// settings edited.
+func withRun(t *testing.T, good string, edit func(*RunSettings)) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "edited.tar.gz")
+	rewrite(t, good, out, func(name string, data []byte) []byte {
+		if name != ManifestFile {
+			return data
+		}
+		var m Manifest
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatal(err)
+		}
+		edit(&m.Run)
+		b, _ := json.Marshal(m)
+		return b
+	})
+	return out
 }
