@@ -94,7 +94,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			// A lab file is a stranger's text: its escapes are shown, not
 			// acted on (hostile review, session 13).
 			var b strings.Builder
-			print(&b, steps, rec)
+			printSteps(&b, steps, rec)
 			_, err = io.WriteString(s.Out, cli.TerminalSafe(b.String()))
 			return err
 		},
@@ -105,15 +105,15 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	return cmd
 }
 
-// print writes the steps as the lab files write them: one heading per
-// lab, "N. text", and each command indented under its step.
-func print(w io.Writer, steps []console.Step, rec state.Record) {
+// printSteps writes the steps as the lab files write them: one heading
+// per lab, "N. text", and each command indented under its step.
+func printSteps(w io.Writer, steps []console.Step, rec state.Record) {
 	fmt.Fprintf(w, "Lab %s on cluster %s (context %s)\n", rec.Lab, rec.Cluster, rec.Context)
-	lab := ""
+	current := ""
 	for _, st := range steps {
-		if st.Lab != lab {
-			lab = st.Lab
-			fmt.Fprintf(w, "\n%s:\n", lab)
+		if st.Lab != current {
+			current = st.Lab
+			fmt.Fprintf(w, "\n%s:\n", current)
 		}
 		prefix := "  "
 		if st.Number != "" {
