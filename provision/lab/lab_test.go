@@ -272,6 +272,9 @@ func TestBadInput(t *testing.T) {
 			"", []string{":3:", "spec.apiServer.name: unknown field"}},
 		{"not YAML", map[string]string{"labs/x.yaml": "apiVersion: [\n"},
 			"", []string{"builtin:labs/x.yaml", "not valid YAML"}},
+		// The line of a syntax error is where every other error has it.
+		{"a flow list left open", map[string]string{"labs/x.yaml": "apiVersion: kindlab.dev/v1alpha1\nkind: Lab\nmetadata:\n  name: x\nspec:\n  include: [base\n  nodes:\n  - role: control-plane\n"},
+			"", []string{"builtin:labs/x.yaml:", ": not valid YAML: did not find expected"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

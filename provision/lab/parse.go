@@ -41,6 +41,9 @@ func (e *Error) line() string {
 	return fmt.Sprintf("%s: %s: %s", loc, e.Field, e.Msg)
 }
 
+// yamlSyntaxLine is yaml.v3's syntax error, "line N: what".
+var yamlSyntaxLine = regexp.MustCompile(`^line (\d+): (.*)$`)
+
 // document is a parsed lab with the YAML tree kept, so later validation can
 // point at the line of any field path.
 type document struct {
@@ -71,7 +74,14 @@ func parse(data []byte, origin Origin) (*document, error) {
 		if errors.Is(err, io.EOF) {
 			return fail(0, "", "empty file: a lab needs apiVersion %s, kind %s, metadata.name and spec", APIVersion, Kind)
 		}
-		return fail(0, "", "not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		// yaml.v3 says "yaml: line N: what": the line goes where every
+		// other error has it, file:N.
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if m := yamlSyntaxLine.FindStringSubmatch(msg); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return fail(line, "", "not valid YAML: %s", m[2])
+		}
+		return fail(0, "", "not valid YAML: %s", msg)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {

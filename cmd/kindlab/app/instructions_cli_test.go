@@ -3,6 +3,7 @@ package app_test
 import (
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,6 +53,19 @@ func TestInstructionsForTheCluster(t *testing.T) {
 		if strings.Contains(out, stale) {
 			t.Errorf("instructions for sandbox-1 still say %q:\n%s", stale, out)
 		}
+	}
+
+	// A heredoc is printed from the first column, and pastes into bash
+	// whole: an indented EOF never ended it (fresh-user review, session 13).
+	code, out, errOut = run(t, "instructions", "apparmor")
+	start, end := strings.Index(out, "\nkindlab migrate apparmor - <<'EOF'\n"), strings.Index(out, "\nEOF\n")
+	if code != 0 || start < 0 || end < start {
+		t.Fatalf("instructions apparmor: exit %d, no heredoc from the first column:\n%s%s", code, out, errOut)
+	}
+	block := out[start+1 : end+len("\nEOF")]
+	pasted, err := exec.Command("bash", "-c", "kindlab() { cat; }\n"+block+"\necho pasted").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(pasted), "apiVersion: v1\nkind: Pod\n") || !strings.HasSuffix(string(pasted), "image: registry.k8s.io/pause:3.10\npasted\n") {
+		t.Errorf("the heredoc pasted into bash: %v\n%s", err, pasted)
 	}
 
 	// A recorded cluster: its lab and context are the record's.

@@ -106,7 +106,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 }
 
 // printSteps writes the steps as the lab files write them: one heading
-// per lab, "N. text", and each command indented under its step.
+// per lab, "N. text", and each one-line command indented under its step.
 func printSteps(w io.Writer, steps []console.Step, rec state.Record) {
 	fmt.Fprintf(w, "Lab %s on cluster %s (context %s)\n", rec.Lab, rec.Cluster, rec.Context)
 	current := ""
@@ -121,9 +121,14 @@ func printSteps(w io.Writer, steps []console.Step, rec state.Record) {
 		}
 		fmt.Fprintf(w, "%s%s\n", prefix, st.Text)
 		for _, c := range st.Commands {
-			for _, line := range strings.Split(c, "\n") {
-				fmt.Fprintf(w, "       %s\n", line)
+			if !strings.Contains(c, "\n") {
+				fmt.Fprintf(w, "       %s\n", c)
+				continue
 			}
+			// A block (a heredoc) is printed as it runs, from the first
+			// column, so that it can be pasted: an indented EOF would
+			// never end its heredoc (fresh-user review, session 13).
+			fmt.Fprintf(w, "\n%s\n\n", c)
 		}
 	}
 }

@@ -35,12 +35,20 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(s.Out, "%s: lab %q is valid (%d nodes, %d feature gates, %d checks)\n",
-					r.Source, r.Name, len(r.Nodes), len(r.FeatureGates), len(r.Checks))
+				fmt.Fprintf(s.Out, "%s: lab %q is valid (%s, %s, %s)\n",
+					r.Source, r.Name, plural(len(r.Nodes), "node"), plural(len(r.FeatureGates), "feature gate"), check.Count(len(r.Checks)))
 			}
 			return nil
 		},
 	}
 	labs.AddFlags(cmd)
 	return cmd
+}
+
+// plural is "1 node" or "N nodes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
