@@ -515,3 +515,43 @@ func TestProbeNodesLeftOut(t *testing.T) {
 		t.Errorf("without its label the first node is not picked (%q, %v): the test proves nothing", node, zones)
 	}
 }
+
+// A Service with no pod behind it (its Deployment deleted or scaled to 0
+// by an attendee) fails the wait for its endpoints after 10 s, saying so
+// and how to put the lab back, not after the whole timeout; one whose pod
+// is only Pending is waited for (fresh-user review, session 13).
+func TestWaitForEndpointsWithoutPods(t *testing.T) {
+	env, _, _ := start(t, &onEnv, false)
+	ctx := context.Background()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := "kindlab-no-pods"
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cs.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	for _, app := range []string{"gone", "pending"} {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: app}, Spec: corev1.ServiceSpec{
+			Selector: map[string]string{"app": app}, Ports: []corev1.ServicePort{{Port: 80}}}}
+		if _, err := cs.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "pending-0", Labels: map[string]string{"app": "pending"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "registry.k8s.io/pause:3.10"}}}}
+	if _, err := cs.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The timeout's own error would end "(after 2m0s)".
+	err = check.WaitReadyEndpoints(ctx, cs, ns, "gone", 2*time.Minute)
+	if err == nil || err.Error() != "Service kindlab-no-pods/gone has had no pod for 10s: its workload was deleted or scaled to 0; `kindlab reset` puts the lab back" {
+		t.Errorf("no pods: %v", err)
+	}
+	err = check.WaitReadyEndpoints(ctx, cs, ns, "pending", 15*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "has no ready endpoints (pods: pending-0: Pending") || !strings.Contains(err.Error(), "(after 15s)") {
+		t.Errorf("a Pending pod: %v", err)
+	}
+}

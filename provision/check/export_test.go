@@ -2,6 +2,7 @@ package check
 
 import (
 	"context"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 )
@@ -43,3 +44,8 @@ func NodePicks(ctx context.Context, cs kubernetes.Interface) (string, map[string
 
 // ProbeLabel is the label of the objects checks create for a moment.
 const ProbeLabel = probeLabel
+
+// WaitReadyEndpoints is waitReadyEndpoints for a client.
+func WaitReadyEndpoints(ctx context.Context, cs kubernetes.Interface, ns, service string, timeout time.Duration) error {
+	return waitReadyEndpoints(ctx, &run{env: Env{Client: cs}}, ns, service, timeout)
+}

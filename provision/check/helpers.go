@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -107,12 +108,39 @@ func podState(p *corev1.Pod) string {
 	return string(p.Status.Phase)
 }
 
-// readyEndpoints counts a Service's ready endpoints; with none, the reason
-// names the state of the Service's pods (ErrImagePull, Pending, …).
-func readyEndpoints(ctx context.Context, c *run, ns, service string) (int, string, error) {
+// noPodsFor is how long a Service may have no pod at all before a wait for
+// its endpoints gives up: a Deployment being rolled creates its pods in a
+// second or two, one an attendee deleted or scaled to 0 never does.
+const noPodsFor = 10 * time.Second
+
+// waitReadyEndpoints waits up to timeout for a ready endpoint of a Service,
+// and fails at once after noPodsFor without any pod behind it, saying so
+// and how to put the lab back, rather than after the whole timeout
+// (fresh-user review, session 13: 2 minutes for a deleted Deployment).
+func waitReadyEndpoints(ctx context.Context, c *run, ns, service string, timeout time.Duration) error {
+	var none time.Time
+	return poll(ctx, 500*time.Millisecond, timeout, func(ctx context.Context) (bool, string, error) {
+		ready, pods, why, err := readyEndpoints(ctx, c, ns, service)
+		switch {
+		case err != nil || ready > 0:
+			return ready > 0, why, err
+		case pods > 0:
+			none = time.Time{}
+		case none.IsZero():
+			none = time.Now()
+		case time.Since(none) > noPodsFor:
+			return false, "", fmt.Errorf("Service %s/%s has had no pod for %s: its workload was deleted or scaled to 0; `kindlab reset` puts the lab back", ns, service, noPodsFor)
+		}
+		return false, why, nil
+	})
+}
+
+// readyEndpoints counts a Service's ready endpoints and, with none, its
+// pods; the reason names their state (ErrImagePull, Pending, …).
+func readyEndpoints(ctx context.Context, c *run, ns, service string) (ready, pods int, why string, err error) {
 	slices, err := c.client().DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=" + service})
 	if err != nil {
-		return 0, "", fmt.Errorf("list EndpointSlices of %s/%s: %w", ns, service, err)
+		return 0, 0, "", fmt.Errorf("list EndpointSlices of %s/%s: %w", ns, service, err)
 	}
 	n := 0
 	for _, s := range slices.Items {
@@ -123,22 +151,22 @@ func readyEndpoints(ctx context.Context, c *run, ns, service string) (int, strin
 		}
 	}
 	if n > 0 {
-		return n, "", nil
+		return n, 0, "", nil
 	}
 	svc, err := c.client().CoreV1().Services(ns).Get(ctx, service, metav1.GetOptions{})
 	if err != nil {
-		return 0, "", fmt.Errorf("get Service %s/%s: %w", ns, service, err)
+		return 0, 0, "", fmt.Errorf("get Service %s/%s: %w", ns, service, err)
 	}
-	pods, err := c.client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labelsString(svc.Spec.Selector)})
+	list, err := c.client().CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: labelsString(svc.Spec.Selector)})
 	if err != nil {
-		return 0, "", fmt.Errorf("list pods of %s/%s: %w", ns, service, err)
+		return 0, 0, "", fmt.Errorf("list pods of %s/%s: %w", ns, service, err)
 	}
 	var states []string
-	for i := range pods.Items {
-		states = append(states, pods.Items[i].Name+": "+podState(&pods.Items[i]))
+	for i := range list.Items {
+		states = append(states, list.Items[i].Name+": "+podState(&list.Items[i]))
 	}
 	sort.Strings(states)
-	return 0, fmt.Sprintf("Service %s/%s has no ready endpoints (pods: %s)", ns, service, strings.Join(states, "; ")), nil
+	return 0, len(list.Items), fmt.Sprintf("Service %s/%s has no ready endpoints (pods: %s)", ns, service, strings.Join(states, "; ")), nil
 }
 
 func labelsString(sel map[string]string) string {

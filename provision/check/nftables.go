@@ -67,11 +67,7 @@ func checkNftables(ctx context.Context, c *run) error {
 		}
 	}
 	c.detail("table ip kube-proxy on %s holds %s/%s (%s)", strings.Join(nodes, ", "), nftNamespace, nftService, ip)
-	err = poll(ctx, 500*time.Millisecond, 2*time.Minute, func(ctx context.Context) (bool, string, error) {
-		ready, why, err := readyEndpoints(ctx, c, nftNamespace, nftService)
-		return ready > 0, why, err
-	})
-	if err != nil {
+	if err := waitReadyEndpoints(ctx, c, nftNamespace, nftService, 2*time.Minute); err != nil {
 		return err
 	}
 	var answer string
