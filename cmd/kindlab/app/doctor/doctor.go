@@ -2,6 +2,7 @@
 package doctor
 
 import (
+	"os"
 	"slices"
 
 	"context"
@@ -19,6 +20,7 @@ import (
 	"github.com/kindlab/kindlab/provision/fleet"
 	"github.com/kindlab/kindlab/provision/lab"
 	"github.com/kindlab/kindlab/provision/render"
+	"github.com/kindlab/kindlab/provision/state"
 )
 
 // NewCommand returns the doctor command.
@@ -60,6 +62,15 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 				}
 				if image == "" {
 					opts.NodeImages = []string{r.NodeImage}
+					// A cluster of the lab that runs already converges on
+					// the node image it came up with (an offline build,
+					// say), which is the one to look at.
+					if store, err := state.Default(); err == nil {
+						if rec, err := store.Load(r.Name); err == nil && rec.Lab == r.Name && rec.NodeImage != "" {
+							image = rec.NodeImage
+							opts.NodeImages = []string{image}
+						}
+					}
 				}
 				var roles []string
 				for _, n := range r.Nodes {
@@ -119,7 +130,8 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 	}
 	labs.AddFlags(cmd)
 	out.AddFlag(cmd, "table", "json")
-	cmd.Flags().StringVar(&image, "image", "", "node image to look at instead of the lab's")
+	cmd.Flags().StringVar(&image, "image", os.Getenv("KINDLAB_NODE_IMAGE"),
+		"node image to look at instead of the lab's (default $KINDLAB_NODE_IMAGE, else the one the lab's cluster came up with)")
 	cmd.Flags().IntVar(&clusters, "clusters", 1, "how many clusters will run at once")
 	cmd.Flags().IntVar(&port, "registry-port", render.DefaultRegistryPort, "host port of the local registry")
 	return cmd
