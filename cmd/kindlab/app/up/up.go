@@ -112,7 +112,15 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 						return err
 					}
 				}
-				fmt.Fprintf(s.ErrOut, "Lab %s is up. Use it with:\n  kubectl cluster-info --context %s\n", plan.Lab, res.Context)
+				// The verbs a user reaches for next, naming this cluster as
+				// they would have to (fresh-user review, session 13).
+				target := plan.Lab
+				if plan.ClusterName != plan.Lab {
+					target = "--name " + plan.ClusterName
+				}
+				fmt.Fprintf(s.ErrOut, "Lab %s is up. Use it with:\n  kubectl cluster-info --context %s\n"+
+					"  kindlab instructions %s   # the lab's steps, written for this cluster\n"+
+					"  kindlab check %s; kindlab reset %s; kindlab down %s\n", plan.Lab, res.Context, target, target, target, target)
 			}
 			if check.AnyFailed(res.Checks) {
 				return cli.WithCode(cli.ExitCheckFailed, errors.New("some feature checks failed (see the table)"))
