@@ -143,6 +143,11 @@ spec:
 		t.Fatalf("up from the kit with no registry: exit %d\n%s", code, errOut)
 	}
 	t.Logf("up took %s", time.Since(start).Round(100*time.Millisecond))
+	// Its last lines name the next verbs for this cluster (text output
+	// only: -o json prints none).
+	if !strings.Contains(errOut, "  kindlab instructions --name "+name+"   # the lab's steps") || !strings.Contains(errOut, "kindlab down --name "+name+"\n") {
+		t.Errorf("up's last lines do not name the next verbs for cluster %s:\n%s", name, errOut)
+	}
 	if strings.Contains(errOut, "Pulling image") {
 		t.Errorf("up pulled something:\n%s", errOut)
 	}
