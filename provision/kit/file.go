@@ -106,15 +106,15 @@ func openKit(file string) (*kitFile, error) {
 		k.entries[name] = section{off: off, size: hdr.Size}
 		k.last, k.end = name, off+(hdr.Size+blockSize-1)/blockSize*blockSize
 	}
+	if len(seen) == 0 {
+		f.Close()
+		return nil, kitErr(file, "not a kit (an empty tar archive): `kindlab kit save` writes one")
+	}
 	// tar.Reader takes a file cut between two members for a whole one (its
 	// Next says io.EOF): only the end-of-archive marker, two zero blocks
 	// that archive/tar's Writer.Close writes and Next reads past, tells
 	// them apart. Without this check such a kit lacks its later members
 	// and reads as no kit at all.
-	if len(seen) == 0 {
-		f.Close()
-		return nil, kitErr(file, "not a kit (an empty tar archive): `kindlab kit save` writes one")
-	}
 	if end, err := f.Seek(0, io.SeekCurrent); err != nil || end < k.end+2*blockSize {
 		f.Close()
 		return nil, kitErr(file, "truncated: the file ends after %s, without tar's end-of-archive marker: copy it again", k.last)
