@@ -136,17 +136,7 @@ func checkFields(n *yaml.Node, t reflect.Type, path, file string, seen map[alias
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		fields := map[string]reflect.Type{}
-		var names []string
-		for i := 0; i < t.NumField(); i++ {
-			tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
-			if tag == "" || tag == "-" {
-				continue
-			}
-			fields[tag] = t.Field(i).Type
-			names = append(names, tag)
-		}
-		sort.Strings(names)
+		fields, names := yamlFields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			k, v := n.Content[i], n.Content[i+1]
 			ft, ok := fields[k.Value]
@@ -191,13 +181,7 @@ func expected(n *yaml.Node, t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.Struct:
 		if n.Kind != yaml.MappingNode {
-			var names []string
-			for i := 0; i < t.NumField(); i++ {
-				if tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]; tag != "" && tag != "-" {
-					names = append(names, tag)
-				}
-			}
-			sort.Strings(names)
+			_, names := yamlFields(t)
 			return "a mapping with the fields " + strings.Join(names, ", ")
 		}
 	case reflect.Map:
@@ -218,6 +202,23 @@ func expected(n *yaml.Node, t reflect.Type) string {
 		}
 	}
 	return ""
+}
+
+// yamlFields are a struct type's fields by their YAML key, and the keys
+// sorted: what a lab file may write in its mapping.
+func yamlFields(t reflect.Type) (map[string]reflect.Type, []string) {
+	fields := map[string]reflect.Type{}
+	var names []string
+	for i := 0; i < t.NumField(); i++ {
+		tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = t.Field(i).Type
+		names = append(names, tag)
+	}
+	sort.Strings(names)
+	return fields, names
 }
 
 // kindOf names, for a lab's author, what a Go type holds.
