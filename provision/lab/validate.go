@@ -121,6 +121,7 @@ func validateFile(d *document) error {
 			return e(join("spec.featureGates", g), "%v", err)
 		}
 	}
+	core := "" // the first key naming the core API (v1 or api/v1)
 	for _, k := range sortedKeys(s.RuntimeConfig) {
 		field := fmt.Sprintf("spec.runtimeConfig[%q]", k)
 		if !runtimeConfigKeyChars.MatchString(k) {
@@ -135,10 +136,11 @@ func validateFile(d *document) error {
 		if strings.HasPrefix(k, "v1/") || strings.HasPrefix(k, "api/v1/") {
 			return e(field, "kube-apiserver 1.31 reads %s as v1, the whole core API, dropping the resource (k8s.io/kubernetes v1.31.14 pkg/controlplane/apiserver/options/options.go Complete): write v1 to turn the core API on or off; one core resource cannot be turned off alone", k)
 		}
-		for _, other := range sortedKeys(s.RuntimeConfig) {
-			if other < k && coreAlias(other) && coreAlias(k) && s.RuntimeConfig[other] != s.RuntimeConfig[k] {
-				return e(field, "%s and %s both name the core API (kube-apiserver 1.31 reads both as v1) with different values, and which wins changes from one start to the next: keep one", other, k)
+		if coreAlias(k) {
+			if core != "" && s.RuntimeConfig[core] != s.RuntimeConfig[k] {
+				return e(field, "%s and %s both name the core API (kube-apiserver 1.31 reads both as v1) with different values, and which wins changes from one start to the next: keep one", core, k)
 			}
+			core = k
 		}
 	}
 	if m := s.Networking.KubeProxyMode; m != "" && !slices.Contains(kubeProxyMode, m) {
