@@ -19,9 +19,6 @@ type kitFile struct {
 	name    string
 	size    int64
 	entries map[string]section
-	// last is the last member read and end where its padded content ends.
-	last string
-	end  int64
 }
 
 type section struct{ off, size int64 }
@@ -45,6 +42,9 @@ func openKit(file string) (*kitFile, error) {
 	}
 	k := &kitFile{f: f, name: file, size: st.Size(), entries: map[string]section{}}
 	seen := map[string]bool{}
+	// last is the last member read, and lastEnd where its padded content ends.
+	var last string
+	var lastEnd int64
 	// tar.Reader reads headers in exact blocks and seeks over content, so
 	// the file offset after Next is where the member's content starts.
 	tr := tar.NewReader(f)
@@ -83,11 +83,11 @@ func openKit(file string) (*kitFile, error) {
 		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
-			if k.end, err = f.Seek(0, io.SeekCurrent); err != nil {
+			if lastEnd, err = f.Seek(0, io.SeekCurrent); err != nil {
 				f.Close()
 				return nil, err
 			}
-			k.last = name
+			last = name
 			continue
 		case tar.TypeReg:
 		default:
@@ -104,7 +104,7 @@ func openKit(file string) (*kitFile, error) {
 			return nil, kitErr(file, "truncated: %s needs %d bytes, the file ends %d bytes in: copy it again", hdr.Name, hdr.Size, k.size-off)
 		}
 		k.entries[name] = section{off: off, size: hdr.Size}
-		k.last, k.end = name, off+(hdr.Size+blockSize-1)/blockSize*blockSize
+		last, lastEnd = name, off+(hdr.Size+blockSize-1)/blockSize*blockSize
 	}
 	if len(seen) == 0 {
 		f.Close()
@@ -115,9 +115,9 @@ func openKit(file string) (*kitFile, error) {
 	// that archive/tar's Writer.Close writes and Next reads past, tells
 	// them apart. Without this check such a kit lacks its later members
 	// and reads as no kit at all.
-	if end, err := f.Seek(0, io.SeekCurrent); err != nil || end < k.end+2*blockSize {
+	if end, err := f.Seek(0, io.SeekCurrent); err != nil || end < lastEnd+2*blockSize {
 		f.Close()
-		return nil, kitErr(file, "truncated: the file ends after %s, without tar's end-of-archive marker: copy it again", k.last)
+		return nil, kitErr(file, "truncated: the file ends after %s, without tar's end-of-archive marker: copy it again", last)
 	}
 	return k, nil
 }
