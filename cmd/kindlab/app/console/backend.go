@@ -108,14 +108,11 @@ func (b *backend) Clusters(ctx context.Context) ([]pconsole.Cluster, error) {
 		if (b.fleet != "" && rec.Fleet != b.fleet) || !slices.Contains(running, rec.Cluster) {
 			continue
 		}
-		c := pconsole.Cluster{Name: rec.Cluster, Lab: rec.Lab, Fleet: rec.Fleet, Context: rec.Context, Checks: rec.Checks}
+		c := ClusterOf(rec, nil)
 		if r, _, err := b.lab(rec.Cluster); err != nil {
 			c.Description = err.Error()
 		} else {
-			c.Description, c.Checks = r.Description, r.Checks
-			for _, in := range r.Instructions {
-				c.Instructions = append(c.Instructions, pconsole.Instruction{Lab: in.Lab, Text: in.Text})
-			}
+			c = ClusterOf(rec, r)
 		}
 		if saved, err := b.store.LoadChecks(rec.Cluster); err == nil {
 			var rs []check.Result
@@ -126,6 +123,23 @@ func (b *backend) Clusters(ctx context.Context) ([]pconsole.Cluster, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// ClusterOf is a recorded cluster as the console shows it: name, lab,
+// fleet and context from its record, and, with its lab r (nil when the lab
+// does not resolve), the lab's description, checks and instructions
+// (console.Steps writes those for the cluster; `kindlab instructions`
+// prints them).
+func ClusterOf(rec state.Record, r *lab.Resolved) pconsole.Cluster {
+	c := pconsole.Cluster{Name: rec.Cluster, Lab: rec.Lab, Fleet: rec.Fleet, Context: rec.Context, Checks: rec.Checks}
+	if r == nil {
+		return c
+	}
+	c.Description, c.Checks = r.Description, r.Checks
+	for _, in := range r.Instructions {
+		c.Instructions = append(c.Instructions, pconsole.Instruction{Lab: in.Lab, Text: in.Text})
+	}
+	return c
 }
 
 func convert(rs []check.Result) []pconsole.Result {

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kindlab/kindlab/cmd/kindlab/app/cli"
+	appconsole "github.com/kindlab/kindlab/cmd/kindlab/app/console"
 	"github.com/kindlab/kindlab/provision/check"
 	"github.com/kindlab/kindlab/provision/console"
 	"github.com/kindlab/kindlab/provision/lab"
@@ -76,11 +77,7 @@ func NewCommand(s *cli.Streams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cl := console.Cluster{Name: rec.Cluster, Lab: rec.Lab, Context: rec.Context, Checks: r.Checks}
-			for _, in := range r.Instructions {
-				cl.Instructions = append(cl.Instructions, console.Instruction{Lab: in.Lab, Text: in.Text})
-			}
-			steps := console.Steps(cl)
+			steps := console.Steps(appconsole.ClusterOf(rec, r))
 			if out.JSON() {
 				if steps == nil {
 					steps = []console.Step{}
